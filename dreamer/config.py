@@ -1,0 +1,50 @@
+"""The resolved configuration of a run: one typed dataclass per component (DIAMOND style).
+
+Presets in ``configs/`` stack (``include:``) and ``--set key=value`` overrides any leaf; see
+:mod:`dreamer.configuration` for the rules. Every phase saves the resolved config in its run directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dreamer.agent.config import AgentConfig, RLConfig
+from dreamer.configuration import ConfigError, load_config
+from dreamer.data.config import DataConfig
+from dreamer.dynamics.config import DynamicsConfig
+from dreamer.envs.config import CollectConfig, EnvConfig
+from dreamer.tokenizer.config import TokenizerConfig
+from dreamer.training.config import EvalConfig, Phase0Config, Phase1Config, Phase2Config, Phase3Config
+
+
+@dataclass
+class Config:
+    run: str = "crafter_tiny"  # run name: checkpoints/<run>/ holds checkpoints, logs and config.yaml
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    checkpoint_root: str = "checkpoints"
+    threads: int = 0  # torch intra-op threads (0 = PyTorch's default)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    phase0: Phase0Config = field(default_factory=Phase0Config)
+    phase1: Phase1Config = field(default_factory=Phase1Config)
+    phase2: Phase2Config = field(default_factory=Phase2Config)
+    phase3: Phase3Config = field(default_factory=Phase3Config)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.checkpoint_root) / self.run
+
+
+def load(paths: list[str] | None = None, overrides: list[str] | None = None) -> Config:
+    return load_config(Config, paths, overrides)
+
+
+__all__ = ["Config", "ConfigError", "load"]

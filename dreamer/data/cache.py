@@ -1,0 +1,260 @@
+"""The latent cache (SPEC section 3): every episode encoded once by the frozen tokenizer.
+
+Layout of ``<cache_dir>``::
+
+    manifest.json                       tokenizer identity, sources + hashes, split, statistics
+    episodes/<name>/latents.npy         float16 (L, N, C)  raw pooled latents
+                    actions.npy         int64   (L, S, D)  actions[k] = a[S·k : S·k+S]
+                    action_mask.npy     bool    (L, S)     False for padded / ignored sub-steps
+                    rewards.npy         float32 (L,)       rewards[k] = sum r[S(k-1) : S·k], rewards[0] = 0
+                    continues.npy       float32 (L,)       0 where latent k is terminal
+                    source.json         the episode's content hash and the tokenizer hash
+
+Each episode folder is written to a temporary folder and renamed, and the manifest is written last,
+atomically: an interrupted build resumes by skipping episodes that are already complete. A cache
+built by another tokenizer is refused; an episode whose source changed is re-encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dreamer.data.episode import ActionSpace, Episode, load_episode
+from dreamer.training.checkpoint import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+ARRAYS = ("latents", "actions", "action_mask", "rewards", "continues")
+
+
+class CacheMismatchError(RuntimeError):
+    """The cache on disk was built with another tokenizer or action space than the one asked for."""
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def align_episode(ep: Episode, S: int) -> dict[str, np.ndarray]:
+    """Actions, mask, rewards and continues per latent step (everything but the latents).
+
+    With L = 1 + ceil(T/S) latent steps for T actions (T+1 frames):
+    actions[k] = a[S·k : S·k+S] (padded sub-steps masked; the last row fully masked),
+    rewards[k] = sum of r[S(k-1) : S·k], rewards[0] = 0, continues[k] = 0 only for a terminal last latent.
+    Sub-steps whose action the game ignored (``extras['ignore_action']``) are masked too.
+    """
+    T, D = ep.actions.shape
+    L = 1 + -(-T // S)
+    actions = np.zeros((L, S, D), dtype=np.int64)
+    mask = np.zeros((L, S), dtype=bool)
+    flat_a = actions.reshape(L * S, D)
+    flat_m = mask.reshape(L * S)
+    flat_a[:T] = ep.actions
+    flat_m[:T] = True
+    ignore = ep.extras.get("ignore_action")
+    if ignore is not None:
+        flat_m[:T] &= ~np.asarray(ignore[:T], dtype=bool)
+    rewards = np.zeros(L, dtype=np.float32)
+    padded_r = np.zeros((L - 1) * S, dtype=np.float64)
+    padded_r[:T] = ep.rewards
+    rewards[1:] = padded_r.reshape(L - 1, S).sum(1)
+    continues = np.ones(L, dtype=np.float32)
+    if ep.terminated:
+        continues[-1] = 0.0
+    return {"actions": actions, "action_mask": mask, "rewards": rewards, "continues": continues}
+
+
+def _write_episode_dir(target: Path, arrays: dict[str, np.ndarray], source: dict) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for k, v in arrays.items():
+            np.save(tmp / f"{k}.npy", v)
+        (tmp / "source.json").write_text(json.dumps(source))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _split(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Split by episode, deterministic in the names and the seed (not in the order of discovery)."""
+    order = sorted(names, key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
+    n_val = int(round(len(names) * val_fraction))
+    if val_fraction > 0 and len(names) >= 2:
+        n_val = max(1, n_val)
+    val = sorted(order[:n_val])
+    return sorted(order[n_val:]), val
+
+
+def build_cache(
+    episode_paths: list[Path],
+    tokenizer,
+    cache_dir: str | os.PathLike,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    write_manifest: bool = True,
+) -> Path:
+    """Encode every episode once (resumable, atomic) and write the manifest with statistics.
+
+    ``shard=(rank, world)`` encodes only every world-th episode (distributed builds); the manifest is
+    written by the caller that passes ``write_manifest=True`` once all shards are done.
+    """
+    cache_dir = Path(cache_dir)
+    (cache_dir / "episodes").mkdir(parents=True, exist_ok=True)
+    ident = tokenizer.identity()
+    manifest_path = cache_dir / "manifest.json"
+    if manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        if old.get("tokenizer") != ident:
+            raise CacheMismatchError(
+                f"latent cache {cache_dir} was built with tokenizer {_short(old.get('tokenizer'))}, "
+                f"but the config asks for {_short(ident)}. Delete the folder or set data.cache_dir to a new path."
+            )
+    names = [Path(p).stem for p in episode_paths]
+    if len(set(names)) != len(names):
+        raise ValueError(f"episode file names must be unique under {Path(episode_paths[0]).parent}")
+    todo = list(zip(names, episode_paths))[shard[0] :: shard[1]]
+    space: ActionSpace | None = None
+    for name, path in tqdm(todo, desc="encode episodes", unit="ep", disable=len(todo) < 2):
+        src_hash = file_sha256(path)
+        target = cache_dir / "episodes" / name
+        src_file = target / "source.json"
+        if src_file.is_file():
+            old_src = json.loads(src_file.read_text())
+            if old_src.get("sha256") == src_hash and old_src.get("tokenizer") == ident["weights_sha256"]:
+                continue
+            log.info("episode %s changed since it was cached: re-encoding", name)
+        ep = load_episode(path)
+        arrays = align_episode(ep, tokenizer.S)
+        frames = torch.from_numpy(ep.frames)[None]  # (1, T+1, H, W, 3)
+        z = tokenizer.encode(frames)[0]  # (L, N, C)
+        if z.shape[0] != arrays["actions"].shape[0]:
+            raise AssertionError(f"{path}: {z.shape[0]} latents but {arrays['actions'].shape[0]} action chunks")
+        if not torch.isfinite(z).all():
+            raise ValueError(f"{path}: the tokenizer produced non-finite latents")
+        arrays["latents"] = z.cpu().numpy().astype(np.float16)
+        source = {"path": str(Path(path).resolve()), "sha256": src_hash, "tokenizer": ident["weights_sha256"],
+                  "num_steps": ep.num_steps, "action_space": ep.action_space.to_dict(), "meta": ep.meta}
+        _write_episode_dir(target, arrays, source)
+    if write_manifest:
+        write_manifest_file(cache_dir, names, ident, val_fraction, split_seed)
+    return cache_dir
+
+
+def _short(ident: dict | None) -> str:
+    if not ident:
+        return "<none>"
+    return f"(weights {ident.get('weights_sha256', '?')[:12]}, pool {ident.get('pool')}, res {ident.get('resolution')})"
+
+
+def write_manifest_file(cache_dir: Path, names: list[str], ident: dict, val_fraction: float, split_seed: int) -> dict:
+    """Collect per-episode sources, check they agree, compute train statistics, write the manifest."""
+    sources, spaces = {}, set()
+    for name in names:
+        d = cache_dir / "episodes" / name
+        if not (d / "source.json").is_file():
+            raise RuntimeError(f"latent cache {cache_dir}: episode {name} was not encoded")
+        sources[name] = json.loads((d / "source.json").read_text())
+        spaces.add(json.dumps(sources[name]["action_space"], sort_keys=True))
+    if len(spaces) != 1:
+        raise ValueError(f"episodes under one cache must share one action space, found {sorted(spaces)}")
+    train, val = _split(names, val_fraction, split_seed)
+    # Per-channel statistics over every latent token of the training split (float64 accumulation).
+    total, sq, count = 0.0, 0.0, 0
+    for name in train:
+        z = np.load(cache_dir / "episodes" / name / "latents.npy", mmap_mode="r").astype(np.float64)
+        total = total + z.sum(axis=(0, 1))
+        sq = sq + (z**2).sum(axis=(0, 1))
+        count += z.shape[0] * z.shape[1]
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean**2, 1e-12))
+    manifest = {
+        "version": 1,
+        "tokenizer": ident,
+        "action_space": json.loads(spaces.pop()),
+        "chunk_len": ident["temporal_compression"],
+        "sources": sources,
+        "split": {"train": train, "val": val, "val_fraction": val_fraction, "seed": split_seed},
+        "counts": {"episodes": len(names), "latent_steps": int(sum(
+            np.load(cache_dir / "episodes" / n / "rewards.npy", mmap_mode="r").shape[0] for n in names)),
+            "env_steps": int(sum(s["num_steps"] for s in sources.values()))},
+        "stats": {"mean": mean.tolist(), "std": std.tolist()},
+    }
+    atomic_write_bytes(cache_dir / "manifest.json", json.dumps(manifest, indent=1).encode())
+    return manifest
+
+
+@dataclass
+class CachedEpisode:
+    name: str
+    latents: np.ndarray  # float16 (L, N, C), raw (memory-mapped)
+    actions: np.ndarray  # int64 (L, S, D)
+    action_mask: np.ndarray  # bool (L, S)
+    rewards: np.ndarray  # float32 (L,)
+    continues: np.ndarray  # float32 (L,)
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.latents.shape[0])
+
+
+class LatentCache:
+    """Read side of the cache: memory-mapped episodes, statistics and the split."""
+
+    def __init__(self, root: str | os.PathLike, expect_tokenizer: dict | None = None):
+        self.root = Path(root)
+        path = self.root / "manifest.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no latent cache at {self.root} (missing manifest.json); build it first")
+        self.manifest = json.loads(path.read_text())
+        if expect_tokenizer is not None and self.manifest["tokenizer"] != expect_tokenizer:
+            raise CacheMismatchError(
+                f"latent cache {self.root} was built with tokenizer {_short(self.manifest['tokenizer'])}, "
+                f"expected {_short(expect_tokenizer)}"
+            )
+        self.names: list[str] = sorted(self.manifest["sources"])
+        self.train_names: list[str] = self.manifest["split"]["train"]
+        self.val_names: list[str] = self.manifest["split"]["val"]
+        self.mean = np.asarray(self.manifest["stats"]["mean"], dtype=np.float32)  # (C,)
+        self.std = np.asarray(self.manifest["stats"]["std"], dtype=np.float32)  # (C,)
+        self.chunk_len = int(self.manifest["chunk_len"])
+        self.action_space = ActionSpace.from_dict(self.manifest["action_space"])
+        self._episodes: dict[str, CachedEpisode] = {}
+
+    @property
+    def tokenizer_identity(self) -> dict:
+        return self.manifest["tokenizer"]
+
+    def episode(self, name: str) -> CachedEpisode:
+        if name not in self._episodes:
+            d = self.root / "episodes" / name
+            arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in ARRAYS}
+            self._episodes[name] = CachedEpisode(name=name, source=self.manifest["sources"][name]["path"], **arrays)
+        return self._episodes[name]
+
+    def standardise(self, latents: np.ndarray | torch.Tensor):
+        if isinstance(latents, torch.Tensor):
+            mean = torch.as_tensor(self.mean, device=latents.device)
+            std = torch.as_tensor(self.std, device=latents.device)
+            return (latents.float() - mean) / std
+        return (np.asarray(latents, dtype=np.float32) - self.mean) / self.std
+
+    def stats(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}

@@ -1,0 +1,67 @@
+"""Training clips from the latent cache.
+
+``ClipSampler.batch(step)`` draws B clips of T latent steps uniformly over all (episode, start)
+pairs. The draw depends only on (seed, rank, step), so a resumed run sees exactly the batches it
+would have seen, and distributed ranks see different clips without coordinating.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from dreamer.data.cache import LatentCache
+
+log = logging.getLogger(__name__)
+
+
+class ClipSampler:
+    def __init__(self, cache: LatentCache, names: list[str], clip_len: int, batch_size: int, seed: int = 0,
+                 rank: int = 0, device: str | torch.device = "cpu"):
+        self.cache, self.clip_len, self.batch_size = cache, clip_len, batch_size
+        self.seed, self.rank, self.device = seed, rank, torch.device(device)
+        lengths = {n: len(cache.episode(n)) for n in names}
+        self.names = [n for n in names if lengths[n] >= clip_len]
+        short = len(names) - len(self.names)
+        if short:
+            log.warning("%d of %d episodes are shorter than data.clip_len=%d latent steps and are skipped",
+                        short, len(names), clip_len)
+        if not self.names:
+            raise ValueError(f"no episode in {cache.root} has data.clip_len={clip_len} latent steps "
+                             f"(longest: {max(lengths.values(), default=0)}); lower data.clip_len")
+        starts = np.array([lengths[n] - clip_len + 1 for n in self.names], dtype=np.int64)
+        self._cum = np.cumsum(starts)  # clip index -> (episode, start)
+
+    @property
+    def num_clips(self) -> int:
+        return int(self._cum[-1])
+
+    def draw(self, step: int) -> list[tuple[str, int]]:
+        """The (episode, start) pairs of batch ``step`` for this rank."""
+        rng = np.random.default_rng([self.seed, self.rank, step])
+        idx = rng.integers(0, self.num_clips, size=self.batch_size)
+        ep = np.searchsorted(self._cum, idx, side="right")
+        first = np.concatenate([[0], self._cum[:-1]])
+        return [(self.names[e], int(i - first[e])) for e, i in zip(ep, idx)]
+
+    def batch(self, step: int) -> dict:
+        return self.collate(self.draw(step))
+
+    def collate(self, picks: list[tuple[str, int]]) -> dict:
+        """Batch dict: latents (B,T,N,C) standardised float32, actions (B,T,S,D), action_mask (B,T,S),
+        rewards (B,T), continues (B,T), and ``provenance`` [(episode, start)]."""
+        T = self.clip_len
+        cols: dict[str, list] = {k: [] for k in ("latents", "actions", "action_mask", "rewards", "continues")}
+        for name, s in picks:
+            e = self.cache.episode(name)
+            cols["latents"].append(np.asarray(e.latents[s : s + T], dtype=np.float32))
+            cols["actions"].append(np.asarray(e.actions[s : s + T]))
+            cols["action_mask"].append(np.asarray(e.action_mask[s : s + T]))
+            cols["rewards"].append(np.asarray(e.rewards[s : s + T]))
+            cols["continues"].append(np.asarray(e.continues[s : s + T]))
+        out = {k: torch.from_numpy(np.stack(v)).to(self.device) for k, v in cols.items()}
+        out["latents"] = self.cache.standardise(out["latents"])
+        out["provenance"] = list(picks)
+        return out

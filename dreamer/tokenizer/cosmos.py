@@ -1,0 +1,271 @@
+"""The frozen Cosmos tokenizer (SPEC section 2).
+
+uint8 frames (B, T, H, W, 3) → [-1, 1], (B, 3, T, H, W), bicubic resize to ``resolution`` →
+``AutoencoderKLCosmos.encode(x).latent_dist.mode()`` → raw latents (B, C, T_lat, G, G) →
+average pool (kernel ``pool``) → pooled latents (B, T_lat, N, C), N = (G/pool)^2 row-major.
+
+Time: T_lat = 1 + ceil((T-1)/S). Latent 0 encodes frame 0 alone, latent k >= 1 frames S(k-1)+1 … Sk.
+Long episodes are encoded in windows (:func:`latent_window`, the one definition shared by the cache
+builder and by acting in the environment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dreamer.tokenizer.config import TokenizerConfig
+
+log = logging.getLogger(__name__)
+
+# Named architectures of diffusers' AutoencoderKLCosmos. cv8x8x8 is the class default (NVIDIA
+# Cosmos-1.0-Tokenizer-CV8x8x8, ~106M parameters); tiny (~0.25M) is for tests and the CPU demo;
+# small is the phase-0 preset sized for about an hour of fitting on 2 CPU cores.
+PRESETS: dict[str, dict] = {
+    "cv8x8x8": {},
+    "cv4x8x8": {"temporal_compression_ratio": 4},
+    "tiny": {
+        "encoder_block_out_channels": (8, 16, 16, 16),
+        "decode_block_out_channels": (16, 16, 16, 16),
+        "num_layers": 1,
+        "attention_resolutions": (),
+        "resolution": 256,
+    },
+    "small": {
+        "encoder_block_out_channels": (16, 32, 64, 64),
+        "decode_block_out_channels": (32, 64, 64, 64),
+        "num_layers": 1,
+        "attention_resolutions": (),
+        "resolution": 256,
+    },
+}
+HUB_ID = "nvidia/Cosmos-1.0-Tokenizer-CV8x8x8"
+
+
+def latent_steps(num_frames: int, S: int) -> int:
+    """T_lat = 1 + ceil((T-1)/S) for T >= 1 frames."""
+    if num_frames < 1:
+        raise ValueError(f"need at least one frame, got {num_frames}")
+    return 1 + math.ceil((num_frames - 1) / S)
+
+
+def latent_window(k: int, S: int, m: int) -> tuple[int, int]:
+    """Frames [start, stop) to encode so that the LAST latent of the result is latent k.
+
+    Window j covers latents mj … m(j+1) and starts at frame S·m·j. Latent k >= 1 lies in window
+    j = (k-1) // m; by causality, encoding the window's prefix up to frame S·k gives latent k as its
+    last latent, identical to encoding the whole window. Latent 0 is frame 0 alone.
+    """
+    if k == 0:
+        return 0, 1
+    j = (k - 1) // m
+    return S * m * j, S * k + 1
+
+
+def window_plan(num_frames: int, S: int, m: int) -> list[tuple[int, int, int]]:
+    """(start, stop, first_kept_latent) of each window that encodes a whole episode.
+
+    Built from :func:`latent_window` at each window's last latent. ``stop`` may exceed
+    ``num_frames``: the tail is padded by repeating the last frame (:func:`pad_frames`).
+    """
+    L = latent_steps(num_frames, S)
+    if L == 1:
+        return [(0, 1, 0)]
+    plan = []
+    for last in range(m, L - 1 + m, m):
+        k = min(last, L - 1)
+        start, stop = latent_window(k, S, m)
+        plan.append((start, stop, 0 if start == 0 else 1))
+    return plan
+
+
+def pad_frames(frames_bthwc: torch.Tensor, stop: int) -> torch.Tensor:
+    """Repeat the last frame so that the clip holds ``stop`` frames (as NVIDIA's library does)."""
+    T = frames_bthwc.shape[1]
+    if stop <= T:
+        return frames_bthwc[:, :stop]
+    tail = frames_bthwc[:, -1:].expand(-1, stop - T, *frames_bthwc.shape[2:])
+    return torch.cat([frames_bthwc, tail], dim=1)
+
+
+def preprocess(frames_bthwc: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) → float in [-1, 1], (B, 3, T, R, R), bicubic resize, clamped."""
+    if frames_bthwc.dtype != torch.uint8 or frames_bthwc.ndim != 5 or frames_bthwc.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (B, T, H, W, 3), got {tuple(frames_bthwc.shape)} {frames_bthwc.dtype}")
+    B, T, H, W, _ = frames_bthwc.shape
+    x = frames_bthwc.permute(0, 1, 4, 2, 3).reshape(B * T, 3, H, W).float() / 127.5 - 1.0
+    if (H, W) != (resolution, resolution):
+        x = F.interpolate(x, size=(resolution, resolution), mode="bicubic", align_corners=False)
+    x = x.clamp(-1.0, 1.0)
+    return x.reshape(B, T, 3, resolution, resolution).permute(0, 2, 1, 3, 4)
+
+
+def pool_latents(raw_bcthw: torch.Tensor, pool: int) -> torch.Tensor:
+    """Raw latents (B, C, T, G, G) → pooled (B, T, N, C), N = (G/pool)^2 in row-major order."""
+    B, C, T, G, _ = raw_bcthw.shape
+    x = raw_bcthw.permute(0, 2, 1, 3, 4).reshape(B * T, C, G, G)
+    x = F.avg_pool2d(x, kernel_size=pool) if pool > 1 else x
+    return x.reshape(B, T, C, -1).transpose(2, 3)
+
+
+def unpool_latents(z_btnc: torch.Tensor, pool: int) -> torch.Tensor:
+    """Pooled (B, T, N, C) → raw layout (B, C, T, G, G) by nearest upsampling (inverse of pooling)."""
+    B, T, N, C = z_btnc.shape
+    g = int(round(math.sqrt(N)))
+    x = z_btnc.transpose(2, 3).reshape(B, T, C, g, g)
+    x = x.repeat_interleave(pool, dim=3).repeat_interleave(pool, dim=4)
+    return x.permute(0, 2, 1, 3, 4)
+
+
+def build_vae(preset: str, pretrained: str | None = None):
+    """An AutoencoderKLCosmos from a local directory / hub id, or a named preset with random weights."""
+    from diffusers import AutoencoderKLCosmos
+
+    if pretrained:
+        path = Path(pretrained)
+        if path.exists():
+            sub = "vae" if (path / "vae" / "config.json").is_file() else None
+            if sub is None and not (path / "config.json").is_file():
+                raise FileNotFoundError(f"tokenizer.pretrained={pretrained}: no config.json in it or in its vae/ folder")
+            return AutoencoderKLCosmos.from_pretrained(str(path), subfolder=sub), str(path.resolve())
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        try:
+            vae = AutoencoderKLCosmos.from_pretrained(pretrained, subfolder="vae", local_files_only=offline)
+        except Exception as e:  # noqa: BLE001 - re-raised with the config key named
+            raise RuntimeError(
+                f"tokenizer.pretrained={pretrained!r}: could not load from the hub ({type(e).__name__}: {e}). "
+                "Download the weights and point tokenizer.pretrained at the local directory."
+            ) from e
+        return vae, pretrained
+    if preset not in PRESETS:
+        raise ValueError(f"tokenizer.preset={preset!r} is not one of {sorted(PRESETS)}")
+    log.warning(
+        "=" * 72 + "\nTOKENIZER WEIGHTS ARE RANDOM (preset %r, no tokenizer.pretrained given).\n"
+        "Latents are random projections of the frames. Fit the tokenizer with train_phase0_tokenizer.py\n"
+        "or point tokenizer.pretrained at Cosmos weights (%s).\n" + "=" * 72,
+        preset,
+        HUB_ID,
+    )
+    return AutoencoderKLCosmos(**PRESETS[preset]), None
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    """sha256 over the state dict (names, shapes, dtypes and bytes): the tokenizer's identity."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class CosmosTokenizerWrapper(torch.nn.Module):
+    """Frozen Cosmos tokenizer producing pooled latents (B, T_lat, N, C).
+
+    Frozen: parameters have requires_grad=False, the module stays in eval mode, encoding and decoding
+    run under ``torch.no_grad()`` (a local context; the global grad mode is never changed).
+    """
+
+    def __init__(self, preset: str = "tiny", pretrained: str | None = None, cfg: TokenizerConfig | None = None, **kw):
+        super().__init__()
+        self.cfg = cfg or TokenizerConfig(preset=preset, pretrained=pretrained, **kw)
+        self.vae, self.source = build_vae(self.cfg.preset, self.cfg.pretrained)
+        self.vae.requires_grad_(False)
+        self.vae.eval()
+        vc = self.vae.config
+        self.S = int(vc.temporal_compression_ratio)  # temporal compression = action-chunk length
+        self.spatial = int(vc.spatial_compression_ratio)
+        self.channels = int(vc.latent_channels)
+        grid = self.cfg.resolution // self.spatial
+        if grid % self.cfg.pool:
+            raise ValueError(f"tokenizer.pool={self.cfg.pool} must divide the latent grid {grid}")
+        self.num_tokens = (grid // self.cfg.pool) ** 2
+        self._identity: dict | None = None
+
+    def train(self, mode: bool = True):  # stays in eval mode whatever the caller asks
+        return super().train(False)
+
+    def latent_steps(self, num_frames: int) -> int:
+        return latent_steps(num_frames, self.S)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    def identity(self) -> dict:
+        """What makes two tokenizers produce the same latents: config, weights hash, pooling, windowing."""
+        if self._identity is None:
+            config = {k: v for k, v in dict(self.vae.config).items() if not k.startswith("_")}
+            self._identity = {
+                "vae_config": json.loads(json.dumps(config, default=list)),
+                "weights_sha256": weights_hash(self.vae),
+                "resolution": self.cfg.resolution,
+                "pool": self.cfg.pool,
+                "window_latents": self.cfg.window_latents,
+                "temporal_compression": self.S,
+            }
+        return self._identity
+
+    def _autocast(self):
+        dev = self.device.type
+        return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.cfg.bf16 and dev in ("cuda", "cpu"))
+
+    @torch.no_grad()
+    def encode_clip(self, frames_bthwc: torch.Tensor) -> torch.Tensor:
+        """Encode one clip of 1 + S·k frames (no windowing) → pooled latents (B, 1+k, N, C) float32."""
+        x = preprocess(frames_bthwc.to(self.device), self.cfg.resolution)
+        with self._autocast():
+            raw = self.vae.encode(x).latent_dist.mode()
+        return pool_latents(raw.float(), self.cfg.pool)
+
+    @torch.no_grad()
+    def encode(self, frames) -> torch.Tensor:
+        """uint8 frames (B, T, H, W, 3) → pooled latents (B, T_lat, N, C) float32, windowed and causal."""
+        frames = torch.as_tensor(frames)
+        T = frames.shape[1]
+        out = []
+        for start, stop, keep in window_plan(T, self.S, self.cfg.window_latents):
+            clip = pad_frames(frames[:, start:], stop - start)
+            out.append(self.encode_clip(clip)[:, keep:])
+        z = torch.cat(out, dim=1)
+        assert z.shape[1] == self.latent_steps(T), (z.shape, T)
+        return z
+
+    @torch.no_grad()
+    def encode_latent(self, frames, k: int) -> torch.Tensor:
+        """Latent k alone (B, N, C) from frames (B, >=1, H, W, 3) seen so far (acting in the env).
+
+        Uses the same :func:`latent_window` as :meth:`encode`; missing tail frames are padded by
+        repeating the last one, exactly as the cache does for an episode's last partial chunk.
+        """
+        frames = torch.as_tensor(frames)
+        start, stop = latent_window(k, self.S, self.cfg.window_latents)
+        if frames.shape[1] <= start:
+            raise ValueError(f"latent {k} needs frames from {start}, only {frames.shape[1]} given")
+        return self.encode_clip(pad_frames(frames[:, start:], stop - start))[:, -1]
+
+    @torch.no_grad()
+    def decode(self, latents_btnc: torch.Tensor, mean=None, std=None, size: int | None = None) -> torch.Tensor:
+        """Pooled latents (B, T_lat, N, C) → uint8 frames (B, 1 + S(T_lat-1), size, size, 3), for pictures.
+
+        When ``mean``/``std`` (C,) are given the latents are standardised ones and are mapped back first.
+        """
+        z = latents_btnc.to(self.device).float()
+        if mean is not None:
+            z = z * torch.as_tensor(std, device=z.device, dtype=z.dtype) + torch.as_tensor(mean, device=z.device, dtype=z.dtype)
+        with self._autocast():
+            x = self.vae.decode(unpool_latents(z, self.cfg.pool)).sample.float()
+        B, _, T, R, _ = x.shape
+        x = x.permute(0, 2, 1, 3, 4).reshape(B * T, 3, R, R)
+        if size and size != R:
+            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.reshape(B, T, 3, x.shape[-2], x.shape[-1]).permute(0, 1, 3, 4, 2)
+

@@ -1,0 +1,62 @@
+"""Per-phase training settings (optimiser, schedule, logging, checkpoints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class PhaseConfig:
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 100  # linear warm-up steps, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    log_every: int = 10
+    eval_every: int = 250  # held-out figures / real-env evaluation
+    ckpt_every: int = 250  # periodic checkpoint <phase>_step<N>.pt (atomic)
+    keep_checkpoints: int = 2
+    bf16: bool = False  # bf16 autocast (CUDA); on CPU only when asked
+    compile: bool = False  # torch.compile the trained model (CUDA)
+    diagnose: bool = True  # run diagnose_phase() before training and stop on a failure
+    max_nonfinite: int = 5  # stop after this many non-finite losses/gradients in a row
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class Phase0Config(PhaseConfig):
+    clip_frames: int = 9  # frames per training clip (1 + S*k)
+    out_dir: str = ""  # where the fitted tokenizer is saved (default <run dir>/tokenizer)
+
+
+@dataclass
+class Phase1Config(PhaseConfig):
+    eval_batches: int = 4  # held-out batches for the quality figures
+    eval_context: int = 4  # context latent steps for open-loop evaluation
+
+
+@dataclass
+class Phase2Config(PhaseConfig):
+    eval_episodes: int = 10  # real-env episodes for BC and random policies at the end (0 = skip)
+
+
+@dataclass
+class Phase3Config(PhaseConfig):
+    horizon: int = 16  # imagined latent steps per rollout
+    context: int = 4  # context latent steps sampled from the cache
+    value_lr: float = 3e-4
+    eval_episodes: int = 10  # real-env episodes at the end (and periodically if eval_every < steps)
+
+
+@dataclass
+class EvalConfig:
+    seed: int = 10_000  # episode i of an evaluation uses seed + i, for every policy compared
+    max_steps: int = 500  # env steps per evaluation episode

@@ -1,0 +1,180 @@
+"""Shared pieces of a training loop: optimiser and schedule, the non-finite guard, and the
+checkpoint payload every phase writes and resumes from (SPEC section 9)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dreamer.configuration import to_dict
+from dreamer.training.checkpoint import (
+    atomic_save,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    set_rng_state,
+    strip_compiled_prefix,
+)
+from dreamer.training.config import PhaseConfig
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """Too many non-finite losses or gradients in a row."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint from another tokenizer, latent statistics or action space than the data given."""
+
+
+def make_optimizer(params, pc: PhaseConfig, lr: float | None = None) -> torch.optim.AdamW:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters were handed to the optimizer")
+    return torch.optim.AdamW(params, lr=lr or pc.lr, weight_decay=pc.weight_decay, betas=(0.9, 0.99))
+
+
+def make_scheduler(opt: torch.optim.Optimizer, pc: PhaseConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_lr_ratio`` at ``steps``."""
+
+    def factor(step: int) -> float:
+        if step < pc.warmup:
+            return (step + 1) / max(1, pc.warmup)
+        progress = min(1.0, (step - pc.warmup) / max(1, pc.steps - pc.warmup))
+        return pc.min_lr_ratio + (1 - pc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class NonFiniteGuard:
+    """Skip a step whose loss or gradient is not finite; stop after ``max_in_row`` in a row."""
+
+    def __init__(self, max_in_row: int):
+        self.max_in_row, self.in_row, self.total = max_in_row, 0, 0
+
+    def check(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, provenance=None) -> bool:
+        if torch.isfinite(loss).all() and torch.isfinite(grad_norm).all():
+            self.in_row = 0
+            return True
+        self.in_row += 1
+        self.total += 1
+        log.warning("step %d: non-finite loss %s / grad norm %s; step skipped (%d in a row). Batch: %s",
+                    step, float(loss), float(grad_norm), self.in_row, provenance)
+        if self.in_row >= self.max_in_row:
+            raise NonFiniteError(
+                f"{self.in_row} non-finite steps in a row (max_nonfinite={self.max_in_row}) ending at step {step}; "
+                f"the last good checkpoint is left intact. Last batch: {provenance}"
+            )
+        return False
+
+
+def optimizer_step(model: nn.Module, opt, sched, loss: torch.Tensor, pc: PhaseConfig, guard: NonFiniteGuard,
+                   step: int, provenance=None) -> tuple[bool, float]:
+    """backward, clip, guard, step. Returns (applied, grad_norm)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for g in opt.param_groups for p in g["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, pc.grad_clip if pc.grad_clip > 0 else float("inf"))
+    ok = guard.check(step, loss.detach(), grad_norm, provenance)
+    if ok:
+        opt.step()
+    else:
+        opt.zero_grad(set_to_none=True)
+    sched.step()
+    return ok, float(grad_norm)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module behind DDP and torch.compile wrappers."""
+    while True:
+        if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def payload(cfg, step: int, models: dict[str, nn.Module], opt=None, sched=None, data_info: dict | None = None,
+            extra: dict | None = None) -> dict:
+    """Everything a phase needs to resume or hand off (state dicts, config, stats, identity, RNG)."""
+    out = {
+        "step": step,
+        "config": to_dict(cfg),
+        "models": {k: strip_compiled_prefix(unwrap(m).state_dict()) for k, m in models.items()},
+        "rng": rng_state(),
+        **(data_info or {}),
+        **(extra or {}),
+    }
+    if opt is not None:
+        out["optimizer"] = opt.state_dict()
+    if sched is not None:
+        out["scheduler"] = sched.state_dict()
+    return out
+
+
+def data_info(cache) -> dict:
+    """The facts about the data a checkpoint must agree with: tokenizer, statistics, action space."""
+    return {
+        "tokenizer": cache.tokenizer_identity,
+        "latent_stats": cache.stats(),
+        "action_space": cache.action_space.to_dict(),
+        "chunk_len": cache.chunk_len,
+    }
+
+
+def check_compatible(ckpt: dict, cache, path: str | Path) -> None:
+    """Refuse a checkpoint whose tokenizer, latent statistics or action space differ from the cache."""
+    mine = data_info(cache)
+    for key in ("tokenizer", "action_space", "chunk_len"):
+        if ckpt.get(key) != mine[key]:
+            raise CheckpointMismatchError(
+                f"checkpoint {path}: {key} differs from the latent cache {cache.root}: checkpoint has "
+                f"{_brief(ckpt.get(key))}, cache has {_brief(mine[key])}"
+            )
+    a, b = ckpt.get("latent_stats"), mine["latent_stats"]
+    if a is None or any(abs(x - y) > 1e-6 * max(1.0, abs(y)) for k in ("mean", "std") for x, y in zip(a[k], b[k])):
+        raise CheckpointMismatchError(
+            f"checkpoint {path}: latent statistics differ from the cache {cache.root}: "
+            f"checkpoint mean[:3]={_brief(a and a['mean'][:3])}, cache mean[:3]={_brief(b['mean'][:3])}"
+        )
+
+
+def _brief(x) -> str:
+    if isinstance(x, dict) and "weights_sha256" in x:
+        return f"tokenizer weights {x['weights_sha256'][:12]} (pool {x.get('pool')}, resolution {x.get('resolution')})"
+    return repr(x)
+
+
+def save_periodic(rt, prefix: str, state: dict, keep: int) -> Path | None:
+    """Rank 0 writes ``<prefix>_step<N>.pt`` atomically and prunes older ones."""
+    if not rt.is_main:
+        return None
+    path = atomic_save(state, rt.run_dir / f"{prefix}_step{state['step']}.pt")
+    prune_checkpoints(rt.run_dir, prefix, keep)
+    return path
+
+
+def resume(rt, prefix: str, models: dict[str, nn.Module], opt=None, sched=None, cache=None) -> tuple[int, dict | None]:
+    """Load the newest periodic checkpoint of this phase, if any: returns (step, checkpoint)."""
+    path = latest_checkpoint(rt.run_dir, prefix)
+    if path is None:
+        return 0, None
+    ckpt = load_checkpoint(path)
+    if cache is not None:
+        check_compatible(ckpt, cache, path)
+    for k, m in models.items():
+        unwrap(m).load_state_dict(strip_compiled_prefix(ckpt["models"][k]))
+    if opt is not None and "optimizer" in ckpt:
+        opt.load_state_dict(ckpt["optimizer"])
+    if sched is not None and "scheduler" in ckpt:
+        sched.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    log.info("resumed from %s at step %d", path, ckpt["step"])
+    return int(ckpt["step"]), ckpt

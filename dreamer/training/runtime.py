@@ -1,0 +1,180 @@
+"""What every phase script needs from its surroundings: CLI, device, seeds, distributed setup, run
+directory (checked writable before training), TensorBoard, and the grad-mode guard."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import shutil
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from dreamer.config import Config, load
+from dreamer.configuration import save_config
+
+log = logging.getLogger(__name__)
+
+# Every time the global grad mode was found switched off and turned back on: (where, detail).
+GRAD_MODE_EVENTS: list[tuple[str, str]] = []
+
+
+def guarded_import(name: str):
+    """Import ``name``; if that import switched grad mode off globally, say so, name it, turn it back on."""
+    before = torch.is_grad_enabled()
+    module = importlib.import_module(name)
+    if before and not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        GRAD_MODE_EVENTS.append((f"import {name}", "importing it disabled grad mode globally"))
+        log.error("importing %s disabled torch grad mode globally; re-enabled it explicitly", name)
+    return module
+
+
+def ensure_grad_enabled(where: str) -> bool:
+    """Turn grad mode back on (logged) if something switched it off; returns whether it was on."""
+    if torch.is_grad_enabled():
+        return True
+    torch.set_grad_enabled(True)
+    GRAD_MODE_EVENTS.append((where, "grad mode was globally disabled"))
+    log.error("torch grad mode was disabled globally at %s; re-enabled it explicitly", where)
+    return False
+
+
+def setup_logging(rank: int = 0) -> None:
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def parse_args(description: str, argv: list[str] | None = None, extra=None) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", action="append", default=[], help="YAML preset (repeat to stack)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    p.add_argument("--no-diagnose", action="store_true", help="do not stop on a failed diagnose_phase() check")
+    if extra:
+        extra(p)
+    args = p.parse_args(argv)
+    return load(args.config, args.set), args
+
+
+@dataclass
+class Runtime:
+    cfg: Config
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    run_dir: Path = field(default_factory=Path)
+    writer: object | None = None  # SummaryWriter on rank 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def autocast(self, enabled: bool):
+        if not enabled:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{prefix}{k}", float(v), step)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} asked for, but CUDA is not available; use device=cpu or auto")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_run_dir(run_dir: Path, min_free_mb: int = 200) -> None:
+    """Fail before training when the run directory cannot be written or the disk is (nearly) full."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_probe"
+        probe.write_bytes(b"x" * 1024)
+        probe.unlink()
+    except OSError as e:
+        raise RuntimeError(f"run directory {run_dir} is not writable ({e}); fix permissions or set checkpoint_root") from e
+    free_mb = shutil.disk_usage(run_dir).free / 2**20
+    if free_mb < min_free_mb:
+        raise RuntimeError(f"only {free_mb:.0f} MiB free under {run_dir}; need at least {min_free_mb} MiB for checkpoints")
+
+
+def start(cfg: Config, phase: str) -> Runtime:
+    """Distributed init (torchrun env vars), logging, device, seeds, run dir, config.yaml, TensorBoard."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    setup_logging(rank)
+    ensure_grad_enabled(f"start of {phase}")
+    device = pick_device(cfg.device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+        log.info("distributed: rank %d of %d (%s)", rank, world, backend)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed + rank)
+    run_dir = cfg.run_dir
+    writer = None
+    if rank == 0:
+        check_run_dir(run_dir)
+        save_config(cfg, run_dir / f"config_{phase}.yaml")
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb" / phase))
+    log.info("%s: run dir %s, device %s, threads %d, command: %s", phase, run_dir, device,
+             torch.get_num_threads(), " ".join(sys.argv))
+    return Runtime(cfg=cfg, device=device, rank=rank, world=world, run_dir=run_dir, writer=writer)
+
+
+def wrap_model(rt: Runtime, model: torch.nn.Module, compile: bool = False) -> torch.nn.Module:
+    """torch.compile (CUDA only, when asked) and DistributedDataParallel (when launched by torchrun)."""
+    net = model
+    if compile:
+        if rt.device.type == "cuda":
+            net = torch.compile(net)
+        else:
+            log.warning("compile=true ignored on %s (torch.compile is used on CUDA only)", rt.device)
+    if rt.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    return net

@@ -1,0 +1,104 @@
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dreamer import CosmosTokenizerWrapper
+from dreamer.tokenizer import TokenizerConfig, latent_steps, latent_window, window_plan
+
+
+@pytest.mark.parametrize("T", [1, 2, 8, 9, 10, 17, 33, 64])
+def test_latent_steps_and_pooled_shape(tiny_tokenizer, T):
+    assert latent_steps(T, 8) == 1 + math.ceil((T - 1) / 8)
+    frames = torch.randint(0, 256, (2, T, 64, 64, 3), dtype=torch.uint8)
+    z = tiny_tokenizer.encode(frames)
+    assert z.shape == (2, tiny_tokenizer.latent_steps(T), 16, 16)
+    assert z.dtype == torch.float32
+
+
+def test_default_resolution_gives_16_tokens():
+    tok = CosmosTokenizerWrapper("tiny")  # 64 -> 256 upsampling, pool 8
+    z = tok.encode(torch.randint(0, 256, (1, 9, 64, 64, 3), dtype=torch.uint8))
+    assert z.shape == (1, 2, 16, 16)
+
+
+def test_window_plan_covers_every_latent_once():
+    for T in range(1, 80):
+        for m in (1, 2, 3):
+            kept = []
+            for start, stop, keep in window_plan(T, 8, m):
+                first = start // 8
+                kept.extend(range(first + keep, first + keep + (stop - start - 1) // 8 + 1 - keep))
+            assert kept == list(range(latent_steps(T, 8))), (T, m)
+    assert latent_window(0, 8, 2) == (0, 1)
+    assert latent_window(3, 8, 2) == (16, 25)
+
+
+def test_causality(tiny_tokenizer):
+    torch.manual_seed(1)
+    frames = torch.randint(0, 256, (1, 40, 64, 64, 3), dtype=torch.uint8)
+    z = tiny_tokenizer.encode(frames)
+    for f in (3, 17, 30):
+        changed = frames.clone()
+        changed[:, f] = 255 - changed[:, f]
+        z2 = tiny_tokenizer.encode(changed)
+        first_affected = 0 if f == 0 else (f - 1) // 8 + 1  # latent k covers frames 8k-7..8k
+        assert torch.allclose(z[:, :first_affected], z2[:, :first_affected], atol=1e-5), f
+        assert not torch.allclose(z[:, first_affected], z2[:, first_affected], atol=1e-5), f
+
+
+def test_windowed_equals_incremental(tiny_tokenizer):
+    torch.manual_seed(2)
+    T = 45
+    frames = torch.randint(0, 256, (1, T, 64, 64, 3), dtype=torch.uint8)
+    z = tiny_tokenizer.encode(frames)
+    for k in range(z.shape[1]):
+        seen = frames[:, : min(8 * k + 1, T)]  # what an agent has at chunk boundary k
+        assert torch.allclose(tiny_tokenizer.encode_latent(seen, k), z[:, k], atol=1e-5), k
+
+
+def test_frozen_and_grad_mode(tiny_tokenizer):
+    assert torch.is_grad_enabled()
+    assert not any(p.requires_grad for p in tiny_tokenizer.parameters())
+    tiny_tokenizer.train()
+    assert not tiny_tokenizer.vae.training
+    z = tiny_tokenizer.encode(torch.randint(0, 256, (1, 9, 64, 64, 3), dtype=torch.uint8))
+    assert z.grad_fn is None and not z.requires_grad
+    assert torch.is_grad_enabled()
+
+
+def test_import_keeps_grad_mode():
+    code = "import torch, dreamer, dreamer.tokenizer, diffusers; assert torch.is_grad_enabled(); print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_decode_shape(tiny_tokenizer):
+    z = tiny_tokenizer.encode(torch.randint(0, 256, (1, 9, 64, 64, 3), dtype=torch.uint8))
+    frames = tiny_tokenizer.decode(z, size=64)
+    assert frames.shape == (1, 9, 64, 64, 3) and frames.dtype == torch.uint8
+
+
+def test_load_local_directory_offline(tmp_path, tiny_tokenizer):
+    tiny_tokenizer.vae.save_pretrained(tmp_path / "tok")
+    code = (
+        "import torch, sys; from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig;"
+        f"t = CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=r'{tmp_path / 'tok'}', resolution=64, pool=2));"
+        "print(t.identity()['weights_sha256'])"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == tiny_tokenizer.identity()["weights_sha256"]
+
+
+def test_bad_config_errors():
+    with pytest.raises(ValueError, match="pool"):
+        TokenizerConfig(resolution=64, pool=3)
+    with pytest.raises(ValueError, match="preset"):
+        CosmosTokenizerWrapper("nope")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained="/"))

@@ -1,0 +1,114 @@
+"""Phase 1: train the dynamics model with shortcut forcing on cached Cosmos latents (SPEC section 4).
+
+    python train_phase1_cosmos.py --config configs/crafter_tiny.yaml [--set phase1.steps=2000]
+
+Builds or reuses the latent cache, trains, logs to TensorBoard (checkpoints/<run>/tb/phase1), writes
+periodic checkpoints and checkpoints/<run>/phase1_cosmos_final.pt. Rerunning the command resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from tqdm import trange
+
+from dreamer.data.loader import ClipSampler
+from dreamer.data.prepare import prepare_data
+from dreamer.dynamics import DynamicsModel, ShortcutForcingLoss, heldout_metrics, rollout
+from dreamer.training import loop
+from dreamer.training.checkpoint import atomic_save
+from dreamer.training.pictures import latent_rows_to_grid
+from dreamer.training.runtime import parse_args, start, wrap_model
+
+log = logging.getLogger("phase1")
+FINAL = "phase1_cosmos_final.pt"
+
+
+def evaluate(rt, model, loss_fn, tokenizer, cache, val: ClipSampler, step: int) -> dict:
+    """Held-out quality against the training-free baselines, and an open-loop picture grid."""
+    pc, gen = rt.cfg.phase1, torch.Generator(device=rt.device).manual_seed(rt.cfg.seed)
+    model.eval()
+    sums: dict[str, float] = {}
+    for i in range(pc.eval_batches):
+        m = heldout_metrics(model, loss_fn, val.batch(10**6 + i), pc.eval_context, generator=gen)
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + v / pc.eval_batches
+    batch = val.batch(10**6)
+    c = pc.eval_context
+    pred = rollout(model, batch["latents"][:, :c], batch["actions"][:, :c], batch["action_mask"][:, :c],
+                   batch["actions"][:, c - 1 : -1], batch["action_mask"][:, c - 1 : -1], generator=gen)
+    grid = latent_rows_to_grid(tokenizer, [batch["latents"][:, :c], pred, batch["latents"][:, c:]],
+                               cache.mean, cache.std, size=rt.cfg.env.size)
+    if rt.writer is not None:
+        rt.writer.add_image("dynamics/open_loop_context|predicted|true", grid, step, dataformats="HWC")
+    model.train()
+    return sums
+
+
+def main(argv=None) -> dict:
+    cfg, args = parse_args(__doc__, argv)
+    rt = start(cfg, "phase1")
+    pc = cfg.phase1
+    tokenizer, cache = prepare_data(cfg, rt)
+    S, space = cache.chunk_len, cache.action_space
+    model = DynamicsModel(cfg.dynamics, tokenizer.num_tokens, tokenizer.channels, list(space.cards), S).to(rt.device)
+    loss_fn = ShortcutForcingLoss(cfg.dynamics).to(rt.device)  # holds the running-RMS buffers
+    opt = loop.make_optimizer(model.parameters(), pc)
+    sched = loop.make_scheduler(opt, pc)
+    train = ClipSampler(cache, cache.train_names, cfg.data.clip_len, pc.batch_size, cfg.seed, rt.rank, rt.device)
+    val = ClipSampler(cache, cache.val_names or cache.train_names, cfg.data.clip_len, pc.batch_size, cfg.seed + 1,
+                      0, rt.device)
+    models = {"dynamics": model, "loss": loss_fn}
+    start_step, _ = loop.resume(rt, "phase1", models, opt, sched, cache)
+    log.info("dynamics: %.2fM parameters; training steps %d..%d", sum(p.numel() for p in model.parameters()) / 1e6,
+             start_step, pc.steps)
+
+    if pc.diagnose:
+        from diagnostics import diagnose_phase
+
+        report = diagnose_phase(1, {"tokenizer": tokenizer, "dynamics": model, "loss": loss_fn}, train.batch(0),
+                                rt.device, optimizer=opt, cache=cache)
+        log.info("diagnose_phase(1):\n%s", report.table())
+        if report.failed and not args.no_diagnose:
+            raise SystemExit(f"diagnose_phase(1) failed: {report.failed_names()}; fix it or pass --no-diagnose")
+
+    net = wrap_model(rt, model, pc.compile)
+    guard = loop.NonFiniteGuard(pc.max_nonfinite)
+    info = loop.data_info(cache)
+    tokens, t0 = 0, time.perf_counter()
+    metrics: dict = {}
+    for step in trange(start_step, pc.steps, desc="phase1", disable=not rt.is_main, initial=start_step, total=pc.steps):
+        batch = train.batch(step)
+        with rt.autocast(pc.bf16):
+            loss, m = loss_fn(net, batch["latents"], batch["actions"], batch["action_mask"])
+        ok, grad_norm = loop.optimizer_step(net, opt, sched, loss, pc, guard, step, batch["provenance"])
+        tokens += batch["latents"].shape[0] * batch["latents"].shape[1] * batch["latents"].shape[2] * rt.world
+        done = step + 1
+        if done % pc.log_every == 0 or done == pc.steps:
+            dt = time.perf_counter() - t0
+            rt.scalars(done, {"total": m["total"], "flow": m["flow"], "bootstrap": m["bootstrap"]}, "loss/dynamics/")
+            rt.scalars(done, {"grad_norm": grad_norm, "lr": sched.get_last_lr()[0], "latent_tokens_per_s": tokens / dt,
+                              "skipped_steps": guard.total}, "train/")
+            tokens, t0 = 0, time.perf_counter()
+        if rt.is_main and (done % pc.eval_every == 0 or done == pc.steps):
+            metrics = evaluate(rt, model, loss_fn, tokenizer, cache, val, done)
+            rt.scalars(done, metrics, "eval/dynamics/")
+            log.info("step %d: one-step mse %.4f (copy-last %.4f), action-shuffle ratio %.3f", done,
+                     metrics.get("one_step_mse", float("nan")), metrics.get("copy_last_one_step_mse", float("nan")),
+                     metrics.get("action_shuffle_ratio", float("nan")))
+        if done % pc.ckpt_every == 0 and done < pc.steps:
+            loop.save_periodic(rt, "phase1", loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
+
+    if rt.is_main:
+        final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 1, "eval": metrics})
+        atomic_save(final, rt.run_dir / FINAL)
+        loop.save_periodic(rt, "phase1", final, pc.keep_checkpoints)
+        log.info("wrote %s", rt.run_dir / FINAL)
+    rt.close()
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
