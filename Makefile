@@ -20,8 +20,16 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+DEMO ?= configs/crafter_tiny.yaml
+DEMO_RUN ?= checkpoints/crafter_tiny
+# The whole pipeline on the embedded default: collect Crafter episodes and build the latent cache
+# (inside phase 1), a data summary with a reconstruction picture, then phases 1, 2 and 3, ending with
+# the comparison table (random vs BC vs PMPO) in the real environment. Rerunning resumes / reuses.
 demo: $(STAMP)
-	$(PY) -m dreamer.demo --config configs/crafter_tiny.yaml
+	$(PY) train_phase1_cosmos.py --config $(DEMO)
+	$(PY) -m dreamer.summary --config $(DEMO)
+	$(PY) train_phase2.py --config $(DEMO) --checkpoint $(DEMO_RUN)/phase1_cosmos_final.pt
+	$(PY) train_phase3.py --config $(DEMO) --phase2-checkpoint $(DEMO_RUN)/phase2_final.pt
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dreamer diagnostics tests bench *.py

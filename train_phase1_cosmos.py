@@ -94,6 +94,11 @@ def main(argv=None) -> dict:
             tokens, t0 = 0, time.perf_counter()
         if rt.is_main and (done % pc.eval_every == 0 or done == pc.steps):
             metrics = evaluate(rt, model, loss_fn, tokenizer, cache, val, done)
+            if pc.diagnose:
+                from diagnostics import diagnose_periodic
+
+                diagnose_periodic(rt, done, 1, {"tokenizer": tokenizer, "dynamics": model, "loss": loss_fn}, batch,
+                                  optimizer=opt)
             rt.scalars(done, metrics, "eval/dynamics/")
             log.info("step %d: one-step mse %.4f (copy-last %.4f), action-shuffle ratio %.3f", done,
                      metrics.get("one_step_mse", float("nan")), metrics.get("copy_last_one_step_mse", float("nan")),

@@ -47,6 +47,7 @@ PRESETS: dict[str, dict] = {
     },
 }
 HUB_ID = "nvidia/Cosmos-1.0-Tokenizer-CV8x8x8"
+RANDOM_INIT_SEED = 0
 
 
 def latent_steps(num_frames: int, S: int) -> int:
@@ -135,6 +136,11 @@ def build_vae(preset: str, pretrained: str | None = None):
             if sub is None and not (path / "config.json").is_file():
                 raise FileNotFoundError(f"tokenizer.pretrained={pretrained}: no config.json in it or in its vae/ folder")
             return AutoencoderKLCosmos.from_pretrained(str(path), subfolder=sub), str(path.resolve())
+        if pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1 or path.parent.is_dir():
+            raise FileNotFoundError(
+                f"tokenizer.pretrained={pretrained}: no such directory ({path.resolve()}). If it is the output of "
+                "phase 0, fit it first: python train_phase0_tokenizer.py --config <the same config>"
+            )
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         try:
             vae = AutoencoderKLCosmos.from_pretrained(pretrained, subfolder="vae", local_files_only=offline)
@@ -153,7 +159,11 @@ def build_vae(preset: str, pretrained: str | None = None):
         preset,
         HUB_ID,
     )
-    return AutoencoderKLCosmos(**PRESETS[preset]), None
+    # Random weights come from a fixed seed, independent of the global RNG: every rank, every phase and
+    # every rerun builds the same tokenizer, so the cache's identity check holds.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return AutoencoderKLCosmos(**PRESETS[preset]), None
 
 
 def weights_hash(module: torch.nn.Module) -> str:
@@ -188,6 +198,7 @@ class CosmosTokenizerWrapper(torch.nn.Module):
             raise ValueError(f"tokenizer.pool={self.cfg.pool} must divide the latent grid {grid}")
         self.num_tokens = (grid // self.cfg.pool) ** 2
         self._identity: dict | None = None
+        self.train(False)
 
     def train(self, mode: bool = True):  # stays in eval mode whatever the caller asks
         return super().train(False)

@@ -176,5 +176,8 @@ def wrap_model(rt: Runtime, model: torch.nn.Module, compile: bool = False) -> to
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        # broadcast_buffers=False: buffers here are constants (RoPE tables), and a loss may call the model a
+        # different number of times per rank (shortcut teacher passes), which must not need a collective.
+        net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+                                      broadcast_buffers=False)
     return net

@@ -1,0 +1,61 @@
+"""A healthy setup of each phase passes every check, and the audit leaves no trace behind."""
+
+from __future__ import annotations
+
+import torch
+from diag_fixtures import imagine, make_batch, phase1_setup, phase2_setup, phase3_setup
+
+from diagnostics import OK, diagnose_phase
+
+ALLOWED_WARN = {"memory/rss_mib"}  # a busy shared machine may be short of memory; nothing else may warn
+
+
+def assert_healthy(report) -> None:
+    assert not report.failed, report.table()
+    assert set(report.warned_names()) <= ALLOWED_WARN, report.table()
+
+
+def test_phase1_healthy(tiny_tokenizer):
+    models, opt = phase1_setup(tiny_tokenizer)
+    report = diagnose_phase(1, models, make_batch(), "cpu", optimizer=opt)
+    assert_healthy(report)
+    names = {c.name for c in report.checks}
+    for expected in ("grad_mode", "device/dynamics", "requires_grad/dynamics", "requires_grad/tokenizer",
+                     "tokenizer/output_shape", "batch/action_alignment", "batch/latent_spread", "memory/rss_mib",
+                     "grad_audit/trainable_grads", "grad_audit/optimizer", "phase1/grad_norm",
+                     "phase1/action_shuffle_ratio"):
+        assert expected in names
+    assert report.get("tokenizer/output_shape").value == "1x3x16x16"  # T = S + 2 = 10 frames -> T_lat = 3
+
+
+def test_phase2_healthy(tiny_tokenizer):
+    models, opt = phase2_setup(tiny_tokenizer)
+    report = diagnose_phase(2, models, make_batch(), "cpu", optimizer=opt)
+    assert_healthy(report)
+    assert report.get("requires_grad/agent.value").status == OK  # idle in phase 2
+    assert report.get("grad_audit/loss_source").value == "real"
+
+
+def test_phase3_healthy(tiny_tokenizer):
+    models, opt = phase3_setup(tiny_tokenizer)
+    batch = make_batch(B=12, T=6, seed=3)
+    inputs = imagine(models, batch, context=2, horizon=4)
+    report = diagnose_phase(3, models, batch, "cpu", optimizer=opt, **inputs)
+    assert_healthy(report)
+    assert report.get("phase3/advantage_signs").value >= 10
+
+
+def test_audit_leaves_no_trace():
+    models, opt = phase1_setup()
+    dyn, loss = models["dynamics"], models["loss"]
+    marker = torch.full_like(dyn.latent_out.weight, 0.5)
+    dyn.latent_out.weight.grad = marker.clone()
+    rms_before = loss.rms.sq_ema.clone(), loss.rms.count.clone()
+    rng_before = torch.get_rng_state()
+    report = diagnose_phase(1, models, make_batch(), "cpu", optimizer=opt, compact=True)
+    assert not report.failed, report.table()
+    assert torch.equal(dyn.latent_out.weight.grad, marker)  # the caller's gradients are restored
+    assert dyn.registers.grad is None
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the training run's random stream is untouched
+    assert torch.equal(loss.rms.sq_ema, rms_before[0]) and torch.equal(loss.rms.count, rms_before[1])
+    assert loss.training and torch.is_grad_enabled()
