@@ -6,7 +6,14 @@ Layout: ``tokenizer`` (frozen Cosmos wrapper), ``data`` (episodes and the latent
 (checkpoints, runtime, schedules), ``perception`` (optional Gemma 3 fusion head).
 """
 
-from dreamer.tokenizer import CosmosTokenizerWrapper
-
 __all__ = ["CosmosTokenizerWrapper"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lazy: `import dreamer.minecraft` (data conversion) need not pay for importing torch and diffusers.
+    if name == "CosmosTokenizerWrapper":
+        from dreamer.tokenizer import CosmosTokenizerWrapper
+
+        return CosmosTokenizerWrapper
+    raise AttributeError(f"module 'dreamer' has no attribute {name!r}")

@@ -1,0 +1,167 @@
+"""Shortcut-forcing loss (SPEC sec 4) with diffusion forcing and running-RMS loss normalisation.
+
+Every (row b, step t) gets its own signal level tau and step size d (see `sample_tau_step`):
+    z~ = (1 - tau) z0 + tau z1,  z0 ~ N(0, I);   z1_hat = f(z~, tau, d)   (student, with gradient)
+* d = d_min (flow term):       l = mean_{N,C} (z1_hat - z1)^2
+* d > d_min (bootstrap term):  two teacher half-steps in ONE no-grad forward each (all bootstrap rows at
+  once; other steps of those rows keep their own inputs/labels so the causal context matches):
+      b'  = (f(z~, tau, d/2) - z~) / (1 - tau);       z' = z~ + b' d/2
+      b'' = (f(z', tau + d/2, d/2) - z') / (1 - tau - d/2)
+      l = (1 - tau)^2 mean_{N,C} ((z1_hat - z~)/(1 - tau) - sg((b' + b'')/2))^2
+Reduction: each per-step l is weighted by w(tau) = 0.9 tau + 0.1.  Logged terms: flow = sum_flow w l /
+n_flow, bootstrap = sum_boot w l / n_boot (0 if a kind is absent), total = sum_all w l / (B*T) (the
+plain mean over all steps, i.e. the two terms weighted by their step counts).
+Optimised loss:
+* rms_normalise=False: total.
+* rms_normalise=True, rms_per_term=False (default): total / running_rms(total).  One shared statistic
+  removes the overall scale while keeping the natural flow/bootstrap balance.
+* rms_normalise=True, rms_per_term=True: flow / rms(flow) + bootstrap / rms(bootstrap).  CAUTION: the
+  bootstrap term has a trivial zero (f = identity, all velocities 0); dividing it by its own shrinking
+  RMS gives it an ever larger weight and, in our tests, training collapses onto that solution while
+  the flow error stalls.  Kept for experiments only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import DynamicsConfig
+
+
+def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    return generator.device if generator is not None else device
+
+
+def sample_tau_step(cfg: DynamicsConfig, batch: int, time: int, device: torch.device | str = "cpu",
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw (tau_idx_bt, step_idx_bt) int64: d = 2^-step_idx, tau = tau_idx/k_max uniform on {0,d,..,1-d}.
+
+    cfg.bootstrap_fraction=None: step_idx ~ U{0..log2 k_max} per (b,t) (SPEC).  Otherwise a random
+    subset of rows of expected size fraction*B (stochastic rounding) draws step_idx ~ U{0..log2 k_max - 1}
+    per step and the other rows use d_min everywhere.
+    """
+    device = torch.device(device)
+    gd = _gen_device(generator, device)
+    jmax = cfg.min_step_idx
+    if cfg.bootstrap_fraction is None:
+        j = torch.randint(0, jmax + 1, (batch, time), device=gd, generator=generator)
+    else:
+        exp_rows = cfg.bootstrap_fraction * batch
+        n_boot = int(exp_rows) + int(torch.rand((), device=gd, generator=generator).item() < exp_rows % 1)
+        rows = torch.randperm(batch, device=gd, generator=generator)[:n_boot]
+        j = torch.full((batch, time), jmax, dtype=torch.long, device=gd)
+        j[rows] = torch.randint(0, jmax, (n_boot, time), device=gd, generator=generator)
+    num_pos = 2 ** j  # 1/d positions on the tau grid
+    m = (torch.rand((batch, time), device=gd, generator=generator) * num_pos).long().clamp_max(num_pos - 1)
+    tau_idx = m * 2 ** (jmax - j)  # k_max * d * m
+    return tau_idx.to(device), j.to(device)
+
+
+class RunningRMS(nn.Module):
+    """Debiased EMA of x^2 per loss term; buffers are saved in checkpoints (state_dict)."""
+
+    def __init__(self, num_terms: int, decay: float, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.decay, self.eps = decay, eps
+        self.register_buffer("sq_ema", torch.zeros(num_terms, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros(num_terms, dtype=torch.long))
+
+    def update(self, i: int, value: torch.Tensor) -> None:
+        v = value.detach().to(self.sq_ema.dtype)
+        self.sq_ema[i] = self.decay * self.sq_ema[i] + (1.0 - self.decay) * v * v
+        self.count[i] += 1
+
+    def rms(self, i: int) -> torch.Tensor:
+        if int(self.count[i]) == 0:
+            return torch.ones((), dtype=self.sq_ema.dtype, device=self.sq_ema.device)
+        debias = 1.0 - self.decay ** int(self.count[i])
+        return (self.sq_ema[i] / debias).sqrt().clamp_min(self.eps)
+
+    def normalise(self, i: int, value: torch.Tensor, update: bool) -> torch.Tensor:
+        if update:
+            self.update(i, value)
+        return value / self.rms(i).to(value.dtype)
+
+
+class ShortcutForcingLoss(nn.Module):
+    """`loss, metrics = loss_fn(model, z1_btnc, actions_btsd, action_mask_bts, generator=None)`.
+
+    `model` is called as model(z, tau_idx, step_idx, actions, mask) with cache-aligned actions (a
+    `DynamicsModel` or a torch.compile'd one).  The running-RMS statistics update only in training mode
+    (`loss_fn.train()`, the default); `loss_fn.eval()` freezes them for held-out evaluation.
+    tau_idx_bt / step_idx_bt / z0_btnc may be given explicitly (tests, paired evaluations).
+    """
+
+    FLOW, BOOT = 0, 1  # RunningRMS slots in per-term mode
+    TOTAL = 0  # RunningRMS slot in shared mode
+
+    def __init__(self, cfg: DynamicsConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.rms = RunningRMS(2, cfg.rms_decay)
+
+    @torch.no_grad()
+    def teacher_target(self, model: nn.Module, zt: torch.Tensor, tau_idx: torch.Tensor, step_idx: torch.Tensor,
+                       boot: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """sg((b' + b'')/2) (B,T,N,C) for the bootstrap steps `boot` (B,T); other steps are don't-care."""
+        k = self.cfg.k_max
+        tau = (tau_idx.double() / k).to(zt.dtype)[..., None, None]
+        half = torch.where(boot, step_idx + 1, step_idx)  # d/2 label on bootstrap steps
+        half_d = (0.5 ** half.double()).to(zt.dtype)[..., None, None]  # = d/2 on bootstrap steps
+        b1 = (model(zt, tau_idx, half, actions, mask).float() - zt) / (1 - tau)
+        bmask = boot[..., None, None]
+        z_mid = torch.where(bmask, zt + b1 * half_d, zt)
+        tau_mid_idx = torch.where(boot, tau_idx + (k * 0.5 ** half.double()).round().long(), tau_idx)
+        b2 = (model(z_mid, tau_mid_idx, half, actions, mask).float() - z_mid) / (1 - tau - half_d).clamp_min(1e-6)
+        return torch.where(bmask, (b1 + b2) / 2, torch.zeros_like(b1))
+
+    def forward(self, model: nn.Module, z1_btnc: torch.Tensor, actions_btsd: torch.Tensor,
+                action_mask_bts: torch.Tensor, generator: torch.Generator | None = None,
+                tau_idx_bt: torch.Tensor | None = None, step_idx_bt: torch.Tensor | None = None,
+                z0_btnc: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        b, t = z1_btnc.shape[:2]
+        dev = z1_btnc.device
+        z1 = z1_btnc.float()
+        if tau_idx_bt is None or step_idx_bt is None:
+            tau_idx_bt, step_idx_bt = sample_tau_step(cfg, b, t, dev, generator)
+        if z0_btnc is None:
+            z0_btnc = torch.randn(z1.shape, device=_gen_device(generator, dev), generator=generator).to(dev)
+        tau = (tau_idx_bt.double() / cfg.k_max).float()  # (B,T)
+        tau4 = tau[..., None, None]
+        zt = (1 - tau4) * z0_btnc.float() + tau4 * z1
+        pred = model(zt, tau_idx_bt, step_idx_bt, actions_btsd, action_mask_bts).float()  # student
+        w = 0.9 * tau + 0.1
+        boot = step_idx_bt < cfg.min_step_idx  # (B,T)
+        flow = ~boot
+        l_flow = (pred - z1).pow(2).mean((2, 3))  # (B,T)
+        per_step = torch.where(flow, w * l_flow, torch.zeros_like(l_flow))
+        n_flow, n_boot = int(flow.sum()), int(boot.sum())
+        zero = pred.new_zeros(())
+        flow_term = (per_step.sum() / n_flow) if n_flow else zero
+        boot_term = zero
+        if n_boot:
+            rows = boot.any(1)
+            target = self.teacher_target(model, zt[rows], tau_idx_bt[rows], step_idx_bt[rows], boot[rows],
+                                         actions_btsd[rows], action_mask_bts[rows])
+            omt = (1 - tau4[rows])
+            l_boot = (omt ** 2 * ((pred[rows] - zt[rows]) / omt - target).pow(2)).mean((2, 3))  # (Bb,T)
+            wl_boot = torch.where(boot[rows], w[rows] * l_boot, torch.zeros_like(l_boot))
+            boot_term = wl_boot.sum() / n_boot
+        total = (flow_term * n_flow + boot_term * n_boot) / (n_flow + n_boot)
+        upd = self.training
+        if cfg.rms_normalise and cfg.rms_per_term:
+            loss = zero
+            if n_flow:
+                loss = loss + self.rms.normalise(self.FLOW, flow_term, upd)
+            if n_boot:
+                loss = loss + self.rms.normalise(self.BOOT, boot_term, upd)
+        elif cfg.rms_normalise:
+            loss = self.rms.normalise(self.TOTAL, total, upd)
+        else:
+            loss = total
+        metrics = {"flow": float(flow_term.detach()), "bootstrap": float(boot_term.detach()),
+                   "total": float(total.detach()), "loss": float(loss.detach()),
+                   "bootstrap_frac": n_boot / (b * t)}
+        return loss, metrics
