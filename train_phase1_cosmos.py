@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
             log.info("step %d: one-step mse %.4f (copy-last %.4f), action-shuffle ratio %.3f", done,
                      metrics.get("one_step_mse", float("nan")), metrics.get("copy_last_one_step_mse", float("nan")),
                      metrics.get("action_shuffle_ratio", float("nan")))
-        if done % pc.ckpt_every == 0 and done < pc.steps:
+        if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:
             loop.save_periodic(rt, "phase1", loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
     if rt.is_main:

@@ -58,6 +58,11 @@ class NonFiniteGuard:
     def __init__(self, max_in_row: int):
         self.max_in_row, self.in_row, self.total = max_in_row, 0, 0
 
+    @property
+    def healthy(self) -> bool:
+        """False during a run of non-finite steps: no checkpoint is written then."""
+        return self.in_row == 0
+
     def check(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, provenance=None) -> bool:
         if torch.isfinite(loss).all() and torch.isfinite(grad_norm).all():
             self.in_row = 0

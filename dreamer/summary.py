@@ -1,0 +1,71 @@
+"""Summary of a run's data: episodes, frames, latent statistics, a reconstruction picture, and where
+everything lives. ``python -m dreamer.summary --config configs/crafter_tiny.yaml``"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dreamer.config import load
+from dreamer.data.cache import LatentCache
+from dreamer.data.episode import load_episode
+from dreamer.tokenizer import CosmosTokenizerWrapper
+
+log = logging.getLogger(__name__)
+
+
+def reconstruction_picture(tokenizer: CosmosTokenizerWrapper, frames: np.ndarray, path: Path) -> float:
+    """Top row: frames at chunk boundaries; bottom row: decoded through the pooled bottleneck. Returns PSNR."""
+    S = tokenizer.S
+    clip = torch.from_numpy(frames[: 1 + S * 4])[None]  # (1, 1+4S, H, W, 3)
+    z = tokenizer.encode(clip)
+    size = frames.shape[1]
+    rec = torch.cat([tokenizer.decode(z[:, k : k + 1], size=size)[:, 0] for k in range(z.shape[1])])  # (L, H, W, 3)
+    orig = clip[0, :: S][: rec.shape[0]]
+    mse = ((rec.float() - orig.float()) ** 2).mean().item()
+    psnr = 10 * np.log10(255.0**2 / max(mse, 1e-10))
+    grid = torch.cat([torch.cat(list(orig), 1), torch.cat(list(rec), 1)], 0).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)
+    return psnr
+
+
+def summarise_run(cfg) -> dict:
+    cache = LatentCache(cfg.data.cache_dir)
+    tokenizer = CosmosTokenizerWrapper(cfg=cfg.tokenizer)
+    first = cache.manifest["sources"][cache.names[0]]["path"]
+    png = cfg.run_dir / "reconstruction.png"
+    psnr = reconstruction_picture(tokenizer, load_episode(first).frames, png)
+    out = {
+        "episodes": cache.manifest["counts"]["episodes"],
+        "env_steps": cache.manifest["counts"]["env_steps"],
+        "latent_steps": cache.manifest["counts"]["latent_steps"],
+        "split": {"train": len(cache.train_names), "val": len(cache.val_names)},
+        "latent_mean_range": [float(cache.mean.min()), float(cache.mean.max())],
+        "latent_std_range": [float(cache.std.min()), float(cache.std.max())],
+        "reconstruction_psnr_db": round(psnr, 2),
+        "tokenizer": {"preset": cfg.tokenizer.preset, "pretrained": cfg.tokenizer.pretrained,
+                      "weights_sha256": cache.tokenizer_identity["weights_sha256"][:16]},
+        "where": {"episodes": cfg.data.episodes_dir, "cache": cfg.data.cache_dir, "run_dir": str(cfg.run_dir),
+                  "reconstruction": str(png), "tensorboard": f"tensorboard --logdir {cfg.run_dir / 'tb'}"},
+    }
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", action="append", default=[])
+    p.add_argument("--set", action="append", default=[])
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    print(json.dumps(summarise_run(load(args.config, args.set)), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Fitting the Cosmos tokenizer to one's own frames (phase 0, ``train_phase0_tokenizer.py``).
+
+The autoencoder is trained through the pipeline's own bottleneck, so that exactly the pooled latents
+the later phases read carry the information:
+
+    uint8 frames (B, T, H, W, 3) → preprocess → encode → pool → unpool → decode → (B, 3, T, R, R)
+
+with T = 1 + S·k frames (a causal window of SPEC section 2). The same :func:`preprocess`,
+:func:`pool_latents` and :func:`unpool_latents` as the frozen wrapper are used, here with gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dreamer.tokenizer.cosmos import (
+    PRESETS,
+    build_vae,
+    latent_steps,
+    pool_latents,
+    preprocess,
+    unpool_latents,
+    weights_hash,
+)
+
+log = logging.getLogger(__name__)
+
+
+def build_trainable_vae(preset: str, init_from: str | None = None, temporal_compression: int = 0):
+    """A trainable AutoencoderKLCosmos: pretrained weights from ``init_from`` (local dir or hub id) to
+    fine-tune, else the named ``preset`` with fresh random weights. Returns (vae, source description).
+
+    ``temporal_compression`` (0 = the preset's or checkpoint's own) sets S: 8, or 4 for the CV4x8x8 layout.
+    """
+    if temporal_compression not in (0, 4, 8):
+        raise ValueError(f"phase0.temporal_compression must be 0 (keep), 4 or 8, got {temporal_compression}")
+    if init_from:
+        vae, source = build_vae(preset, init_from)
+        S = int(vae.config.temporal_compression_ratio)
+        if temporal_compression and temporal_compression != S:
+            raise ValueError(f"phase0.temporal_compression={temporal_compression} but the weights in {init_from} "
+                             f"have temporal compression {S}; drop the setting or fit from the preset")
+        source = f"pretrained {source}"
+    else:
+        from diffusers import AutoencoderKLCosmos
+
+        if preset not in PRESETS:
+            raise ValueError(f"tokenizer.preset={preset!r} is not one of {sorted(PRESETS)}")
+        kw = dict(PRESETS[preset])
+        if temporal_compression:
+            kw["temporal_compression_ratio"] = temporal_compression
+        vae, source = AutoencoderKLCosmos(**kw), f"preset {preset!r}, random init"
+    vae.requires_grad_(True)
+    vae.train()
+    return vae, source
+
+
+class PooledAutoencoder(nn.Module):
+    """encode → pool → unpool → decode with gradients: the path phase 0 trains.
+
+    forward(frames uint8 (B, T, H, W, 3), T = 1 + S·k) → (reconstruction (B, 3, T, R, R),
+    target (B, 3, T, R, R) in [-1, 1], pooled latents (B, 1+k, N, C)).
+    """
+
+    def __init__(self, vae: nn.Module, resolution: int, pool: int):
+        super().__init__()
+        self.vae, self.resolution, self.pool = vae, resolution, pool
+        self.S = int(vae.config.temporal_compression_ratio)
+        grid = resolution // int(vae.config.spatial_compression_ratio)
+        if resolution % 8 or grid % pool:
+            raise ValueError(f"tokenizer.pool={pool} must divide the latent grid {grid} (resolution {resolution})")
+
+    def encode(self, x_bcthw: torch.Tensor) -> torch.Tensor:
+        """Preprocessed clip (B, 3, T, R, R) → pooled latents (B, T_lat, N, C)."""
+        return pool_latents(self.vae.encode(x_bcthw).latent_dist.mode(), self.pool)
+
+    def decode(self, z_btnc: torch.Tensor) -> torch.Tensor:
+        """Pooled latents (B, T_lat, N, C) → frames (B, 3, 1 + S(T_lat-1), R, R), unclamped."""
+        return self.vae.decode(unpool_latents(z_btnc, self.pool)).sample
+
+    def forward(self, frames_bthwc: torch.Tensor):
+        T = frames_bthwc.shape[1]
+        if (T - 1) % self.S:
+            raise ValueError(f"a training clip needs 1 + S·k frames (S={self.S}), got {T}")
+        target = preprocess(frames_bthwc, self.resolution)
+        z = self.encode(target)
+        return self.decode(z), target, z
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7, data_range: float = 2.0) -> torch.Tensor:
+    """Mean structural similarity of images (M, 3, H, W) with a uniform window (as scikit-image)."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    pad = window // 2
+    mu_x, mu_y = (F.avg_pool2d(v, window, 1, pad, count_include_pad=False) for v in (x, y))
+    var_x = F.avg_pool2d(x * x, window, 1, pad, count_include_pad=False) - mu_x**2
+    var_y = F.avg_pool2d(y * y, window, 1, pad, count_include_pad=False) - mu_y**2
+    cov = F.avg_pool2d(x * y, window, 1, pad, count_include_pad=False) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return s.mean()
+
+
+def reconstruction_loss(recon_bcthw: torch.Tensor, target_bcthw: torch.Tensor, perceptual_weight: float = 0.0):
+    """MSE in [-1, 1] space, plus ``perceptual_weight`` · (1 − SSIM) when asked. Returns (loss, metrics)."""
+    recon, target = recon_bcthw.float(), target_bcthw.float()
+    mse = F.mse_loss(recon, target)
+    metrics = {"mse": float(mse.detach())}
+    loss = mse
+    if perceptual_weight > 0:
+        B, C, T, H, W = recon.shape
+        flat = [v.permute(0, 2, 1, 3, 4).reshape(B * T, C, H, W) for v in (recon, target)]
+        structural = 1.0 - ssim(flat[0].clamp(-1, 1), flat[1])
+        loss = loss + perceptual_weight * structural
+        metrics["one_minus_ssim"] = float(structural.detach())
+    metrics["total"] = float(loss.detach())
+    return loss, metrics
+
+
+def psnr_uint8(a: torch.Tensor, b: torch.Tensor, valid_bt: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-clip PSNR (dB) of uint8 frames (B, T, H, W, 3) over the valid frames (B, T)."""
+    err = (a.float() - b.float()).pow(2).mean(dim=(2, 3, 4))  # (B, T)
+    w = torch.ones_like(err) if valid_bt is None else valid_bt.to(err.dtype)
+    mse = (err * w).sum(1) / w.sum(1).clamp_min(1)
+    return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
+
+
+def to_uint8_frames(x_bcthw: torch.Tensor, size: int) -> torch.Tensor:
+    """Decoded frames (B, 3, T, R, R) in [-1, 1] → uint8 (B, T, size, size, 3), as the wrapper's decode."""
+    B, C, T, R, _ = x_bcthw.shape
+    x = x_bcthw.float().permute(0, 2, 1, 3, 4).reshape(B * T, C, R, R)
+    if size != R:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.reshape(B, T, C, size, size).permute(0, 1, 3, 4, 2)
+
+
+def pooled_pixels(frames_bthwc: torch.Tensor, grid: int) -> torch.Tensor:
+    """Training-free reference: each frame averaged to grid×grid colours and upsampled back (uint8)."""
+    B, T, H, W, _ = frames_bthwc.shape
+    x = frames_bthwc.permute(0, 1, 4, 2, 3).reshape(B * T, 3, H, W).float()
+    x = F.interpolate(F.adaptive_avg_pool2d(x, grid), size=(H, W), mode="bicubic", align_corners=False)
+    return x.clamp(0, 255).round().to(torch.uint8).reshape(B, T, 3, H, W).permute(0, 1, 3, 4, 2)
+
+
+@torch.no_grad()
+def evaluate_reconstruction(model: PooledAutoencoder, clips: list[dict], bf16: bool = False) -> tuple[dict, tuple]:
+    """Held-out PSNR through the pooled bottleneck at the frames' own resolution (pure inference).
+
+    clips: batches from :meth:`FrameClipSampler.batch`. Metrics: ``psnr`` (dB, mean over clips, padded
+    frames excluded), ``psnr_pooled_pixels`` (the training-free reference: every frame averaged to the
+    token grid's colours), ``mse`` (in [-1, 1] at the model resolution). Also returns (originals,
+    reconstructions) of the first batch, uint8 (B, T, H, W, 3), for pictures.
+    """
+    was_training = model.training
+    model.eval()
+    psnrs, refs, mses, first = [], [], [], None
+    for batch in clips:
+        frames, valid = batch["frames"], batch["valid"]
+        with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=bf16):
+            recon, target, z_btnc = model(frames)
+        _, m = reconstruction_loss(recon, target)
+        mses.append(m["mse"])
+        out = to_uint8_frames(recon, frames.shape[2])
+        psnrs.append(psnr_uint8(out, frames, valid))
+        refs.append(psnr_uint8(pooled_pixels(frames, math.isqrt(z_btnc.shape[2])), frames, valid))
+        if first is None:
+            first = (frames, out)
+    model.train(was_training)
+    metrics = {"psnr": float(torch.cat(psnrs).mean()), "psnr_pooled_pixels": float(torch.cat(refs).mean()),
+               "mse": float(np.mean(mses))}
+    return metrics, first
+
+
+class FrameClipSampler:
+    """Clips of 1 + S·k frames from whole episodes, for fitting the tokenizer.
+
+    A clip starts at a chunk boundary (frame S·i) so its latents line up with the cached ones; a tail
+    past the episode end is padded by repeating the last frame, as the cache does. Draws are uniform
+    over all (episode, start) pairs and depend only on (seed, rank, step), so a resumed run sees the
+    batches it would have seen.
+    """
+
+    def __init__(self, episodes: dict[str, np.ndarray], clip_frames: int, S: int, batch_size: int, seed: int = 0,
+                 rank: int = 0):
+        if clip_frames < 1 + S or (clip_frames - 1) % S:
+            raise ValueError(f"phase0.clip_frames={clip_frames} must be 1 + S·k with k >= 1 (S={S}: e.g. {1 + S}, "
+                             f"{1 + 2 * S}, {1 + 4 * S})")
+        if not episodes:
+            raise ValueError("FrameClipSampler needs at least one episode")
+        self.names = sorted(episodes)
+        self.episodes = episodes
+        self.clip_frames, self.S, self.batch_size, self.seed, self.rank = clip_frames, S, batch_size, seed, rank
+        k = (clip_frames - 1) // S
+        starts = np.array([max(1, latent_steps(len(episodes[n]), S) - k) for n in self.names], dtype=np.int64)
+        self._cum = np.cumsum(starts)  # clip index -> (episode, start latent)
+
+    def draw(self, step: int) -> list[tuple[str, int]]:
+        """(episode, first frame) of each clip of batch ``step`` for this rank."""
+        rng = np.random.default_rng([self.seed, self.rank, step])
+        idx = rng.integers(0, int(self._cum[-1]), size=self.batch_size)
+        ep = np.searchsorted(self._cum, idx, side="right")
+        first = np.concatenate([[0], self._cum[:-1]])
+        return [(self.names[e], int(i - first[e]) * self.S) for e, i in zip(ep, idx)]
+
+    def batch(self, step: int, device: str | torch.device = "cpu") -> dict:
+        return self.collate(self.draw(step), device)
+
+    def collate(self, picks: list[tuple[str, int]], device: str | torch.device = "cpu") -> dict:
+        """frames uint8 (B, clip_frames, H, W, 3), valid bool (B, clip_frames) (False = padding), provenance."""
+        clips, valid = [], []
+        for name, s in picks:
+            clip = self.episodes[name][s : s + self.clip_frames]
+            n = len(clip)
+            if n < self.clip_frames:
+                clip = np.concatenate([clip, np.repeat(clip[-1:], self.clip_frames - n, axis=0)])
+            clips.append(clip)
+            valid.append(np.arange(self.clip_frames) < n)
+        return {"frames": torch.from_numpy(np.stack(clips)).to(device),
+                "valid": torch.from_numpy(np.stack(valid)).to(device), "provenance": list(picks)}
+
+
+def side_by_side(originals_bthwc: torch.Tensor, recon_bthwc: torch.Tensor, max_items: int = 4) -> np.ndarray:
+    """uint8 (H, W, 3) picture: per clip, a row of original frames above a row of reconstructions."""
+    rows = [torch.cat(list(x[i]), dim=1) for i in range(min(max_items, len(originals_bthwc)))
+            for x in (originals_bthwc, recon_bthwc)]
+    return torch.cat(rows, dim=0).cpu().numpy()
+
+
+def load_frames(paths: list[Path]) -> dict[str, np.ndarray]:
+    """name → uint8 frames (T+1, H, W, 3) of each episode file; every episode must share one frame size."""
+    from dreamer.data.episode import EpisodeError, load_episode
+
+    out, shape = {}, None
+    for p in paths:
+        frames = load_episode(p).frames
+        if shape is None:
+            shape = frames.shape[1:]
+        elif frames.shape[1:] != shape:
+            raise EpisodeError(p, "frames", f"frame size {frames.shape[1:]} differs from {shape} of {paths[0]}")
+        out[Path(p).stem] = frames
+    return out
+
+
+def save_tokenizer(vae: nn.Module, out_dir: str | os.PathLike, info: dict) -> Path:
+    """``save_pretrained`` into a temporary folder beside ``out_dir``, then rename it into place.
+
+    A crash never leaves a half-written tokenizer at ``out_dir``. ``info`` (plus the weights hash) is
+    written to ``phase0.json`` in the folder.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    try:
+        vae.save_pretrained(str(tmp))
+        (tmp / "phase0.json").write_text(json.dumps(dict(info, weights_sha256=weights_hash(vae)), indent=1))
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return out

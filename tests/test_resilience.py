@@ -1,0 +1,103 @@
+"""Scale-out and robustness of the phase scripts (phase 1 as the representative): a two-process gloo
+run, exact resume after SIGKILL, and the non-finite guard leaving the last good checkpoint intact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dreamer.data.episode import save_episode
+from dreamer.training.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_overrides(tmp: Path, steps: int, ckpt_every: int = 2) -> list[str]:
+    sets = [
+        "run=t", f"checkpoint_root={tmp / 'ckpt'}", f"data.episodes_dir={tmp / 'eps'}", f"data.cache_dir={tmp / 'cache'}",
+        "data.collect=false", "data.clip_len=4", "data.val_fraction=0.25",
+        "tokenizer.resolution=64", "tokenizer.pool=2", "tokenizer.window_latents=2",
+        "dynamics.d_model=32", "dynamics.num_layers=2", "dynamics.num_heads=2", "dynamics.num_kv_heads=1",
+        "dynamics.num_registers=1", "dynamics.max_time=8", "dynamics.k_max=8",
+        f"phase1.steps={steps}", "phase1.batch_size=2", "phase1.warmup=1", "phase1.log_every=1",
+        "phase1.eval_every=1000", f"phase1.ckpt_every={ckpt_every}", "phase1.keep_checkpoints=100",
+        "phase1.diagnose=false", "phase1.eval_batches=1", "phase1.eval_context=2", "threads=1",
+    ]
+    return [a for s in sets for a in ("--set", s)]
+
+
+@pytest.fixture
+def episodes(tmp_path, episode_factory):
+    for i in range(4):
+        save_episode(tmp_path / "eps" / f"ep_{i}.npz", episode_factory(T=40, seed=i))
+    return tmp_path
+
+
+def run(args: list[str], env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, **kw)
+
+
+def weights(path: Path) -> dict:
+    return load_checkpoint(path)["models"]["dynamics"]
+
+
+def test_two_process_gloo_then_single_process_resume(episodes):
+    tmp = episodes
+    out = run(["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+               "train_phase1_cosmos.py", *tiny_overrides(tmp, steps=4)], timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rank 1 of 2" in out.stderr or "distributed: rank 0 of 2" in out.stderr
+    final = tmp / "ckpt" / "t" / "phase1_cosmos_final.pt"
+    assert load_checkpoint(final)["step"] == 4
+    out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=6)], timeout=300)  # single process resumes
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from" in out.stderr and load_checkpoint(final)["step"] == 6
+
+
+def test_sigkill_then_resume_matches_uninterrupted(episodes, tmp_path_factory):
+    tmp = episodes
+    ref = tmp_path_factory.mktemp("ref")
+    os.symlink(tmp / "eps", ref / "eps")
+    steps = 12
+    out = run(["train_phase1_cosmos.py", *tiny_overrides(ref, steps)], timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "train_phase1_cosmos.py", *tiny_overrides(tmp, steps)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((tmp / "ckpt" / "t").glob("phase1_step4.pt")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp / "ckpt" / "t" / "phase1_cosmos_final.pt").exists(), "killed too late to test anything"
+    out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps)], timeout=300)
+    assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]
+    a, b = weights(ref / "ckpt" / "t" / "phase1_cosmos_final.pt"), weights(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+
+
+def test_nan_batches_stop_run_and_keep_checkpoint(episodes):
+    tmp = episodes
+    assert run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=2)], timeout=300).returncode == 0
+    good, final = tmp / "ckpt" / "t" / "phase1_step2.pt", tmp / "ckpt" / "t" / "phase1_cosmos_final.pt"
+    before, final_before = good.read_bytes(), final.read_bytes()
+    for d in (tmp / "cache" / "episodes").iterdir():  # poison every cached latent
+        z = np.load(d / "latents.npy")
+        z[:] = np.nan
+        np.save(d / "latents.npy", z)
+    out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=10), "--set", "phase1.max_nonfinite=3"], timeout=300)
+    assert out.returncode != 0
+    assert "non-finite" in out.stderr and "3 non-finite steps in a row" in out.stderr
+    assert "ep_" in out.stderr  # the batch provenance is reported
+    assert good.read_bytes() == before and final.read_bytes() == final_before
+    assert not list((tmp / "ckpt" / "t").glob("phase1_step[3-9]*.pt"))
