@@ -1,0 +1,130 @@
+"""Typed configuration of the agent (phase 2 architecture + losses) and of PMPO RL (phase 3 maths).
+
+Both dataclasses validate themselves on construction (`__post_init__`) and can be built from a plain
+dict (e.g. a YAML section) with `from_dict`, which refuses unknown keys by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+def _require(cond: bool, cls: str, field: str, msg: str) -> None:
+    if not cond:
+        raise ValueError(f"{cls}.{field}: {msg}")
+
+
+def _from_dict(cls: type, data: dict[str, Any] | None, where: str):
+    data = dict(data or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys are {sorted(names)}"
+        )
+    return cls(**data)
+
+
+@dataclass
+class AgentConfig:
+    """Agent architecture and phase-2 loss weights.
+
+    Trunk: causal transformer (pre-RMSNorm, RoPE in time, QK-norm, SwiGLU) over the flattened N*C
+    latent of every step. Heads: MLPs with `head_layers` hidden layers of `head_hidden` units.
+    """
+
+    # trunk
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    max_time: int = 64  # longest latent history the trunk accepts in one call
+    mlp_hidden: int = 512  # SwiGLU hidden width in each trunk block
+    dropout: float = 0.0
+    rope_base: float = 10000.0
+    # heads
+    head_hidden: int = 256
+    head_layers: int = 1
+    # two-hot (SPEC sec 8)
+    num_bins: int = 255
+    bin_low: float = -20.0
+    bin_high: float = 20.0
+    # phase-2 losses
+    focal_gamma: float = 0.0  # 0 = plain cross-entropy
+    bc_loss_weight: float = 1.0
+    reward_loss_weight: float = 1.0
+    continue_loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        c = "AgentConfig"
+        for name in ("d_model", "num_layers", "num_heads", "max_time", "mlp_hidden", "head_hidden"):
+            v = getattr(self, name)
+            _require(isinstance(v, int) and v >= 1, c, name, f"must be a positive int, got {v!r}")
+        _require(
+            isinstance(self.head_layers, int) and self.head_layers >= 0,
+            c, "head_layers", f"must be an int >= 0, got {self.head_layers!r}",
+        )
+        _require(
+            self.d_model % self.num_heads == 0,
+            c, "d_model", f"{self.d_model} is not divisible by num_heads={self.num_heads}",
+        )
+        _require(
+            (self.d_model // self.num_heads) % 2 == 0,
+            c, "d_model", f"head dim d_model/num_heads={self.d_model // self.num_heads} must be even (RoPE)",
+        )
+        _require(0.0 <= self.dropout < 1.0, c, "dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(self.rope_base > 1.0, c, "rope_base", f"must be > 1, got {self.rope_base}")
+        _require(
+            isinstance(self.num_bins, int) and self.num_bins >= 2,
+            c, "num_bins", f"must be an int >= 2, got {self.num_bins!r}",
+        )
+        _require(
+            self.bin_low < self.bin_high,
+            c, "bin_low", f"must be < bin_high, got {self.bin_low} >= {self.bin_high}",
+        )
+        _require(self.focal_gamma >= 0.0, c, "focal_gamma", f"must be >= 0, got {self.focal_gamma}")
+        for name in ("bc_loss_weight", "reward_loss_weight", "continue_loss_weight"):
+            v = getattr(self, name)
+            _require(v >= 0.0, c, name, f"must be >= 0, got {v}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "agent") -> AgentConfig:
+        return _from_dict(cls, data, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RLConfig:
+    """Phase-3 maths hyper-parameters (SPEC sec 6).
+
+    `gamma_env` is the per-environment-step discount; the per-latent-step discount used in
+    `lambda_returns` is `gamma(chunk_len) = gamma_env ** chunk_len`.
+    """
+
+    gamma_env: float = 0.997
+    lam: float = 0.95
+    alpha: float = 0.5
+    beta: float = 0.3
+
+    def __post_init__(self) -> None:
+        c = "RLConfig"
+        _require(0.0 < self.gamma_env <= 1.0, c, "gamma_env", f"must be in (0, 1], got {self.gamma_env}")
+        _require(0.0 <= self.lam <= 1.0, c, "lam", f"must be in [0, 1], got {self.lam}")
+        _require(0.0 <= self.alpha <= 1.0, c, "alpha", f"must be in [0, 1], got {self.alpha}")
+        _require(self.beta >= 0.0, c, "beta", f"must be >= 0, got {self.beta}")
+
+    def gamma(self, chunk_len: int) -> float:
+        """Discount per latent step: gamma_env ** chunk_len."""
+        if chunk_len < 1:
+            raise ValueError(f"RLConfig.gamma: chunk_len must be >= 1, got {chunk_len}")
+        return float(self.gamma_env**chunk_len)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "rl") -> RLConfig:
+        return _from_dict(cls, data, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
