@@ -129,7 +129,7 @@ def diagnose_phase(phase: int, model_dict: dict[str, nn.Module], sample_batch: d
         elif phase == 2:
             report.run("phase2", lambda: phase2_checks(model_dict, sample_batch, judged, th))
         else:
-            report.run("phase3", lambda: phase3_checks(model_dict, sample_batch, phase_inputs, th))
+            report.run("phase3", lambda: phase3_checks(model_dict, sample_batch, phase_inputs, th, judged))
     report.run("memory", lambda: check_memory(device, th.memory_frac_warn))
     n = report.counts()
     log.info("diagnose_phase(%d): %d ok, %d warn, %d fail%s", phase, n[OK], n[WARN], n[FAIL],

@@ -39,7 +39,7 @@ def latent_drift(imagined_bhnc: torch.Tensor, data_btnc: torch.Tensor) -> torch.
     return torch.maximum(shift, scale)
 
 
-def check_advantages(adv: torch.Tensor, th: Thresholds) -> list[Check]:
+def check_advantages(adv: torch.Tensor, th: Thresholds, judged: bool = True) -> list[Check]:
     a = adv.detach().float()
     zero = bool((a.abs() <= th.advantage_zero).all())
     pos, neg = int((a >= 0).sum()), int((a < 0).sum())
@@ -47,10 +47,14 @@ def check_advantages(adv: torch.Tensor, th: Thresholds) -> list[Check]:
                    "all advantages are 0: returns equal values everywhere. Imagined rewards are 0 and the value head "
                    "predicts them perfectly, or R and v are the same tensor; check rewards and lambda_returns inputs")]
     few = min(pos, neg) < th.min_advantage_count
+    # Before learning starts the zero-initialised value head makes every advantage >= 0: warn, don't stop.
+    later = "" if judged else f" (judged as a failure from step {th.min_learning_steps})"
     out.append(verdict(not few, "phase3/advantage_signs", min(pos, neg),
-                       f">= {th.min_advantage_count} in D+ (A>=0) and in D- (A<0); have {pos} / {neg}",
+                       f">= {th.min_advantage_count} in D+ (A>=0) and in D- (A<0); have {pos} / {neg}{later}",
                        f"PMPO needs both signs: {pos} advantages >= 0 and {neg} < 0. Use more imagined (batch, time) "
-                       "pairs (phase3.batch_size x horizon), and check that rewards and values are not constant"))
+                       "pairs (phase3.batch_size x horizon), and check that rewards and values are not constant; at the "
+                       "start, a value head still at zero gives only A >= 0 (phase3.value_warmup helps)",
+                       bad=FAIL if judged else WARN))
     return out
 
 
@@ -104,10 +108,10 @@ def policy_entropy_on_batch(agent, batch: dict) -> float:
     return float(entropy(logits, mask).sum()) / max(float(mask.sum()) * len(agent.action_cards), 1.0)
 
 
-def phase3_checks(model_dict: dict, batch: dict, inputs: dict, th: Thresholds) -> list[Check]:
+def phase3_checks(model_dict: dict, batch: dict, inputs: dict, th: Thresholds, judged: bool = True) -> list[Check]:
     out: list[Check] = []
     adv = inputs.get("advantages")
-    out += check_advantages(adv, th) if adv is not None else [_absent("phase3/advantages", "advantages")]
+    out += check_advantages(adv, th, judged) if adv is not None else [_absent("phase3/advantages", "advantages")]
     r = inputs.get("imagined_rewards")
     out += check_rewards(r, th) if r is not None else [_absent("phase3/imagined_rewards", "imagined_rewards")]
     z = inputs.get("imagined_latents")

@@ -70,6 +70,8 @@ class Phase3Config(PhaseConfig):
     horizon: int = 16  # imagined latent steps per rollout
     context: int = 4  # context latent steps sampled from the cache
     value_lr: float = 3e-4
+    value_warmup: int = 0  # first steps train only the value head: a zero-initialised value makes every
+    #                        advantage >= 0, so PMPO would otherwise only reinforce the policy's own samples
     eval_episodes: int = 10  # real-env episodes at the end (and periodically if eval_every < steps)
 
 

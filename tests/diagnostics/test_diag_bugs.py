@@ -141,13 +141,15 @@ def test_degenerate_advantages():
     batch = make_batch(B=12, seed=3)
     inputs = imagine(models, batch, horizon=4)
     inputs["advantages"] = torch.zeros_like(inputs["advantages"])
-    report = diagnose_phase(3, models, batch, "cpu", optimizer=opt, **inputs)
+    report = diagnose_phase(3, models, batch, "cpu", optimizer=opt, step=200, **inputs)
     failed(report, "phase3/advantages_nonzero")
     failed(report, "phase3/advantage_signs")
     adv = torch.ones(12, 4)
     adv[0, :3] = -1.0  # only 3 negative advantages
     inputs["advantages"] = adv
-    report = diagnose_phase(3, models, batch, "cpu", optimizer=opt, **inputs)
+    early = diagnose_phase(3, models, batch, "cpu", optimizer=opt, step=0, **inputs)
+    assert early.get("phase3/advantage_signs").status == "warn"  # value head still near its zero start
+    report = diagnose_phase(3, models, batch, "cpu", optimizer=opt, step=200, **inputs)
     assert report.get("phase3/advantages_nonzero").status == "ok"
     check = failed(report, "phase3/advantage_signs")
     assert check.value == 3 and "45 advantages >= 0 and 3 < 0" in check.hint

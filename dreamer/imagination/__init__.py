@@ -1,0 +1,37 @@
+"""Phase 3 (SPEC section 6): imagination rollouts in the frozen world model and the PMPO / TD(lambda) losses.
+
+Public API:
+    Imagined, imagine, recompute_features            -- rollouts (rollout.py)
+    phase3_terms, phase3_losses, Phase3Terms         -- PMPO + value losses (losses.py)
+    rollout_metrics, latent_drift, correlation       -- their metrics (losses.py)
+    make_phase3_optimizer, grouped_step              -- policy / value parameter groups (optim.py)
+"""
+
+from .losses import (
+    NONZERO_REWARD,
+    Phase3Terms,
+    correlation,
+    drift_steps,
+    latent_drift,
+    phase3_losses,
+    phase3_terms,
+    rollout_metrics,
+)
+from .optim import grouped_step, make_phase3_optimizer
+from .rollout import Imagined, imagine, recompute_features
+
+__all__ = [
+    "NONZERO_REWARD",
+    "Imagined",
+    "Phase3Terms",
+    "correlation",
+    "drift_steps",
+    "grouped_step",
+    "imagine",
+    "latent_drift",
+    "make_phase3_optimizer",
+    "phase3_losses",
+    "phase3_terms",
+    "recompute_features",
+    "rollout_metrics",
+]

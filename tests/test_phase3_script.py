@@ -1,0 +1,132 @@
+"""train_phase3.main end to end on a tiny cache of synthetic episodes and a phase-2 checkpoint built here:
+final checkpoint layout, frozen parts untouched, the real-env comparison table, exact resume, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import train_phase3
+from dreamer.agent import Agent
+from dreamer.config import load
+from dreamer.data.episode import ActionSpace, Episode, save_episode
+from dreamer.data.prepare import prepare_data
+from dreamer.dynamics import DynamicsModel
+from dreamer.training import loop
+from dreamer.training.checkpoint import atomic_save, load_checkpoint
+from dreamer.training.runtime import Runtime, seed_everything
+
+
+def crafter_like_episode(T: int, seed: int) -> Episode:
+    """Random 64x64 frames with Crafter's action space (one component of 17), so the real env can act."""
+    rng = np.random.default_rng(seed)
+    return Episode(rng.integers(0, 256, (T + 1, 64, 64, 3), dtype=np.uint8), rng.integers(0, 17, (T, 1)),
+                   (rng.random(T) < 0.1).astype(np.float32), True, False, ActionSpace(("action",), (17,)), {},
+                   {"env_id": "crafter", "fps": 10})
+
+
+def overrides(tmp, run: str, steps: int, extra: tuple[str, ...] = ()) -> list[str]:
+    sets = [
+        f"run={run}", f"checkpoint_root={tmp / 'ckpt'}", f"data.episodes_dir={tmp / 'eps'}",
+        f"data.cache_dir={tmp / 'cache'}", "data.collect=false", "data.clip_len=4", "data.val_fraction=0.25",
+        "tokenizer.resolution=64", "tokenizer.pool=2", "tokenizer.window_latents=2", "threads=1", "device=cpu",
+        "dynamics.d_model=16", "dynamics.num_layers=2", "dynamics.num_heads=2", "dynamics.num_kv_heads=1",
+        "dynamics.num_registers=1", "dynamics.max_time=8", "dynamics.k_max=8", "dynamics.sample_steps=2",
+        "agent.d_model=16", "agent.num_layers=1", "agent.num_heads=2", "agent.max_time=8", "agent.mlp_hidden=32",
+        "agent.head_hidden=32", "env.crafter_area=[16,16]", "eval.max_steps=12",
+        f"phase3.steps={steps}", "phase3.batch_size=4", "phase3.horizon=3", "phase3.context=3", "phase3.warmup=1",
+        "phase3.log_every=1", "phase3.eval_every=1000", "phase3.ckpt_every=2", "phase3.keep_checkpoints=10",
+        "phase3.diagnose=false", "phase3.eval_episodes=0", *extra,
+    ]
+    return [a for s in sets for a in ("--set", s)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Episodes, their cache and a phase2_final.pt (payload layout of train_phase2.py)."""
+    tmp = tmp_path_factory.mktemp("phase3")
+    for i in range(4):
+        save_episode(tmp / "eps" / f"ep_{i}.npz", crafter_like_episode(T=40, seed=i))
+    cfg = load([], overrides(tmp, "p2", 1)[1::2])
+    seed_everything(cfg.seed)  # as runtime.start(): the random tiny tokenizer is the script's
+    tokenizer, cache = prepare_data(cfg, Runtime(cfg=cfg, device=torch.device("cpu")))
+    S, cards = cache.chunk_len, list(cache.action_space.cards)
+    torch.manual_seed(1)
+    dyn = DynamicsModel(cfg.dynamics, tokenizer.num_tokens, tokenizer.channels, cards, S)
+    agent = Agent(cfg.agent, tokenizer.num_tokens, tokenizer.channels, cards, S)
+    with torch.no_grad():  # a phase-2 reward head that predicts something
+        for p in agent.reward.mlp.out.parameters():
+            p.normal_(0, 0.5)
+    ckpt = loop.payload(cfg, 10, {"dynamics": dyn, "agent": agent}, data_info=loop.data_info(cache),
+                        extra={"phase": 2})
+    path = tmp / "phase2_final.pt"
+    atomic_save(ckpt, path)
+    return tmp, path, ckpt
+
+
+def _final(tmp, run):
+    return load_checkpoint(tmp / "ckpt" / run / "phase3_final.pt")
+
+
+def test_trains_heads_only_and_compares_in_the_real_env(setup, capsys):
+    tmp, p2_path, p2 = setup
+    args = overrides(tmp, "main", 2, ("phase3.eval_episodes=1", "phase3.diagnose=true"))
+    result = train_phase3.main([*args, "--phase2-checkpoint", str(p2_path), "--no-diagnose"])  # too few pairs to pass
+    final = _final(tmp, "main")
+    assert final["step"] == 2 and final["phase"] == 3 and set(final["models"]) == {"dynamics", "agent", "prior"}
+    for k, v in p2["models"]["dynamics"].items():
+        assert torch.equal(final["models"]["dynamics"][k], v), k
+    changed = set()
+    for k, v in p2["models"]["agent"].items():
+        if not torch.equal(final["models"]["agent"][k], v):
+            changed.add(k.split(".")[0])
+    assert changed == {"policy", "value"}  # trunk, reward and continue heads untouched
+    for k, v in final["models"]["prior"].items():  # pi_prior is the phase-2 policy head
+        assert torch.equal(v, p2["models"]["agent"][f"policy.{k}"])
+    saved = json.loads((tmp / "ckpt" / "main" / "phase3_eval.json").read_text())
+    assert list(saved["summaries"]) == ["random", "phase2_bc", "phase3"] and saved["seeds"] == [10_000]
+    for s in saved["summaries"].values():
+        assert s["episodes"] == 1 and 1 <= s["length_mean"] <= 12 and "score" in s
+    assert result["summaries"]["phase3"]["return_mean"] == saved["summaries"]["phase3"]["return_mean"]
+    out = capsys.readouterr().out
+    assert "phase2_bc" in out and "success rate (%)" in out and "collect_wood" in out
+    assert list((tmp / "ckpt" / "main" / "tb" / "phase3").glob("events.*"))
+
+
+def test_resume_matches_uninterrupted(setup, monkeypatch):
+    tmp, p2_path, _ = setup
+    argv = ["--phase2-checkpoint", str(p2_path)]
+    train_phase3.main([*overrides(tmp, "ref", 4), *argv])
+    real_step = train_phase3.grouped_step
+
+    def crash_at_3(opt, sched, loss, pc, guard, step, provenance=None):
+        if step == 3:
+            raise KeyboardInterrupt("simulated crash after the step-2 checkpoint")
+        return real_step(opt, sched, loss, pc, guard, step, provenance)
+
+    monkeypatch.setattr(train_phase3, "grouped_step", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_phase3.main([*overrides(tmp, "cut", 4), *argv])
+    assert (tmp / "ckpt" / "cut" / "phase3_step2.pt").is_file()
+    assert not (tmp / "ckpt" / "cut" / "phase3_final.pt").exists()
+    monkeypatch.setattr(train_phase3, "grouped_step", real_step)
+    train_phase3.main([*overrides(tmp, "cut", 4), *argv])
+    ref, cut = _final(tmp, "ref")["models"]["agent"], _final(tmp, "cut")["models"]["agent"]
+    for k in ref:
+        assert torch.allclose(ref[k], cut[k], atol=1e-6), k
+    assert _final(tmp, "cut")["optimizer"]["state"].keys() == _final(tmp, "ref")["optimizer"]["state"].keys()
+
+
+def test_refuses_mismatched_or_wrong_checkpoints(setup):
+    tmp, _, p2 = setup
+    bad = dict(p2, latent_stats={"mean": [m + 1.0 for m in p2["latent_stats"]["mean"]],
+                                 "std": p2["latent_stats"]["std"]})
+    atomic_save(bad, tmp / "bad_stats.pt")
+    with pytest.raises(loop.CheckpointMismatchError, match="latent statistics"):
+        train_phase3.main([*overrides(tmp, "bad", 1), "--phase2-checkpoint", str(tmp / "bad_stats.pt")])
+    atomic_save(dict(p2, models={"dynamics": p2["models"]["dynamics"]}), tmp / "no_agent.pt")
+    with pytest.raises(ValueError, match="lacks models \\['agent'\\]"):
+        train_phase3.main([*overrides(tmp, "bad", 1), "--phase2-checkpoint", str(tmp / "no_agent.pt")])
