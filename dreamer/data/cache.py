@@ -110,11 +110,13 @@ def build_cache(
     split_seed: int = 0,
     shard: tuple[int, int] = (0, 1),
     write_manifest: bool = True,
+    frame_size: int | None = None,
 ) -> Path:
     """Encode every episode once (resumable, atomic) and write the manifest with statistics.
 
     ``shard=(rank, world)`` encodes only every world-th episode (distributed builds); the manifest is
-    written by the caller that passes ``write_manifest=True`` once all shards are done.
+    written by the caller that passes ``write_manifest=True`` once all shards are done. ``frame_size``
+    refuses episodes whose frames are not frame_size x frame_size.
     """
     cache_dir = Path(cache_dir)
     (cache_dir / "episodes").mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,7 @@ def build_cache(
             if old_src.get("sha256") == src_hash and old_src.get("tokenizer") == ident["weights_sha256"]:
                 continue
             log.info("episode %s changed since it was cached: re-encoding", name)
-        ep = load_episode(path)
+        ep = load_episode(path, frame_size)
         arrays = align_episode(ep, tokenizer.S)
         frames = torch.from_numpy(ep.frames)[None]  # (1, T+1, H, W, 3)
         z = tokenizer.encode(frames)[0]  # (L, N, C)

@@ -141,8 +141,11 @@ def save_episode(path: str | os.PathLike, ep: Episode) -> Path:
     return path
 
 
-def load_episode(path: str | os.PathLike) -> Episode:
-    """Read and validate an episode file; every problem raises EpisodeError naming the field."""
+def load_episode(path: str | os.PathLike, frame_size: int | None = None) -> Episode:
+    """Read and validate an episode file; every problem raises EpisodeError naming the field.
+
+    ``frame_size``: when given, frames must be frame_size x frame_size (the configured ``env.size``).
+    """
     path = Path(path)
     if not path.is_file():
         raise EpisodeError(path, "<file>", "no such file")
@@ -170,7 +173,11 @@ def load_episode(path: str | os.PathLike) -> Episode:
         extras={k[len("extra__"):]: v for k, v in data.items() if k.startswith("extra__")},
         meta=meta,
     )
-    return ep.validate(path)
+    ep.validate(path)
+    if frame_size is not None and ep.frames.shape[1:3] != (frame_size, frame_size):
+        raise EpisodeError(path, "frames", f"frames are {ep.frames.shape[1]}x{ep.frames.shape[2]}, the config expects "
+                           f"{frame_size}x{frame_size} (env.size); convert or collect at that size")
+    return ep
 
 
 def list_episodes(root: str | os.PathLike) -> list[Path]:

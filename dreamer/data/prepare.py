@@ -41,7 +41,7 @@ def prepare_data(cfg, rt, tokenizer: CosmosTokenizerWrapper | None = None) -> tu
     tokenizer = tokenizer or make_tokenizer(cfg, rt.device)
     paths = episode_paths(cfg, rt)
     cache_dir = Path(cfg.data.cache_dir)
-    build_cache(paths, tokenizer, cache_dir, shard=(rt.rank, rt.world), write_manifest=False)
+    build_cache(paths, tokenizer, cache_dir, shard=(rt.rank, rt.world), write_manifest=False, frame_size=cfg.env.size)
     rt.barrier()
     if rt.is_main:
         names = [p.stem for p in paths]

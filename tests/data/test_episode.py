@@ -56,8 +56,10 @@ def test_bad_file_on_disk_names_file(tmp_path, episode_factory):
 
 
 def test_wrong_frame_size_is_refused_by_cache(tmp_path, episode_factory, tiny_tokenizer):
-    import torch
+    from dreamer.data.cache import build_cache
 
-    ep = episode_factory(T=4, size=60)  # not a multiple of 8 after nothing: tokenizer resizes, so check shape
-    z = tiny_tokenizer.encode(torch.from_numpy(ep.frames)[None])
-    assert z.shape[2:] == (16, 16)
+    path = save_episode(tmp_path / "eps" / "ep.npz", episode_factory(T=4, size=48))
+    with pytest.raises(EpisodeError, match=r"ep\.npz: field 'frames': frames are 48x48, the config expects 64x64"):
+        load_episode(path, frame_size=64)
+    with pytest.raises(EpisodeError, match="env.size"):
+        build_cache([path], tiny_tokenizer, tmp_path / "cache", frame_size=64)
