@@ -1,0 +1,52 @@
+"""Small helpers around transformers: the grad-mode guard and loading a tokenizer/processor offline.
+
+Importing this module imports transformers and then checks that grad mode is still on: an import
+that switches it off globally would make every later forward pass build no graph, so training would
+silently do nothing (or fail far from the cause).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoProcessor, AutoTokenizer
+
+logger = logging.getLogger(__name__)
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "processor_config.json")
+
+
+def ensure_grad_mode(context: str) -> bool:
+    """Turn grad mode back on if something switched it off globally; returns True if it had to."""
+    if torch.is_grad_enabled():
+        return False
+    logger.warning("grad mode was globally OFF after %s; turning it back on with torch.set_grad_enabled(True)", context)
+    torch.set_grad_enabled(True)
+    return True
+
+
+ensure_grad_mode("importing transformers")
+
+
+def load_text_tools(src: str | os.PathLike, local: bool):
+    """(tokenizer, processor) from a hub id or a local directory; (None, None) when it has none."""
+    if local and not any((Path(src) / f).is_file() for f in _TOKENIZER_FILES):
+        return None, None
+    kw = {"local_files_only": True} if local else {}
+    try:
+        proc = AutoProcessor.from_pretrained(src, **kw)
+    except (OSError, ValueError) as e:
+        logger.info("no processor at %s (%s); trying a plain tokenizer", src, e)
+        proc = None
+    if proc is not None and hasattr(proc, "tokenizer"):
+        return proc.tokenizer, proc
+    if proc is not None and hasattr(proc, "convert_tokens_to_ids"):
+        return proc, None
+    try:
+        return AutoTokenizer.from_pretrained(src, **kw), None
+    except (OSError, ValueError) as e:
+        logger.warning("no tokenizer could be loaded from %s (%s); feed token ids directly", src, e)
+        return None, None
