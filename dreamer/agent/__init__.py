@@ -7,8 +7,19 @@
 - policy: distribution helpers on policy logits (log_prob, entropy, kl, sample, mode, max_prob).
 - losses: `bc_loss`, `bc_accuracy`, `phase2_loss`.
 - rl: `lambda_returns`, `pmpo_loss`, `pmpo_stats`, `value_loss`.
+- acting: `ChunkActor` (one decision per chunk in the real env, cache-identical latents), `AgentPolicy`,
+  `FrequencyPolicy`, `run_agent_episodes`, `run_random_episodes`, `run_frequency_episodes`.
 """
 
+from .acting import (
+    AgentPolicy,
+    ChunkActor,
+    FrequencyPolicy,
+    run_agent_episodes,
+    run_frequency_episodes,
+    run_random_episodes,
+    to_env_action,
+)
 from .config import AgentConfig, RLConfig
 from .losses import BATCH_KEYS, bc_accuracy, bc_loss, check_batch, phase2_loss
 from .maths import TwoHot, make_bins, symexp, symlog
@@ -20,8 +31,11 @@ __all__ = [
     "BATCH_KEYS",
     "Agent",
     "AgentConfig",
+    "AgentPolicy",
     "AgentTrunk",
+    "ChunkActor",
     "ContinueHead",
+    "FrequencyPolicy",
     "PolicyHead",
     "PolicyLogits",
     "RLConfig",
@@ -43,8 +57,12 @@ __all__ = [
     "phase2_loss",
     "pmpo_loss",
     "pmpo_stats",
+    "run_agent_episodes",
+    "run_frequency_episodes",
+    "run_random_episodes",
     "sample",
     "symexp",
     "symlog",
+    "to_env_action",
     "value_loss",
 ]

@@ -1,0 +1,190 @@
+"""Acting in the real env: one decision per chunk of S steps, early stop, truncation, MultiDiscrete
+actions, latents identical to the cache's, and the random baseline on the same seeds."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from dreamer.agent import Agent, AgentConfig
+from dreamer.agent.acting import (
+    AgentPolicy,
+    ChunkActor,
+    FrequencyPolicy,
+    run_agent_episodes,
+    run_frequency_episodes,
+    run_random_episodes,
+)
+from dreamer.data.cache import LatentCache, build_cache
+from dreamer.data.episode import ActionSpace, Episode, save_episode
+from dreamer.envs import evaluation
+from dreamer.envs.config import EnvConfig
+
+
+class FakeEnv(gym.Env):
+    """Random 64x64 frames; terminates after ``end`` steps, truncates at ``max_steps``; records the
+    actions and frames of the current episode."""
+
+    def __init__(self, end: int, max_steps: int = 1000, space: spaces.Space | None = None, size: int = 64):
+        self.end, self.max_steps, self.size = end, max_steps, size
+        self.action_space = space or spaces.Discrete(17)
+        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.actions: list = []
+        self.frames: list[np.ndarray] = []
+
+    def _obs(self) -> np.ndarray:
+        obs = self._rng.integers(0, 256, (self.size, self.size, 3), dtype=np.uint8)
+        self.frames.append(obs)
+        return obs
+
+    def reset(self, *, seed=None, options=None):
+        self._rng = np.random.default_rng(seed)
+        self.actions, self.frames = [], []
+        return self._obs(), {}
+
+    def step(self, action):
+        assert len(self.actions) < min(self.end, self.max_steps), "stepped after the episode ended"
+        assert self.action_space.contains(action), action
+        self.actions.append(action)
+        t = len(self.actions)
+        info = {"achievements": {"collect_wood": t, "place_table": 0}}
+        return self._obs(), 1.0, t == self.end, t == self.max_steps and t != self.end, info
+
+
+@pytest.fixture
+def fake_env(monkeypatch):
+    """Route evaluation.make_env to one FakeEnv; returns a setter for its parameters."""
+    made: dict = {}
+
+    def use(end: int, space: spaces.Space | None = None) -> dict:
+        def make(cfg, seed=None):
+            made["env"] = FakeEnv(end, cfg.max_steps, space)
+            return made["env"]
+
+        monkeypatch.setattr(evaluation, "make_env", make)
+        return made
+
+    return use
+
+
+def _agent(S: int, cards=(17,), seed: int = 0) -> Agent:
+    torch.manual_seed(seed)
+    cfg = AgentConfig(d_model=32, num_layers=1, num_heads=2, max_time=16, mlp_hidden=32, head_hidden=32)
+    return Agent(cfg, num_tokens=16, latent_dim=16, action_cards=list(cards), chunk_len=S)
+
+
+def _stats(C: int = 16):
+    return np.linspace(-0.2, 0.2, C, dtype=np.float32), np.linspace(0.5, 1.5, C, dtype=np.float32)
+
+
+class Spy:
+    """Wraps agent.act and tokenizer.encode_latent to record decisions and the latent indices asked."""
+
+    def __init__(self, monkeypatch, agent, tokenizer):
+        self.chunks, self.encoded = [], []
+        act, enc = agent.act, tokenizer.encode_latent
+
+        def spy_act(*a, **kw):
+            out = act(*a, **kw)
+            self.chunks.append(out[0].clone())
+            return out
+
+        def spy_enc(frames, k):
+            self.encoded.append((int(frames.shape[1]), k))
+            return enc(frames, k)
+
+        monkeypatch.setattr(agent, "act", spy_act)
+        monkeypatch.setattr(tokenizer, "encode_latent", spy_enc)
+
+
+def test_one_decision_per_chunk_and_early_stop(tiny_tokenizer, monkeypatch, fake_env):
+    S, m = tiny_tokenizer.S, tiny_tokenizer.cfg.window_latents
+    end = 2 * S + 3  # terminates three steps into the third chunk
+    made = fake_env(end)
+    agent = _agent(S)
+    spy = Spy(monkeypatch, agent, tiny_tokenizer)
+    (res,) = run_agent_episodes(EnvConfig(env_id="fake"), [3], tiny_tokenizer, agent, *_stats(), max_steps=100)
+    env = made["env"]
+    assert res["length"] == end and res["terminated"] and not res["truncated"] and res["seed"] == 3
+    assert res["return"] == pytest.approx(end) and res["achievements"] == ["collect_wood"]
+    assert len(spy.chunks) == 3  # chunks decided at steps 0, S, 2S; nothing after termination
+    executed = torch.cat(spy.chunks)[:end, 0]  # (3S, D=1) -> the first `end` sub-steps
+    assert env.actions == executed.tolist()
+    assert all(isinstance(a, int) for a in env.actions)  # a Discrete env gets plain ints
+    # window_latents=2: latents 0, 1, 2 from 1, S+1, 2S+1 frames (window 0 = frames 0 .. 2S)
+    assert m == 2 and spy.encoded == [(1, 0), (S + 1, 1), (2 * S + 1, 2)]
+
+
+def test_max_steps_truncates_and_multidiscrete_actions(tiny_tokenizer, fake_env):
+    S = tiny_tokenizer.S
+    space = spaces.MultiDiscrete([3, 4])
+    made = fake_env(end=100, space=space)
+    (res,) = run_agent_episodes(EnvConfig(env_id="fake"), [0], tiny_tokenizer, _agent(S, cards=(3, 4)), *_stats(),
+                                greedy=True, max_steps=S + 1)
+    assert res["length"] == S + 1 and res["truncated"] and not res["terminated"]
+    assert all(a.shape == (2,) and space.contains(a) for a in made["env"].actions)
+
+
+def test_acting_latents_equal_cached_latents(tiny_tokenizer, tmp_path):
+    """Record an episode with the actor, cache it: the actor's latents are the cached ones."""
+    S, m = tiny_tokenizer.S, tiny_tokenizer.cfg.window_latents
+    end = (2 * m + 1) * S + 2  # spans three tokenizer windows, ends mid-chunk
+    agent, env = _agent(S), FakeEnv(end)
+    mean, std = _stats()
+    policy = AgentPolicy(tiny_tokenizer, agent, mean, std, env.action_space, context=16)
+    policy.reset(5)
+    obs, _ = env.reset(seed=5)
+    done = False
+    while not done:
+        obs, _, done, _, _ = env.step(policy(obs))
+        assert len(policy.actor._frames) <= S * m + 1  # only the current window is kept
+    ep = Episode(np.stack(env.frames), np.asarray(env.actions, dtype=np.int64)[:, None],
+                 np.ones(end, dtype=np.float32), True, False, ActionSpace(("action",), (17,)))
+    save_episode(tmp_path / "eps" / "ep0.npz", ep)
+    build_cache([tmp_path / "eps" / "ep0.npz"], tiny_tokenizer, tmp_path / "cache", val_fraction=0.0)
+    cache = LatentCache(tmp_path / "cache")
+    cached = np.asarray(cache.episode("ep0").latents, dtype=np.float32)  # (L, N, C) raw float16 values
+    acted = torch.stack(list(policy.actor.history))  # (K, N, C) standardised
+    K = -(-end // S)  # latents decided on: k = 0 .. ceil(end/S) - 1 (the padded last one is never needed)
+    assert acted.shape[0] == K == cached.shape[0] - 1
+    expect = (torch.from_numpy(cached[:K]) - torch.from_numpy(mean)) / torch.from_numpy(std)
+    torch.testing.assert_close(acted, expect, atol=2e-3 / float(std.min()), rtol=0)
+    # the executed actions are the cache's action chunks
+    assert cache.episode("ep0").actions.reshape(-1)[:end].tolist() == env.actions
+
+
+def test_actor_refuses_misuse(tiny_tokenizer):
+    S = tiny_tokenizer.S
+    with pytest.raises(ValueError, match=r"context=17 must be in \[1, agent max_time=16\]"):
+        ChunkActor(tiny_tokenizer, _agent(S), *_stats(), context=17)
+    with pytest.raises(ValueError, match="chunk_len"):
+        ChunkActor(tiny_tokenizer, _agent(S + 1), *_stats())
+    with pytest.raises(ValueError, match=r"shape \(16,\)"):
+        ChunkActor(tiny_tokenizer, _agent(S), np.zeros(3), np.ones(3))
+
+
+def test_random_baseline_same_seeds(tiny_tokenizer, fake_env):
+    S = tiny_tokenizer.S
+    fake_env(end=S + 2)
+    cfg = EnvConfig(env_id="fake")
+    res = run_agent_episodes(cfg, [10, 11], tiny_tokenizer, _agent(S), *_stats())
+    rnd = run_random_episodes(cfg, [10, 11], cards=[17])
+    again = run_random_episodes(cfg, [10, 11], cards=[17])
+    assert [r["seed"] for r in res] == [10, 11] == [r["seed"] for r in rnd]
+    assert all(r["length"] == S + 2 for r in res + rnd) and rnd == again
+    with pytest.raises(ValueError, match=r"cardinalities \[17\] differ from the agent's \[3, 4\]"):
+        run_agent_episodes(cfg, [0], tiny_tokenizer, _agent(S, cards=(3, 4)), *_stats())
+
+
+def test_frequency_policy_follows_the_data_counts(fake_env):
+    made = fake_env(end=400, space=spaces.MultiDiscrete([3, 2]))
+    (res,) = run_frequency_episodes(EnvConfig(env_id="fake"), [4], [np.array([0, 30, 10]), np.array([5, 0])],
+                                    max_steps=400)
+    a = np.stack(made["env"].actions)  # (400, 2)
+    assert res["length"] == 400 and set(a[:, 1]) == {0} and set(a[:, 0]) == {1, 2}
+    assert abs((a[:, 0] == 1).mean() - 0.75) < 0.08  # 30 : 10
+    with pytest.raises(ValueError, match="frequencies"):
+        FrequencyPolicy([np.array([1.0, -1.0])], spaces.Discrete(2))

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dreamer.envs.config import EnvConfig
+from dreamer.envs.evaluation import crafter_achievements, crafter_score, run_policy_episodes, summarise
+from dreamer.envs.policies import RandomPolicy
+
+NAMES = crafter_achievements()
+
+
+def test_crafter_score_hand_computed():
+    assert len(NAMES) == 22
+    assert crafter_score(dict.fromkeys(NAMES, 0.0)) == pytest.approx(0.0)
+    assert crafter_score(dict.fromkeys(NAMES, 100.0)) == pytest.approx(100.0)
+    half = {n: (100.0 if i < 11 else 0.0) for i, n in enumerate(NAMES)}
+    assert crafter_score(half) == pytest.approx(math.sqrt(101) - 1)  # exp((11 ln 101 + 11 ln 1) / 22) - 1
+    rates = {n: float(i) for i, n in enumerate(NAMES)}  # 0, 1, …, 21
+    expected = math.exp(sum(math.log(1 + i) for i in range(22)) / 22) - 1
+    assert crafter_score(rates) == pytest.approx(expected)
+
+
+def test_crafter_score_rejects_bad_input():
+    with pytest.raises(ValueError, match="missing"):
+        crafter_score({"collect_wood": 50.0})
+    with pytest.raises(ValueError, match="percentages"):
+        crafter_score(dict.fromkeys(NAMES, 150.0))
+
+
+def test_summarise_hand_made_results():
+    results = [
+        {"return": 1.0, "length": 10, "achievements": ["collect_wood"]},
+        {"return": 2.0, "length": 20, "achievements": {"collect_wood": 3, "place_table": 1, "eat_cow": 0}},
+        {"return": 6.0, "length": 30, "achievements": []},
+    ]
+    s = summarise(results)
+    assert s["episodes"] == 3
+    assert s["return_mean"] == pytest.approx(3.0) and s["return_std"] == pytest.approx(math.sqrt(7.0))
+    assert s["return_ci95"] == pytest.approx(1.96 * math.sqrt(7.0) / math.sqrt(3))
+    assert s["length_mean"] == pytest.approx(20.0) and s["length_std"] == pytest.approx(10.0)
+    rates = s["success_rates"]
+    assert set(rates) == set(NAMES)
+    assert rates["collect_wood"] == pytest.approx(200 / 3) and rates["place_table"] == pytest.approx(100 / 3)
+    assert rates["eat_cow"] == 0.0
+    expected = math.exp((math.log(1 + 200 / 3) + math.log(1 + 100 / 3)) / 22) - 1
+    assert s["score"] == pytest.approx(expected)
+
+
+def test_summarise_without_crafter_achievements():
+    s = summarise([{"return": 5.0, "length": 3}])
+    assert s["return_std"] == 0.0 and "score" not in s
+    s = summarise([{"return": 1.0, "length": 3, "achievements": ["found_key"]}])
+    assert s["success_rates"] == {"found_key": 100.0} and s["score"] is None
+    with pytest.raises(ValueError, match="no 'length'"):
+        summarise([{"return": 1.0}])
+
+
+def test_run_policy_episodes_random():
+    cfg = EnvConfig(max_steps=8, crafter_area=(16, 16))
+    policy = RandomPolicy(__import__("gymnasium").spaces.Discrete(17))
+    res = run_policy_episodes(cfg, [0, 1], policy)
+    assert [r["seed"] for r in res] == [0, 1]
+    for r in res:
+        assert 1 <= r["length"] <= 8 and r["terminated"] != r["truncated"]
+        assert set(r["achievements"]) <= set(NAMES)
+    s = summarise(res)
+    assert s["episodes"] == 2 and 0.0 <= s["score"] <= 100.0
+    assert np.isfinite(s["return_mean"])

@@ -1,0 +1,155 @@
+"""train_phase2.py end to end on a tiny cache of synthetic episodes: phase-1 checkpoint in, agent
+trained, final checkpoint and real-env evaluation out; resume; refusal of a mismatched checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import make_episode
+
+import train_phase1_cosmos
+import train_phase2
+from dreamer.data.episode import save_episode
+from dreamer.training import loop
+from dreamer.training.checkpoint import atomic_save, load_checkpoint
+
+COMMON = [
+    "device=cpu", "threads=1", "run=t", "tokenizer.preset=tiny", "tokenizer.resolution=64", "tokenizer.pool=2",
+    "tokenizer.window_latents=2", "data.collect=false", "data.clip_len=4", "data.val_fraction=0.34",
+    "env.env_id=crafter", "env.size=64", "env.crafter_area=[16,16]",
+    "dynamics.d_model=32", "dynamics.num_layers=2", "dynamics.num_heads=2", "dynamics.num_kv_heads=1",
+    "dynamics.num_registers=1", "dynamics.max_time=8",
+    "phase1.steps=2", "phase1.batch_size=2", "phase1.eval_every=2", "phase1.ckpt_every=2", "phase1.eval_batches=1",
+    "phase1.eval_context=2", "phase1.diagnose=false", "phase1.warmup=1",
+]
+PHASE2 = [
+    "agent.d_model=32", "agent.num_layers=1", "agent.num_heads=2", "agent.max_time=8", "agent.mlp_hidden=32",
+    "agent.head_hidden=32", "agent.focal_gamma=1.0",
+    "phase2.steps=4", "phase2.batch_size=2", "phase2.warmup=1", "phase2.log_every=1", "phase2.eval_every=2",
+    "phase2.ckpt_every=2", "phase2.diagnose=false", "phase2.eval_episodes=1", "eval.max_steps=10", "eval.seed=7",
+]
+
+
+def _args(tmp, extra=()):
+    sets = [*COMMON, f"checkpoint_root={tmp / 'ckpt'}", f"data.episodes_dir={tmp / 'eps'}",
+            f"data.cache_dir={tmp / 'cache'}", *extra]
+    return [a for s in sets for a in ("--set", s)]
+
+
+@pytest.fixture(scope="module")
+def phase1_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("phase2")
+    for i in range(6):  # 6 episodes of 17..37 steps: 4..6 latent steps each (S = 8)
+        save_episode(tmp / "eps" / f"ep{i}.npz", make_episode(T=17 + 4 * i, seed=i, terminated=i % 2 == 0))
+    train_phase1_cosmos.main(_args(tmp))
+    return tmp
+
+
+def test_train_resume_and_evaluate(phase1_run):
+    tmp = phase1_run
+    run = tmp / "ckpt" / "t"
+    cmd = [*_args(tmp, PHASE2), "--checkpoint", str(run / "phase1_cosmos_final.pt")]
+    result = train_phase2.main(cmd)
+    final = load_checkpoint(run / "phase2_final.pt")
+    assert sorted(final["models"]) == ["agent", "dynamics"] and final["step"] == 4 and final["phase"] == 2
+    p1 = load_checkpoint(run / "phase1_cosmos_final.pt")
+    for k, v in p1["models"]["dynamics"].items():  # the frozen dynamics is carried forward unchanged
+        assert torch.equal(final["models"]["dynamics"][k], v), k
+    assert final["latent_stats"] == p1["latent_stats"] and final["action_space"]["cards"] == [17]
+    h = result["heldout"]
+    assert 0.0 <= h["bc_accuracy"] <= 1.0 and 0.0 <= h["majority_accuracy"] <= 1.0 and h["entries"] > 0
+    # evaluation in the real env: BC and random policies on the same seed, written to the run dir
+    ev = json.loads((run / "phase2_eval.json").read_text())
+    assert ev["seeds"] == [7]
+    for who in ("bc", "random", "data_frequency"):
+        (ep,) = ev["episodes"][who]
+        assert ep["seed"] == 7 and 1 <= ep["length"] <= 10
+    assert final["eval"]["env"]["bc"] == ev["bc"]
+    assert any(p.name.startswith("events") for p in (run / "tb" / "phase2").iterdir())
+
+    # resume: drop the last checkpoint and the final one, rerun the same command -> same weights
+    (run / "phase2_step4.pt").unlink()
+    (run / "phase2_final.pt").unlink()
+    assert loop.latest_checkpoint(run, "phase2").name == "phase2_step2.pt"
+    train_phase2.main(cmd)
+    again = load_checkpoint(run / "phase2_final.pt")
+    for k, v in final["models"]["agent"].items():
+        torch.testing.assert_close(again["models"]["agent"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_refuses_mismatched_checkpoint(phase1_run, tmp_path):
+    tmp = phase1_run
+    ckpt = load_checkpoint(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")
+    cache_mean0 = ckpt["latent_stats"]["mean"][0]  # the phase-1 checkpoint agrees with the cache
+    ckpt["latent_stats"]["mean"][0] += 0.5
+    bad = atomic_save(ckpt, tmp_path / "other_stats.pt")
+    cmd = [*_args(tmp, [*PHASE2, f"checkpoint_root={tmp_path}"]), "--checkpoint", str(bad)]
+    with pytest.raises(loop.CheckpointMismatchError, match="latent statistics differ") as e:
+        train_phase2.main(cmd)
+    msg = str(e.value)
+    assert str(bad) in msg and repr(ckpt["latent_stats"]["mean"][0]) in msg and repr(cache_mean0) in msg
+    atomic_save({"models": {"agent": {}}, "config": {}}, tmp_path / "no_dyn.pt")
+    with pytest.raises(ValueError, match="holds no 'dynamics' model"):
+        train_phase2.main([*cmd[:-1], str(tmp_path / "no_dyn.pt")])
+
+
+def test_phase2_step_trains_agent_only(phase1_run, tiny_tokenizer):
+    """One optimizer step through the script's objective: trunk and heads get gradients; the frozen
+    dynamics, the tokenizer and the (idle) value head get none."""
+    from dreamer.agent import Agent
+    from dreamer.config import load
+    from dreamer.data.cache import LatentCache
+    from dreamer.data.loader import ClipSampler
+
+    tmp = phase1_run
+    cfg = load([], [s for s in COMMON + PHASE2])
+    p1 = train_phase2.load_phase1(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt", cfg)
+    cache = LatentCache(tmp / "cache")
+    dyn = train_phase2.frozen_dynamics(p1, cfg, tiny_tokenizer, cache, torch.device("cpu"))
+    agent = Agent(cfg.agent, 16, 16, [17], cache.chunk_len)
+    agent.value.requires_grad_(False)
+    opt = loop.make_optimizer(agent.parameters(), cfg.phase2)
+    sched = loop.make_scheduler(opt, cfg.phase2)
+    batch = ClipSampler(cache, cache.train_names, 4, 2).batch(0)
+    net = train_phase2.Phase2Objective(agent)
+    loss, _ = net(batch)
+    before = [p.detach().clone() for p in agent.trunk.parameters()]
+    ok, _ = loop.optimizer_step(net, opt, sched, loss, cfg.phase2, loop.NonFiniteGuard(3), 0)
+    assert ok and any(not torch.equal(a, b) for a, b in zip(before, agent.trunk.parameters()))
+    for name in ("trunk", "policy", "reward", "cont"):
+        grads = [p.grad for p in getattr(agent, name).parameters()]
+        assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), name
+    assert all(p.grad is None for p in agent.value.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in dyn.parameters()) and not dyn.training
+    assert all(p.grad is None and not p.requires_grad for p in tiny_tokenizer.parameters())
+
+
+def test_heldout_figures_cover_every_step_once(phase1_run):
+    """Held-out clips count each val latent step once; the majority baseline matches numpy."""
+    import numpy as np
+
+    from dreamer.agent import Agent
+    from dreamer.config import load
+    from dreamer.data.cache import LatentCache
+
+    cache = LatentCache(phase1_run / "cache")
+    counted: dict = {}
+    for n, s, length, first in train_phase2.heldout_clips(cache, cache.names, 4):
+        for k in range(s + first, s + length):
+            counted[(n, k)] = counted.get((n, k), 0) + 1
+    assert counted == {(n, k): 1 for n in cache.names for k in range(len(cache.episode(n)))}
+    train_a = np.concatenate([np.asarray(cache.episode(n).actions)[np.asarray(cache.episode(n).action_mask)]
+                              for n in cache.train_names])  # (V, 1)
+    (counts,) = train_phase2.action_counts(cache, cache.train_names)
+    assert counts.tolist() == np.bincount(train_a[:, 0], minlength=17).tolist()
+    majority = np.array([counts.argmax()])
+    val_a = np.concatenate([np.asarray(cache.episode(n).actions)[np.asarray(cache.episode(n).action_mask)]
+                            for n in cache.val_names])
+    cfg = load([], COMMON + PHASE2)
+    agent = Agent(cfg.agent, 16, 16, [17], cache.chunk_len)
+    m, acts = train_phase2.heldout(agent, cache, cache.val_names, 4, majority, 2, "cpu", torch.Generator())
+    assert m["entries"] == val_a.size and m["majority_accuracy"] == pytest.approx((val_a == majority).mean())
+    assert torch.equal(acts["data"].sort(0).values, torch.from_numpy(np.sort(val_a, 0)))
+    assert acts["policy"].shape == acts["data"].shape and agent.training
