@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def kill_resume(trials: int) -> dict:
     import torch
-    from conftest import make_episode
+    from dreamer.data.synthetic import make_episode
     from test_resilience import tiny_overrides
 
     from dreamer.data.episode import save_episode

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_episode
+from dreamer.data.synthetic import make_episode
 
 import train_phase1_cosmos
 import train_phase2

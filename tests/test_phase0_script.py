@@ -1,0 +1,81 @@
+"""train_phase0_tokenizer.py end to end on three tiny episodes: fit, save, resume, hand off to the cache."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train_phase0_tokenizer as phase0
+from dreamer.config import load
+from dreamer.data.episode import ActionSpace, Episode, save_episode
+from dreamer.data.prepare import prepare_data
+from dreamer.tokenizer import CosmosTokenizerWrapper
+from dreamer.training.runtime import Runtime
+
+
+def _frames(T: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    f = np.zeros((T, 64, 64, 3), dtype=np.uint8) + rng.integers(30, 120, 3).astype(np.uint8)
+    for t in range(T):
+        x0 = (3 * t + 5 * seed) % 48
+        f[t, 24:40, x0 : x0 + 16] = [240, 220, 30]
+    return f
+
+
+@pytest.fixture(scope="module")
+def episodes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("eps")
+    for i in range(3):
+        T = 16 + 4 * i
+        ep = Episode(_frames(T + 1, i), np.zeros((T, 1), np.int64), np.zeros(T, np.float32), True, False,
+                     ActionSpace(("action",), (17,)), {}, {"env_id": "test"})
+        save_episode(root / f"ep_{i:03d}.npz", ep)
+    return root
+
+
+def _args(tmp_path: Path, episodes: Path, steps: int, *extra: str) -> list[str]:
+    sets = [
+        "run=p0", f"checkpoint_root={tmp_path / 'ckpt'}", f"data.episodes_dir={episodes}",
+        f"data.cache_dir={tmp_path / 'cache'}", "data.collect=false", "data.val_fraction=0.34", "device=cpu",
+        "tokenizer.preset=tiny", "tokenizer.resolution=64", "tokenizer.pool=2", "tokenizer.window_latents=2",
+        f"tokenizer.pretrained={tmp_path / 'ckpt' / 'p0' / 'tokenizer'}",  # phase 0's own output, as crafter_small
+        f"phase0.steps={steps}", "phase0.batch_size=1", "phase0.lr=0.001", "phase0.warmup=1", "phase0.log_every=1",
+        "phase0.eval_every=2", "phase0.ckpt_every=2", "phase0.eval_clips=2", "phase0.clip_frames=9", *extra,
+    ]
+    return [a for s in sets for a in ("--set", s)]
+
+
+def test_fit_resume_and_handoff(tmp_path, episodes):
+    out = tmp_path / "ckpt" / "p0" / "tokenizer"
+    with pytest.raises(FileNotFoundError, match="train_phase0_tokenizer.py"):  # phase 1 before phase 0
+        CosmosTokenizerWrapper(cfg=load(None, [f"tokenizer.pretrained={out}", "tokenizer.resolution=64"]).tokenizer)
+
+    m = phase0.main(_args(tmp_path, episodes, 4))
+    info = json.loads((out / "phase0.json").read_text())
+    assert (out / "config.json").is_file() and info["step"] == 4 and len(info["episodes"]["val"]) == 1
+    assert info["weights_sha256"] == m["weights_sha256"] and info["source"].startswith("preset 'tiny'")
+    assert m["psnr"] > m["before_fitting"]["psnr"], m  # even 4 steps beat the random-weight tokenizer
+    run = tmp_path / "ckpt" / "p0"
+    assert (run / "phase0_step4.pt").is_file() and any((run / "tb" / "phase0").iterdir())
+
+    # rerunning with more steps resumes from step 4 and replaces the tokenizer; the same command again is a no-op
+    m6 = phase0.main(_args(tmp_path, episodes, 6))
+    assert json.loads((out / "phase0.json").read_text())["step"] == 6 and m6["weights_sha256"] != m["weights_sha256"]
+    stamp = (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    phase0.main(_args(tmp_path, episodes, 6))
+    assert (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+
+    # the phases load it frozen and its identity is the cache's
+    cfg = load(None, _args(tmp_path, episodes, 6)[1::2])
+    tok, cache = prepare_data(cfg, Runtime(cfg=cfg, device=torch.device("cpu")))
+    assert cache.tokenizer_identity["weights_sha256"] == m6["weights_sha256"] == tok.identity()["weights_sha256"]
+    assert not any(p.requires_grad for p in tok.parameters())
+    # (loading the folder in a fresh process with HF_HUB_OFFLINE=1: tests/tokenizer/test_cosmos.py)
+
+    # a fitted tokenizer without a checkpoint to resume is never silently refitted
+    for p in run.glob("phase0_step*.pt"):
+        p.unlink()
+    with pytest.raises(FileExistsError, match="init_from"):
+        phase0.main(_args(tmp_path, episodes, 6))

@@ -1,0 +1,159 @@
+"""Phase-0 fitting: the differentiable pooled path, the loss, clips, PSNR, saving and the handoff."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dreamer.data.cache import CacheMismatchError, LatentCache, build_cache
+from dreamer.data.episode import save_episode
+from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
+from dreamer.tokenizer.cosmos import preprocess, weights_hash
+from dreamer.tokenizer.fit import (
+    FrameClipSampler,
+    PooledAutoencoder,
+    build_trainable_vae,
+    evaluate_reconstruction,
+    psnr_uint8,
+    reconstruction_loss,
+    save_tokenizer,
+    ssim,
+)
+
+
+def moving_squares(T: int, size: int = 64, seed: int = 0) -> np.ndarray:
+    """uint8 (T, size, size, 3): a colour gradient with a bright square sliding across (learnable)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = np.stack([xx, yy, 1 - xx], -1) * 160 + rng.integers(0, 60, 3)
+    frames = np.repeat(base[None], T, 0)
+    for t in range(T):
+        x0 = (4 * t + 8 * seed) % (size - 16)
+        frames[t, 20:36, x0 : x0 + 16] = [250, 230, 40]
+    return frames.astype(np.uint8)
+
+
+def make_model(seed: int = 0, S: int = 0) -> PooledAutoencoder:
+    torch.manual_seed(seed)
+    vae, _ = build_trainable_vae("tiny", temporal_compression=S)
+    return PooledAutoencoder(vae, resolution=64, pool=2)
+
+
+def test_loss_falls_and_gradients_reach_the_encoder():
+    model = make_model()
+    frames = torch.from_numpy(moving_squares(9)[None])  # (1, 9, 64, 64, 3), fixed
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for i in range(6):
+        recon, target, z = model(frames)
+        assert recon.shape == target.shape == (1, 3, 9, 64, 64) and z.shape == (1, 2, 16, 16)
+        loss, m = reconstruction_loss(recon, target, perceptual_weight=0.1)
+        opt.zero_grad()
+        loss.backward()
+        if i == 0:  # the pooled path is differentiable end to end
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.vae.encoder.conv_in.parameters())
+            assert {"mse", "one_minus_ssim", "total"} <= set(m)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    assert torch.is_grad_enabled()
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_clip_length_and_temporal_compression_4():
+    model = make_model(S=4)
+    assert model.S == 4
+    recon, _, z = model(torch.from_numpy(moving_squares(9)[None]))
+    assert z.shape == (1, 3, 16, 16) and recon.shape[2] == 9  # 1 + 8/4 latents
+    with pytest.raises(ValueError, match="1 \\+ S"):
+        model(torch.from_numpy(moving_squares(8)[None]))
+    with pytest.raises(ValueError, match="temporal_compression"):
+        build_trainable_vae("tiny", temporal_compression=2)
+
+
+def test_clip_sampler_alignment_padding_and_determinism():
+    eps = {"a": moving_squares(30), "b": moving_squares(5, seed=1)}  # b is shorter than a clip
+    s = FrameClipSampler(eps, clip_frames=17, S=8, batch_size=64, seed=3)
+    picks = s.draw(7)
+    assert picks == s.draw(7) and picks != s.draw(8)
+    assert all(start % 8 == 0 for _, start in picks)
+    # a: 30 frames -> 5 latents; a clip holds 3, so starts 0, 8, 16; b: start 0 only
+    assert {(n, st) for n, st in picks} <= {("a", 0), ("a", 8), ("a", 16), ("b", 0)}
+    batch = s.collate([("a", 16), ("b", 0)])
+    assert batch["frames"].shape == (2, 17, 64, 64, 3) and batch["frames"].dtype == torch.uint8
+    assert batch["valid"][0].sum() == 14 and batch["valid"][1].sum() == 5  # frames 16..29, 0..4
+    assert torch.equal(batch["frames"][0, 13], batch["frames"][0, 16])  # tail repeats the last frame
+    assert torch.equal(batch["frames"][0, 0], torch.from_numpy(eps["a"][16]))
+    with pytest.raises(ValueError, match="clip_frames=10"):
+        FrameClipSampler(eps, clip_frames=10, S=8, batch_size=2)
+
+
+def test_psnr_and_ssim_by_hand():
+    a = torch.zeros(1, 2, 4, 4, 3, dtype=torch.uint8)
+    b = torch.full_like(a, 10)
+    b[0, 1] = 0  # second frame exact: excluded from the mean when marked invalid
+    assert psnr_uint8(a, b, torch.tensor([[True, False]])).item() == pytest.approx(10 * math.log10(255**2 / 100))
+    assert psnr_uint8(a, b).item() == pytest.approx(10 * math.log10(255**2 / 50))
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-5)
+    assert abs(ssim(x, torch.rand(2, 3, 16, 16) * 2 - 1).item()) < 0.1  # independent noise
+
+
+def test_saved_tokenizer_loads_through_wrapper_and_reproduces_latents(tmp_path):
+    model = make_model(seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    frames = torch.from_numpy(moving_squares(17)[None])
+    for _ in range(2):
+        loss, _ = reconstruction_loss(*model(frames)[:2])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out = save_tokenizer(model.vae, tmp_path / "run" / "tokenizer", {"step": 2})
+    assert (out / "config.json").is_file() and (out / "phase0.json").is_file()
+    first_hash = weights_hash(model.vae)
+    save_tokenizer(model.vae, out, {"step": 2})  # replacing is atomic and leaves no temporary folders
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tokenizer"]
+
+    frozen = CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=str(out), resolution=64, pool=2, window_latents=2))
+    assert not any(p.requires_grad for p in frozen.parameters()) and not frozen.vae.training
+    assert frozen.identity()["weights_sha256"] == first_hash
+    model.eval()
+    with torch.no_grad():
+        mine = model.encode(preprocess(frames, 64))
+    assert torch.allclose(frozen.encode(frames), mine, atol=1e-5)
+
+    # fine-tuning starts from exactly these weights, trainable
+    vae, source = build_trainable_vae("tiny", init_from=str(out))
+    assert weights_hash(vae) == first_hash and all(p.requires_grad for p in vae.parameters())
+    assert "pretrained" in source
+
+
+def test_cache_refuses_latents_of_another_tokenizer(tmp_path, tiny_tokenizer, episode_factory):
+    path = save_episode(tmp_path / "eps" / "ep_000.npz", episode_factory(T=16))
+    build_cache([path], tiny_tokenizer, tmp_path / "cache")
+    model = make_model(seed=5)  # another tokenizer of the same architecture
+    out = save_tokenizer(model.vae, tmp_path / "tok", {})
+    fitted = CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=str(out), resolution=64, pool=2, window_latents=2))
+    assert fitted.identity()["vae_config"] == tiny_tokenizer.identity()["vae_config"]
+    with pytest.raises(CacheMismatchError, match="weights"):
+        build_cache([path], fitted, tmp_path / "cache")
+    with pytest.raises(CacheMismatchError):
+        LatentCache(tmp_path / "cache", expect_tokenizer=fitted.identity())
+
+
+def test_evaluate_reconstruction_reports_psnr():
+    model = make_model()
+    s = FrameClipSampler({"a": moving_squares(20)}, clip_frames=9, S=8, batch_size=2)
+    metrics, (orig, recon) = evaluate_reconstruction(model, [s.batch(0)])
+    assert set(metrics) == {"psnr", "psnr_pooled_pixels", "mse"}
+    assert orig.shape == recon.shape == (2, 9, 64, 64, 3) and recon.dtype == torch.uint8
+    assert 0 < metrics["psnr"] < metrics["psnr_pooled_pixels"]  # random weights lose to 4x4 colour averages
+    assert model.training  # restored
+
+
+def test_missing_phase0_output_names_the_script(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_phase0_tokenizer.py"):
+        CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=str(tmp_path / "ckpt" / "run" / "tokenizer")))
+    with pytest.raises(FileNotFoundError, match="train_phase0_tokenizer.py"):
+        CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained="checkpoints/crafter_small/tokenizer"))
