@@ -1,0 +1,164 @@
+"""Phase 0: fit the Cosmos tokenizer to the episode frames through the pooled bottleneck (docs/tokenizer.md).
+
+    python train_phase0_tokenizer.py --config configs/crafter_small.yaml [--set phase0.steps=500]
+
+Trains ``AutoencoderKLCosmos`` (a fresh ``tokenizer.preset``, or fine-tunes ``phase0.init_from`` /
+``tokenizer.pretrained`` when those hold weights) as encode → pool → unpool → decode on clips of
+1 + S·k frames, logs held-out reconstructions to TensorBoard (checkpoints/<run>/tb/phase0), writes
+periodic checkpoints, and saves the fitted tokenizer with ``save_pretrained`` into
+``phase0.out_dir`` (default checkpoints/<run>/tokenizer). Phases 1–3 load it frozen through
+``tokenizer.pretrained``. Rerunning the command resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from tqdm import trange
+
+from dreamer.configuration import to_dict
+from dreamer.data.cache import _split
+from dreamer.data.prepare import episode_paths
+from dreamer.tokenizer import CosmosTokenizerWrapper
+from dreamer.tokenizer.fit import (
+    FrameClipSampler,
+    PooledAutoencoder,
+    build_trainable_vae,
+    evaluate_reconstruction,
+    load_frames,
+    reconstruction_loss,
+    save_tokenizer,
+    side_by_side,
+)
+from dreamer.training import loop
+from dreamer.training.checkpoint import latest_checkpoint
+from dreamer.training.runtime import parse_args, start, wrap_model
+
+log = logging.getLogger("phase0")
+PREFIX = "phase0"
+
+
+def output_dir(cfg) -> Path:
+    """Where the fitted tokenizer goes: phase0.out_dir, default <run dir>/tokenizer."""
+    return Path(cfg.phase0.out_dir) if cfg.phase0.out_dir else cfg.run_dir / "tokenizer"
+
+
+def init_source(cfg, out: Path) -> str | None:
+    """Weights to start from: phase0.init_from, else tokenizer.pretrained unless it names this phase's own
+    output (a preset such as crafter_small points tokenizer.pretrained at it for phases 1–3), else None."""
+    if cfg.phase0.init_from:
+        return cfg.phase0.init_from
+    pre = cfg.tokenizer.pretrained
+    if pre and Path(pre).resolve() != out.resolve():
+        return pre
+    return None
+
+
+def evaluate(rt, model, batches, step: int, tag: str = "eval/tokenizer/") -> dict:
+    metrics, (orig, recon) = evaluate_reconstruction(model, batches, rt.cfg.phase0.bf16)
+    rt.scalars(step, metrics, tag)
+    if rt.writer is not None:
+        rt.writer.add_image("tokenizer/heldout_original|reconstruction", side_by_side(orig, recon), step,
+                            dataformats="HWC")
+    return metrics
+
+
+def main(argv=None) -> dict:
+    cfg, _ = parse_args(__doc__, argv)
+    rt = start(cfg, "phase0")
+    pc = cfg.phase0
+    out = output_dir(cfg)
+    if latest_checkpoint(rt.run_dir, PREFIX) is None and out.exists() and not pc.init_from:
+        raise FileExistsError(
+            f"{out} already holds a fitted tokenizer and {rt.run_dir} has no {PREFIX} checkpoint to resume: delete "
+            f"{out} to fit again, or set phase0.init_from={out} to keep fitting it")
+    source = init_source(cfg, out)
+    vae, desc = build_trainable_vae(cfg.tokenizer.preset, source, pc.temporal_compression)
+    if pc.gradient_checkpointing:
+        vae.enable_gradient_checkpointing()
+    model = PooledAutoencoder(vae, cfg.tokenizer.resolution, cfg.tokenizer.pool).to(rt.device)
+    S = model.S
+
+    paths = episode_paths(cfg, rt)
+    frames = load_frames(paths)
+    train_names, val_names = _split(sorted(frames), cfg.data.val_fraction, cfg.data.split_seed)  # the cache's split
+    if not val_names:
+        log.warning("no held-out episodes (data.val_fraction=%s, %d episodes): evaluating on training episodes",
+                    cfg.data.val_fraction, len(frames))
+        val_names = train_names
+    train = FrameClipSampler({n: frames[n] for n in train_names}, pc.clip_frames, S, pc.batch_size, cfg.seed, rt.rank)
+    val = FrameClipSampler({n: frames[n] for n in val_names}, pc.clip_frames, S, pc.eval_clips, cfg.seed + 1)
+    picks = val.draw(10**6)
+    heldout = [val.collate(picks[i : i + pc.batch_size], rt.device) for i in range(0, len(picks), pc.batch_size)]
+
+    opt = loop.make_optimizer(vae.parameters(), pc)
+    sched = loop.make_scheduler(opt, pc)
+    models = {"vae": vae}
+    start_step, ckpt = loop.resume(rt, PREFIX, models, opt, sched)
+    log.info("tokenizer: %s, %.2fM parameters, S=%d, %d tokens x %d channels; %d train / %d held-out episodes; "
+             "steps %d..%d", desc, sum(p.numel() for p in vae.parameters()) / 1e6, S,
+             (cfg.tokenizer.resolution // int(vae.config.spatial_compression_ratio) // cfg.tokenizer.pool) ** 2,
+             int(vae.config.latent_channels), len(train_names), len(val_names), start_step, pc.steps)
+    baseline = (ckpt or {}).get("baseline")
+    if baseline is None and rt.is_main:
+        baseline = evaluate(rt, model, heldout, start_step, "eval/tokenizer_init/")
+        log.info("before fitting (%s): held-out PSNR %.2f dB through the pooled bottleneck (pooled pixels: %.2f dB)",
+                 desc, baseline["psnr"], baseline["psnr_pooled_pixels"])
+
+    net = wrap_model(rt, model, pc.compile)
+    guard = loop.NonFiniteGuard(pc.max_nonfinite)
+    n_frames, t0, metrics = 0, time.perf_counter(), dict((ckpt or {}).get("eval") or {})
+    extra = {"phase": 0, "baseline": baseline, "source": desc}
+    for step in trange(start_step, pc.steps, desc="phase0", disable=not rt.is_main, initial=start_step, total=pc.steps):
+        batch = train.batch(step, rt.device)
+        with rt.autocast(pc.bf16):
+            recon, target, _ = net(batch["frames"])
+        loss, m = reconstruction_loss(recon, target, pc.perceptual_weight)
+        _, grad_norm = loop.optimizer_step(net, opt, sched, loss, pc, guard, step, batch["provenance"])
+        n_frames += batch["frames"].shape[0] * batch["frames"].shape[1] * rt.world
+        done = step + 1
+        if done % pc.log_every == 0 or done == pc.steps:
+            rt.scalars(done, m, "loss/tokenizer/")
+            rt.scalars(done, {"grad_norm": grad_norm, "lr": sched.get_last_lr()[0],
+                              "frames_per_s": n_frames / (time.perf_counter() - t0), "skipped_steps": guard.total},
+                       "train/")
+            n_frames, t0 = 0, time.perf_counter()
+        if rt.is_main and (done % pc.eval_every == 0 or done == pc.steps):
+            metrics = evaluate(rt, model, heldout, done)
+            log.info("step %d: held-out PSNR %.2f dB (before fitting %.2f, pooled pixels %.2f), train mse %.4f", done,
+                     metrics["psnr"], baseline["psnr"], metrics["psnr_pooled_pixels"], m["mse"])
+        if done % pc.ckpt_every == 0 and done < pc.steps:
+            loop.save_periodic(rt, PREFIX, loop.payload(cfg, done, models, opt, sched, None, dict(extra, eval=metrics)),
+                               pc.keep_checkpoints)
+
+    if rt.is_main and start_step >= pc.steps and out.exists():
+        log.info("phase 0 already complete (%d steps): %s is up to date; raise phase0.steps to keep fitting", pc.steps,
+                 out)
+    elif rt.is_main:
+        if not metrics:
+            metrics = evaluate(rt, model, heldout, pc.steps)
+        final = loop.payload(cfg, pc.steps, models, opt, sched, None, dict(extra, eval=metrics))
+        loop.save_periodic(rt, PREFIX, final, pc.keep_checkpoints)
+        info = {"step": pc.steps, "source": desc, "preset": cfg.tokenizer.preset, "temporal_compression": S,
+                "resolution": cfg.tokenizer.resolution, "pool": cfg.tokenizer.pool, "eval": metrics,
+                "before_fitting": baseline, "episodes": {"train": train_names, "val": val_names},
+                "phase0": to_dict(pc)}
+        save_tokenizer(loop.unwrap(vae), out, info)
+        # The handoff: the wrapper loads the folder frozen and sees exactly these weights.
+        frozen = CosmosTokenizerWrapper(cfg=dataclasses.replace(cfg.tokenizer, pretrained=str(out)))
+        ident = frozen.identity()
+        log.info("wrote %s (weights %s): held-out PSNR %.2f dB vs %.2f dB before fitting", out,
+                 ident["weights_sha256"][:12], metrics["psnr"], baseline["psnr"])
+        if not cfg.tokenizer.pretrained or Path(cfg.tokenizer.pretrained).resolve() != out.resolve():
+            log.info("phases 1-3 use it with --set tokenizer.pretrained=%s (and a fresh data.cache_dir)", out)
+        metrics = dict(metrics, before_fitting=baseline, weights_sha256=ident["weights_sha256"])
+    rt.barrier()
+    rt.close()
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
