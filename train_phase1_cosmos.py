@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
         batch = train.batch(step)
         with rt.autocast(pc.bf16):
             loss, m = loss_fn(net, batch["latents"], batch["actions"], batch["action_mask"])
-        ok, grad_norm = loop.optimizer_step(net, opt, sched, loss, pc, guard, step, batch["provenance"])
+        _, grad_norm = loop.optimizer_step(net, opt, sched, loss, pc, guard, step, batch["provenance"])
         tokens += batch["latents"].shape[0] * batch["latents"].shape[1] * batch["latents"].shape[2] * rt.world
         done = step + 1
         if done % pc.log_every == 0 or done == pc.steps:

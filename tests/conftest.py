@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
 from dreamer.data.synthetic import make_episode
+from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from dreamer.data.synthetic import make_episode
 
 import train_phase1_cosmos
 import train_phase2
 from dreamer.data.episode import save_episode
+from dreamer.data.synthetic import make_episode
 from dreamer.training import loop
 from dreamer.training.checkpoint import atomic_save, load_checkpoint
 

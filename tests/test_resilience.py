@@ -43,7 +43,7 @@ def episodes(tmp_path, episode_factory):
 
 def run(args: list[str], env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1", **(env_extra or {}))
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, **kw)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False, **kw)
 
 
 def weights(path: Path) -> dict:

@@ -95,7 +95,7 @@ def _write_episode_dir(target: Path, arrays: dict[str, np.ndarray], source: dict
 def _split(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Split by episode, deterministic in the names and the seed (not in the order of discovery)."""
     order = sorted(names, key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
-    n_val = int(round(len(names) * val_fraction))
+    n_val = round(len(names) * val_fraction)
     if val_fraction > 0 and len(names) >= 2:
         n_val = max(1, n_val)
     val = sorted(order[:n_val])
@@ -133,7 +133,6 @@ def build_cache(
     if len(set(names)) != len(names):
         raise ValueError(f"episode file names must be unique under {Path(episode_paths[0]).parent}")
     todo = list(zip(names, episode_paths))[shard[0] :: shard[1]]
-    space: ActionSpace | None = None
     for name, path in tqdm(todo, desc="encode episodes", unit="ep", disable=len(todo) < 2):
         src_hash = file_sha256(path)
         target = cache_dir / "episodes" / name

@@ -144,10 +144,10 @@ class ScriptedCrafterPolicy:
         for tool in ("stone_pickaxe", "stone_sword"):
             if tool in missing:
                 yield self._make(v, inv, tool)
+        if not ach["place_furnace"]:  # next to a table, where the iron tools will need it
+            yield self._furnace(v, inv)
         if not ach["eat_plant"] and inv["stone"] >= 3:
             yield self._protect_plants(v, info["plants"])
-        if not ach["place_furnace"] and v.nearby({IDS["table"]}):
-            yield self._place(v, inv, "furnace")
         if inv["coal"] < 2 and ("iron_pickaxe" in missing or "iron_sword" in missing):
             yield self._collect(v, inv, "coal")
         if inv["iron"] < 1 and ("iron_pickaxe" in missing or "iron_sword" in missing):
@@ -204,6 +204,15 @@ class ScriptedCrafterPolicy:
             return A[f"place_{item}"]
         cells = {c for c in v.cells(where) if abs(c[0] - v.pos[0]) + abs(c[1] - v.pos[1]) <= 8}
         return self._face_cells(f"place_{item}", v, cells, A[f"place_{item}"])
+
+    def _furnace(self, v: GridView, inv: dict):
+        if any(inv[k] < n for k, n in self.place_cost["furnace"].items()):
+            return None
+        table = {IDS["table"]}
+        if v.nearby(table):
+            return self._place(v, inv, "furnace")
+        near = v.bfs_stand(lambda c: v.nearby(table, c), max_states=400)
+        return None if near is None else v.step_towards(near[1], A["do"])
 
     def _protect_plants(self, v: GridView, plants: np.ndarray):
         """Wall growing plants in with stone: creatures next to a plant destroy it."""

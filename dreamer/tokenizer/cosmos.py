@@ -119,7 +119,7 @@ def pool_latents(raw_bcthw: torch.Tensor, pool: int) -> torch.Tensor:
 def unpool_latents(z_btnc: torch.Tensor, pool: int) -> torch.Tensor:
     """Pooled (B, T, N, C) → raw layout (B, C, T, G, G) by nearest upsampling (inverse of pooling)."""
     B, T, N, C = z_btnc.shape
-    g = int(round(math.sqrt(N)))
+    g = math.isqrt(N)
     x = z_btnc.transpose(2, 3).reshape(B, T, C, g, g)
     x = x.repeat_interleave(pool, dim=3).repeat_interleave(pool, dim=4)
     return x.permute(0, 2, 1, 3, 4)
@@ -144,7 +144,7 @@ def build_vae(preset: str, pretrained: str | None = None):
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         try:
             vae = AutoencoderKLCosmos.from_pretrained(pretrained, subfolder="vae", local_files_only=offline)
-        except Exception as e:  # noqa: BLE001 - re-raised with the config key named
+        except Exception as e:
             raise RuntimeError(
                 f"tokenizer.pretrained={pretrained!r}: could not load from the hub ({type(e).__name__}: {e}). "
                 "Download the weights and point tokenizer.pretrained at the local directory."

@@ -61,7 +61,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError and friends, re-raised with the path
+    except Exception as e:
         raise ValueError(
             f"checkpoint {path} cannot be loaded safely with weights_only=True ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}); refusing to unpickle arbitrary code"

@@ -24,7 +24,7 @@ def test_alignment_by_hand(episode_factory):
     assert out["action_mask"][0].tolist() == [True] * 5 + [False] + [True] * 2  # sleeping step masked
     assert out["action_mask"][2].tolist() == [True] * 3 + [False] * 5  # tail padding
     assert not out["action_mask"][3].any()  # last latent: no chunk leaves it
-    assert out["rewards"].tolist() == [0.0, sum(range(0, 8)), sum(range(8, 16)), sum(range(16, 19))]
+    assert out["rewards"].tolist() == [0.0, sum(range(8)), sum(range(8, 16)), sum(range(16, 19))]
     assert out["continues"].tolist() == [1, 1, 1, 0]
     ep.terminated = False
     assert align_episode(ep, 8)["continues"].tolist() == [1, 1, 1, 1]

@@ -1,3 +1,4 @@
+import itertools
 import os
 import pickle
 
@@ -93,4 +94,4 @@ def test_schedule_warmup_then_decay():
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert lrs[-1] == pytest.approx(0.1, abs=0.01) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(0.1, abs=0.01) and all(a >= b for a, b in itertools.pairwise(lrs[10:]))
