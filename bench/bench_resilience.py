@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def kill_resume(trials: int) -> dict:
     import torch
-    from dreamer.data.synthetic import make_episode
     from test_resilience import tiny_overrides
 
     from dreamer.data.episode import save_episode
+    from dreamer.data.synthetic import make_episode
     from dreamer.training.checkpoint import load_checkpoint
 
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dreamer.data.cache import LatentCache, build_cache  # noqa: E402
-from dreamer.data.episode import ActionSpace, Episode, save_episode  # noqa: E402
-from dreamer.data.loader import ClipSampler  # noqa: E402
-from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig  # noqa: E402
+from dreamer.data.cache import LatentCache, build_cache
+from dreamer.data.episode import ActionSpace, Episode, save_episode
+from dreamer.data.loader import ClipSampler
+from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
 
 
 def timed(fn, repeats: int) -> float:
