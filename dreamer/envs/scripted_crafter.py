@@ -124,7 +124,6 @@ class ScriptedCrafterPolicy:
         if ripe and inv["food"] < 9:
             yield self._face_cells("ripe_plant", v, ripe, A["do"])
         missing = [t for t in TOOLS if inv[t] == 0]
-        # wood tools
         for tool in ("wood_pickaxe", "wood_sword"):
             if tool in missing:
                 yield self._make(v, inv, tool)
