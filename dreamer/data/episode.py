@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from dreamer.atomic import atomic_open
 
 FORMAT_VERSION = 1
 
@@ -128,16 +129,8 @@ def save_episode(path: str | os.PathLike, ep: Episode) -> Path:
         "meta": np.asarray(json.dumps(meta)),
     }
     arrays.update({f"extra__{k}": v for k, v in ep.extras.items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        np.savez_compressed(fh, **arrays)
     return path
 
 
