@@ -66,13 +66,10 @@ def main(argv=None) -> dict:
              start_step, pc.steps)
 
     if pc.diagnose:
-        from diagnostics import diagnose_phase
+        from diagnostics import diagnose_before_training
 
-        report = diagnose_phase(1, {"tokenizer": tokenizer, "dynamics": model, "loss": loss_fn}, train.batch(0),
-                                rt.device, optimizer=opt, cache=cache)
-        log.info("diagnose_phase(1):\n%s", report.table())
-        if report.failed and not args.no_diagnose:
-            raise SystemExit(f"diagnose_phase(1) failed: {report.failed_names()}; fix it or pass --no-diagnose")
+        diagnose_before_training(1, {"tokenizer": tokenizer, "dynamics": model, "loss": loss_fn}, train.batch(0),
+                                 rt.device, optimizer=opt, cache=cache, stop=not args.no_diagnose)
 
     net = wrap_model(rt, model, pc.compile)
     guard = loop.NonFiniteGuard(pc.max_nonfinite)

@@ -205,13 +205,10 @@ def main(argv=None) -> dict:
              sum(p.numel() for p in agent.parameters()) / 1e6, majority.tolist(), start_step, pc.steps)
 
     if pc.diagnose:
-        from diagnostics import diagnose_phase
+        from diagnostics import diagnose_before_training
 
-        report = diagnose_phase(2, {"tokenizer": tokenizer, "dynamics": dynamics, "agent": agent}, train.batch(0),
-                                rt.device, optimizer=opt, cache=cache)
-        log.info("diagnose_phase(2):\n%s", report.table())
-        if report.failed and not args.no_diagnose:
-            raise SystemExit(f"diagnose_phase(2) failed: {report.failed_names()}; fix it or pass --no-diagnose")
+        diagnose_before_training(2, {"tokenizer": tokenizer, "dynamics": dynamics, "agent": agent}, train.batch(0),
+                                 rt.device, optimizer=opt, cache=cache, stop=not args.no_diagnose)
 
     net = wrap_model(rt, Phase2Objective(agent), pc.compile)
     guard = loop.NonFiniteGuard(pc.max_nonfinite)

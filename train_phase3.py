@@ -108,7 +108,7 @@ def main(argv=None) -> dict:
                            trunk=trunk)
 
     if pc.diagnose:
-        from diagnostics import diagnose_phase
+        from diagnostics import diagnose_before_training
 
         batch = train.batch(start_step)
         im0 = dream(batch, start_step)
@@ -119,12 +119,10 @@ def main(argv=None) -> dict:
             t = phase3_terms(agent, prior, dream(batch, start_step), cfg.rl)
             return t.policy_loss + t.value_loss
 
-        report = diagnose_phase(3, {"tokenizer": tokenizer, **models}, batch, rt.device, optimizer=opt, cache=cache,
-                                loss_fn=audit_loss, advantages=t0.advantages, imagined_rewards=im0.rewards,
-                                imagined_latents=im0.latents[:, 1:], policy_entropy=per_entry, rl_cfg=cfg.rl)
-        log.info("diagnose_phase(3):\n%s", report.table())
-        if report.failed and not args.no_diagnose:
-            raise SystemExit(f"diagnose_phase(3) failed: {report.failed_names()}; fix it or pass --no-diagnose")
+        diagnose_before_training(3, {"tokenizer": tokenizer, **models}, batch, rt.device, optimizer=opt, cache=cache,
+                                 loss_fn=audit_loss, advantages=t0.advantages, imagined_rewards=im0.rewards,
+                                 imagined_latents=im0.latents[:, 1:], policy_entropy=per_entry, rl_cfg=cfg.rl,
+                                 stop=not args.no_diagnose)
 
     guard = loop.NonFiniteGuard(pc.max_nonfinite)
     info = loop.data_info(cache)

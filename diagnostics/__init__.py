@@ -10,7 +10,7 @@ How to read the report: docs/diagnostics.md. CLI: ``python -m diagnostics --phas
 
 # gradmode first: it records which modules were loaded (and the grad mode) before anything else.
 from diagnostics import gradmode
-from diagnostics.core import diagnose_periodic, diagnose_phase
+from diagnostics.core import diagnose_before_training, diagnose_periodic, diagnose_phase
 from diagnostics.gradflow import AuditResult, check_optimizer, check_precision, run_audit
 from diagnostics.gradmode import check_grad_mode, find_culprit
 from diagnostics.report import FAIL, OK, WARN, Check, Report
@@ -19,6 +19,6 @@ from diagnostics.thresholds import Thresholds
 
 __all__ = [
     "FAIL", "OK", "ROLES", "WARN", "AuditResult", "Check", "Report", "Thresholds", "check_grad_mode",
-    "check_optimizer", "check_precision", "diagnose_periodic", "diagnose_phase", "find_culprit", "gradmode",
+    "check_optimizer", "check_precision", "diagnose_before_training", "diagnose_periodic", "diagnose_phase", "find_culprit", "gradmode",
     "run_audit",
 ]

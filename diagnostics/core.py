@@ -146,3 +146,14 @@ def diagnose_periodic(rt, step: int, phase: int, model_dict: dict, sample_batch:
     for c in bad:
         log.warning("step %d: diagnostics %s %s: %s", step, c.status, c.name, c.hint)
     return report
+
+
+def diagnose_before_training(phase: int, model_dict: dict, sample_batch: dict, device, stop: bool = True,
+                             **kw) -> Report:
+    """What every phase script runs before training: the full report, logged as a table; a failure
+    stops the run (``SystemExit``) unless ``stop`` is False (``--no-diagnose``)."""
+    report = diagnose_phase(phase, model_dict, sample_batch, device, **kw)
+    log.info("diagnose_phase(%d):\n%s", phase, report.table())
+    if report.failed and stop:
+        raise SystemExit(f"diagnose_phase({phase}) failed: {report.failed_names()}; fix it or pass --no-diagnose")
+    return report
