@@ -130,7 +130,7 @@ def main(argv=None) -> dict:
             metrics = evaluate(rt, model, heldout, done)
             log.info("step %d: held-out PSNR %.2f dB (before fitting %.2f, pooled pixels %.2f), train mse %.4f", done,
                      metrics["psnr"], baseline["psnr"], metrics["psnr_pooled_pixels"], m["mse"])
-        if done % pc.ckpt_every == 0 and done < pc.steps:
+        if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:  # none during a non-finite streak
             loop.save_periodic(rt, PREFIX, loop.payload(cfg, done, models, opt, sched, None, dict(extra, eval=metrics)),
                                pc.keep_checkpoints)
 

@@ -234,7 +234,7 @@ def main(argv=None) -> dict:
             log.info("step %d: held-out BC accuracy %.3f (majority action %.3f), NLL %.3f, reward MAE %.4f, "
                      "continue accuracy %.3f", done, metrics["bc_accuracy"], metrics["majority_accuracy"],
                      metrics["bc_nll"], metrics["reward_mae"], metrics["continue_accuracy"])
-        if done % pc.ckpt_every == 0 and done < pc.steps:
+        if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:  # none during a non-finite streak
             loop.save_periodic(rt, "phase2", loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
     result: dict = {"heldout": metrics}

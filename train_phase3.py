@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
             if done < pc.steps and pc.eval_episodes > 0:
                 ev = evaluate(rt, tokenizer, cache, {"phase3": agent}, with_random=False)
                 rt.scalars(done, flat_scalars(ev["summaries"]["phase3"]), "eval/phase3/")
-        if done % pc.ckpt_every == 0 and done < pc.steps:
+        if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:  # none during a non-finite streak
             loop.save_periodic(rt, "phase3", loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
     result: dict = {}
