@@ -117,12 +117,12 @@ def main(argv=None) -> dict:
         with rt.autocast(pc.bf16):
             recon, target, _ = net(batch["frames"])
         loss, m = reconstruction_loss(recon, target, pc.perceptual_weight)
-        _, grad_norm = loop.optimizer_step(net, opt, sched, loss, pc, guard, step, batch["provenance"])
+        _, norms = loop.optimizer_step(opt, sched, loss, pc, guard, step, batch["provenance"])
         n_frames += batch["frames"].shape[0] * batch["frames"].shape[1] * rt.world
         done = step + 1
         if done % pc.log_every == 0 or done == pc.steps:
             rt.scalars(done, m, "loss/tokenizer/")
-            rt.scalars(done, {"grad_norm": grad_norm, "lr": sched.get_last_lr()[0],
+            rt.scalars(done, {"grad_norm": norms["total"], "lr": sched.get_last_lr()[0],
                               "frames_per_s": n_frames / (time.perf_counter() - t0), "skipped_steps": guard.total},
                        "train/")
             n_frames, t0 = 0, time.perf_counter()

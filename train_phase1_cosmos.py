@@ -80,13 +80,13 @@ def main(argv=None) -> dict:
         batch = train.batch(step)
         with rt.autocast(pc.bf16):
             loss, m = loss_fn(net, batch["latents"], batch["actions"], batch["action_mask"])
-        _, grad_norm = loop.optimizer_step(net, opt, sched, loss, pc, guard, step, batch["provenance"])
+        _, norms = loop.optimizer_step(opt, sched, loss, pc, guard, step, batch["provenance"])
         tokens += batch["latents"].shape[0] * batch["latents"].shape[1] * batch["latents"].shape[2] * rt.world
         done = step + 1
         if done % pc.log_every == 0 or done == pc.steps:
             dt = time.perf_counter() - t0
             rt.scalars(done, {"total": m["total"], "flow": m["flow"], "bootstrap": m["bootstrap"]}, "loss/dynamics/")
-            rt.scalars(done, {"grad_norm": grad_norm, "lr": sched.get_last_lr()[0], "latent_tokens_per_s": tokens / dt,
+            rt.scalars(done, {"grad_norm": norms["total"], "lr": sched.get_last_lr()[0], "latent_tokens_per_s": tokens / dt,
                               "skipped_steps": guard.total}, "train/")
             tokens, t0 = 0, time.perf_counter()
         if rt.is_main and (done % pc.eval_every == 0 or done == pc.steps):

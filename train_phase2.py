@@ -221,11 +221,11 @@ def main(argv=None) -> dict:
         batch = train.batch(step)
         with rt.autocast(pc.bf16):
             loss, m = net(batch, compute_metrics=log_now)
-        _, grad_norm = loop.optimizer_step(net, opt, sched, loss, pc, guard, step, batch["provenance"])
+        _, norms = loop.optimizer_step(opt, sched, loss, pc, guard, step, batch["provenance"])
         if log_now:
             rt.scalars(done, {k: m[k] for k in ("loss", "bc_loss", "reward_loss", "continue_loss")}, "loss/agent/")
             rt.scalars(done, {k: v for k, v in m.items() if not k.endswith("loss")}, "agent/")
-            rt.scalars(done, {"grad_norm": grad_norm, "lr": sched.get_last_lr()[0], "skipped_steps": guard.total},
+            rt.scalars(done, {"grad_norm": norms["total"], "lr": sched.get_last_lr()[0], "skipped_steps": guard.total},
                        "train/")
         if rt.is_main and (done % pc.eval_every == 0 or done == pc.steps):
             metrics, acts = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen)

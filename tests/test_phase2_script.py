@@ -116,7 +116,7 @@ def test_phase2_step_trains_agent_only(phase1_run, tiny_tokenizer):
     net = train_phase2.Phase2Objective(agent)
     loss, _ = net(batch)
     before = [p.detach().clone() for p in agent.trunk.parameters()]
-    ok, _ = loop.optimizer_step(net, opt, sched, loss, cfg.phase2, loop.NonFiniteGuard(3), 0)
+    ok, _ = loop.optimizer_step(opt, sched, loss, cfg.phase2, loop.NonFiniteGuard(3), 0)
     assert ok and any(not torch.equal(a, b) for a, b in zip(before, agent.trunk.parameters()))
     for name in ("trunk", "policy", "reward", "cont"):
         grads = [p.grad for p in getattr(agent, name).parameters()]

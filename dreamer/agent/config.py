@@ -1,7 +1,7 @@
 """Typed configuration of the agent (phase 2 architecture + losses) and of PMPO RL (phase 3 maths).
 
-Both dataclasses validate themselves on construction (`__post_init__`) and can be built from a plain
-dict (e.g. a YAML section) with `from_dict`, which refuses unknown keys by name.
+Both dataclasses validate themselves on construction (`__post_init__`); YAML sections are turned into
+them by the project's config loader (`dreamer.configuration.from_dict`, which refuses unknown keys).
 """
 
 from __future__ import annotations
@@ -14,17 +14,6 @@ from typing import Any
 def _require(cond: bool, cls: str, field: str, msg: str) -> None:
     if not cond:
         raise ValueError(f"{cls}.{field}: {msg}")
-
-
-def _from_dict(cls: type, data: dict[str, Any] | None, where: str):
-    data = dict(data or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys are {sorted(names)}"
-        )
-    return cls(**data)
 
 
 @dataclass
@@ -88,9 +77,6 @@ class AgentConfig:
             v = getattr(self, name)
             _require(v >= 0.0, c, name, f"must be >= 0, got {v}")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, where: str = "agent") -> AgentConfig:
-        return _from_dict(cls, data, where)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -122,9 +108,6 @@ class RLConfig:
             raise ValueError(f"RLConfig.gamma: chunk_len must be >= 1, got {chunk_len}")
         return float(self.gamma_env**chunk_len)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, where: str = "rl") -> RLConfig:
-        return _from_dict(cls, data, where)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

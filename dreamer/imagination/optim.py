@@ -9,11 +9,10 @@ called on imagined features, not through a module's forward).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
 from dreamer.agent.model import Agent
 from dreamer.training.config import Phase3Config
-from dreamer.training.loop import NonFiniteGuard
+from dreamer.training.loop import NonFiniteGuard, optimizer_step
 
 GROUPS = ("policy", "value")
 
@@ -32,25 +31,5 @@ def make_phase3_optimizer(agent: Agent, pc: Phase3Config) -> torch.optim.AdamW:
 
 def grouped_step(opt: torch.optim.Optimizer, sched, loss: torch.Tensor, pc: Phase3Config, guard: NonFiniteGuard,
                  step: int, provenance=None) -> tuple[bool, dict[str, float]]:
-    """backward, (all-reduce), clip per group, guard, step. Returns (applied, {group: grad norm})."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        world = dist.get_world_size()
-        for g in opt.param_groups:
-            for p in g["params"]:
-                if p.grad is None:  # the same on every rank (e.g. the policy during the value warm-up)
-                    continue
-                dist.all_reduce(p.grad)
-                p.grad.div_(world)
-    clip = pc.grad_clip if pc.grad_clip > 0 else float("inf")
-    norms = {g.get("name", str(i)): torch.nn.utils.clip_grad_norm_(g["params"], clip)
-             for i, g in enumerate(opt.param_groups)}
-    total = torch.stack([n.float() for n in norms.values()]).norm()
-    ok = guard.check(step, loss.detach(), total, provenance)
-    if ok:
-        opt.step()
-    else:
-        opt.zero_grad(set_to_none=True)
-    sched.step()
-    return ok, {k: float(v) for k, v in norms.items()}
+    """The shared optimizer step with per-group clipping and gradients averaged across ranks by hand."""
+    return optimizer_step(opt, sched, loss, pc, guard, step, provenance, average_across_ranks=True)

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from dreamer.configuration import to_dict
@@ -79,20 +80,33 @@ class NonFiniteGuard:
         return False
 
 
-def optimizer_step(model: nn.Module, opt, sched, loss: torch.Tensor, pc: PhaseConfig, guard: NonFiniteGuard,
-                   step: int, provenance=None) -> tuple[bool, float]:
-    """backward, clip, guard, step. Returns (applied, grad_norm)."""
+def optimizer_step(opt, sched, loss: torch.Tensor, pc: PhaseConfig, guard: NonFiniteGuard, step: int,
+                   provenance=None, average_across_ranks: bool = False) -> tuple[bool, dict[str, float]]:
+    """backward, clip each parameter group on its own, guard, step.
+
+    Returns (applied, grad norms before clipping: one per group, by its ``name`` or index, and ``total``).
+    ``average_across_ranks`` all-reduces the gradients by hand under torchrun, for parameters trained
+    outside a DDP wrapper (the phase-3 heads); a parameter without a gradient is skipped on every rank.
+    """
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    params = [p for g in opt.param_groups for p in g["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, pc.grad_clip if pc.grad_clip > 0 else float("inf"))
-    ok = guard.check(step, loss.detach(), grad_norm, provenance)
+    if average_across_ranks and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for g in opt.param_groups:
+            for p in g["params"]:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(dist.get_world_size())
+    clip = pc.grad_clip if pc.grad_clip > 0 else float("inf")
+    norms = {str(g.get("name", i)): torch.nn.utils.clip_grad_norm_(g["params"], clip)
+             for i, g in enumerate(opt.param_groups)}
+    total = torch.stack([n.float() for n in norms.values()]).norm()
+    ok = guard.check(step, loss.detach(), total, provenance)
     if ok:
         opt.step()
     else:
         opt.zero_grad(set_to_none=True)
     sched.step()
-    return ok, float(grad_norm)
+    return ok, {**{k: float(v) for k, v in norms.items()}, "total": float(total)}
 
 
 def unwrap(module: nn.Module) -> nn.Module:

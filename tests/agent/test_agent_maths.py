@@ -101,9 +101,11 @@ def test_config_validation():
         AgentConfig(d_model=130, num_heads=4)
     with pytest.raises(ValueError, match="AgentConfig.focal_gamma"):
         AgentConfig(focal_gamma=-1.0)
-    with pytest.raises(ValueError, match="unknown key"):
-        AgentConfig.from_dict({"d_modle": 64})
-    assert AgentConfig.from_dict({"d_model": 64}).d_model == 64
+    from dreamer.configuration import from_dict
+
+    with pytest.raises(ValueError, match="unknown config key"):
+        from_dict(AgentConfig, {"d_modle": 64}, "agent")
+    assert from_dict(AgentConfig, {"d_model": 64}, "agent").d_model == 64
     assert RLConfig().gamma(8) == pytest.approx(0.997**8)
     with pytest.raises(ValueError, match="RLConfig.lam"):
         RLConfig(lam=1.5)

@@ -74,13 +74,13 @@ def test_nonfinite_guard_skips_then_stops():
     sched = make_scheduler(opt, pc)
     before = model.weight.detach().clone()
     loss = model(torch.tensor([[float("nan"), 1.0, 1.0]])).sum()
-    ok, _ = optimizer_step(model, opt, sched, loss, pc, guard, 0, [("ep_1", 3)])
+    ok, _ = optimizer_step(opt, sched, loss, pc, guard, 0, [("ep_1", 3)])
     assert not ok and torch.equal(model.weight, before)
-    ok, _ = optimizer_step(model, opt, sched, model(torch.ones(1, 3)).sum(), pc, guard, 1)
+    ok, _ = optimizer_step(opt, sched, model(torch.ones(1, 3)).sum(), pc, guard, 1)
     assert ok and not torch.equal(model.weight, before) and guard.in_row == 0
-    optimizer_step(model, opt, sched, model(torch.full((1, 3), float("inf"))).sum(), pc, guard, 2)
+    optimizer_step(opt, sched, model(torch.full((1, 3), float("inf"))).sum(), pc, guard, 2)
     with pytest.raises(NonFiniteError, match="2 non-finite steps in a row"):
-        optimizer_step(model, opt, sched, model(torch.full((1, 3), float("nan"))).sum(), pc, guard, 3)
+        optimizer_step(opt, sched, model(torch.full((1, 3), float("nan"))).sum(), pc, guard, 3)
 
 
 def test_schedule_warmup_then_decay():
