@@ -17,7 +17,7 @@ from tqdm import trange
 from dreamer.data.loader import ClipSampler
 from dreamer.data.prepare import prepare_data
 from dreamer.dynamics import DynamicsModel, ShortcutForcingLoss, heldout_metrics, rollout
-from dreamer.training import loop
+from dreamer.training import loop, sharding
 from dreamer.training.checkpoint import atomic_save
 from dreamer.training.pictures import latent_rows_to_grid
 from dreamer.training.runtime import parse_args, start, wrap_model
@@ -55,6 +55,8 @@ def main(argv=None) -> dict:
     S, space = cache.chunk_len, cache.action_space
     model = DynamicsModel(cfg.dynamics, tokenizer.num_tokens, tokenizer.channels, list(space.cards), S).to(rt.device)
     loss_fn = ShortcutForcingLoss(cfg.dynamics).to(rt.device)  # holds the running-RMS buffers
+    sharded = sharding.shard(rt, model, pc.fsdp, forward_methods=("forward_into",))  # before the optimizer
+    loss_fn.same_calls_on_every_rank = sharded
     opt = loop.make_optimizer(model.parameters(), pc)
     sched = loop.make_scheduler(opt, pc)
     train = ClipSampler(cache, cache.train_names, cfg.data.clip_len, pc.batch_size, cfg.seed, rt.rank, rt.device)
@@ -89,7 +91,7 @@ def main(argv=None) -> dict:
             rt.scalars(done, {"grad_norm": norms["total"], "lr": sched.get_last_lr()[0], "latent_tokens_per_s": tokens / dt,
                               "skipped_steps": guard.total}, "train/")
             tokens, t0 = 0, time.perf_counter()
-        if rt.is_main and (done % pc.eval_every == 0 or done == pc.steps):
+        if (rt.is_main or sharded) and (done % pc.eval_every == 0 or done == pc.steps):  # FSDP: every rank
             metrics = evaluate(rt, model, loss_fn, tokenizer, cache, val, done)
             if pc.diagnose:
                 from diagnostics import diagnose_periodic
@@ -103,8 +105,8 @@ def main(argv=None) -> dict:
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:
             loop.save_periodic(rt, "phase1", loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
+    final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 1, "eval": metrics})  # every rank
     if rt.is_main:
-        final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 1, "eval": metrics})
         atomic_save(final, rt.run_dir / FINAL)
         loop.save_periodic(rt, "phase1", final, pc.keep_checkpoints)
         log.info("wrote %s", rt.run_dir / FINAL)

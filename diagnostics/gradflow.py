@@ -12,7 +12,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -126,6 +126,20 @@ def run_audit(model_dict: dict, params: list[Param], loss_fn: Callable[[], torch
     return res
 
 
+def _gathered(params: list[Param]) -> list[Param]:
+    """FSDP-sharded parameters (DTensors, whose local shard may even be empty) as full tensors carrying
+    their full gradients: a collective that every rank runs in the same order."""
+    out = []
+    for p in params:
+        if hasattr(p.param, "full_tensor"):
+            full = p.param.full_tensor().detach()
+            if p.param.grad is not None:
+                full.grad = p.param.grad.full_tensor()
+            p = replace(p, param=full)
+        out.append(p)
+    return out
+
+
 def _backward_and_judge(res: AuditResult, rec: ForwardRecorder, loss, params: list[Param]) -> None:
     if not torch.is_tensor(loss) or loss.numel() != 1:
         res.checks.append(Check("grad_audit/loss", FAIL, type(loss).__name__, "a scalar tensor",
@@ -141,6 +155,7 @@ def _backward_and_judge(res: AuditResult, rec: ForwardRecorder, loss, params: li
                                   "the loss is not finite on the sample batch: check latents / rewards for inf or nan "
                                   "and the loss maths (log of 0, division by a zero count)"))
         loss.backward()
+    params = _gathered(params)
     trainable = [p for p in params if p.role == TRAINABLE]
     missing = {p.name for p in trainable if p.param.grad is None}
     nonfinite = [p.name for p in trainable if p.param.grad is not None and not bool(torch.isfinite(p.param.grad).all())]

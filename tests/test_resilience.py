@@ -101,3 +101,37 @@ def test_nan_batches_stop_run_and_keep_checkpoint(episodes):
     assert "ep_" in out.stderr  # the batch provenance is reported
     assert good.read_bytes() == before and final.read_bytes() == final_before
     assert not list((tmp / "ckpt" / "t").glob("phase1_step[3-9]*.pt"))
+
+
+def test_fsdp_two_process_sigkill_resume_matches_ddp_and_hands_off(episodes, tmp_path_factory):
+    """phase1.fsdp=true under torchrun: a sharded run SIGKILLed (launcher and workers) after its step-4
+    checkpoint and resumed by the same command ends with the weights of an uninterrupted DDP run (up to
+    the order of the gradient reductions), and its checkpoint (plain, unsharded) resumes in one process."""
+    tmp, steps = episodes, 12
+    ddp = tmp_path_factory.mktemp("ddp")
+    os.symlink(tmp / "eps", ddp / "eps")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
+              "train_phase1_cosmos.py"]
+    out = run(launch[1:] + tiny_overrides(ddp, steps), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    fsdp = [*launch, *tiny_overrides(tmp, steps), "--set", "phase1.fsdp=true"]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(fsdp, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    run_dir = tmp / "ckpt" / "t"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run_dir / "phase1_step4.pt").exists():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "phase1_cosmos_final.pt").exists(), "killed too late to test anything"
+    out = run(fsdp[1:], timeout=300)
+    assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]
+    assert "FSDP: DynamicsModel sharded over 2 ranks" in out.stderr
+    a, b = weights(ddp / "ckpt" / "t" / "phase1_cosmos_final.pt"), weights(run_dir / "phase1_cosmos_final.pt")
+    assert a.keys() == b.keys() and all(type(v) is torch.Tensor for v in b.values())  # gathered, not DTensors
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+    out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps + 1)], timeout=300)  # one process continues
+    assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]
+    assert load_checkpoint(run_dir / "phase1_cosmos_final.pt")["step"] == steps + 1

@@ -24,6 +24,7 @@ Optimised loss:
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .config import DynamicsConfig
@@ -100,6 +101,34 @@ class ShortcutForcingLoss(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.rms = RunningRMS(2, cfg.rms_decay)
+        # Under FSDP every forward gathers weights across ranks, so every rank must call the model the same
+        # number of times: the teacher passes then run (on one row, result unused) even when this rank's
+        # batch has no bootstrap step. Set by train_phase1_cosmos.py when the model is sharded.
+        self.same_calls_on_every_rank = False
+
+    def _update_rms(self, flow: torch.Tensor | None, boot: torch.Tensor | None, total: torch.Tensor) -> None:
+        """Feed this step's loss terms to the running RMS. Under torchrun the squared terms are averaged over
+        the ranks first (one all-reduce, every rank calls it once per training step), so every rank holds
+        the same statistics and rank 0's checkpoint resumes every rank exactly."""
+        per_term = self.cfg.rms_per_term
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            for i, v in ((self.FLOW, flow), (self.BOOT, boot)) if per_term else ((self.TOTAL, total),):
+                if v is not None:
+                    self.rms.update(i, v)
+            return
+        sq = torch.zeros(5, dtype=torch.float64, device=total.device)  # flow^2, has flow, boot^2, has boot, total^2
+        if flow is not None:
+            sq[0], sq[1] = flow.detach().double() ** 2, 1.0
+        if boot is not None:
+            sq[2], sq[3] = boot.detach().double() ** 2, 1.0
+        sq[4] = total.detach().double() ** 2
+        dist.all_reduce(sq)
+        if per_term:
+            for slot, i in ((self.FLOW, 0), (self.BOOT, 2)):
+                if sq[i + 1] > 0:
+                    self.rms.update(slot, (sq[i] / sq[i + 1]).sqrt())
+        else:
+            self.rms.update(self.TOTAL, (sq[4] / dist.get_world_size()).sqrt())
 
     @torch.no_grad()
     def teacher_target(self, model: nn.Module, zt: torch.Tensor, tau_idx: torch.Tensor, step_idx: torch.Tensor,
@@ -149,16 +178,20 @@ class ShortcutForcingLoss(nn.Module):
             l_boot = (omt ** 2 * ((pred[rows] - zt[rows]) / omt - target).pow(2)).mean((2, 3))  # (Bb,T)
             wl_boot = torch.where(boot[rows], w[rows] * l_boot, torch.zeros_like(l_boot))
             boot_term = wl_boot.sum() / n_boot
+        elif self.same_calls_on_every_rank:
+            self.teacher_target(model, zt[:1], tau_idx_bt[:1], step_idx_bt[:1], boot[:1], actions_btsd[:1],
+                                action_mask_bts[:1])
         total = (flow_term * n_flow + boot_term * n_boot) / (n_flow + n_boot)
-        upd = self.training
+        if self.training and cfg.rms_normalise:
+            self._update_rms(flow_term if n_flow else None, boot_term if n_boot else None, total)
         if cfg.rms_normalise and cfg.rms_per_term:
             loss = zero
             if n_flow:
-                loss = loss + self.rms.normalise(self.FLOW, flow_term, upd)
+                loss = loss + self.rms.normalise(self.FLOW, flow_term, False)
             if n_boot:
-                loss = loss + self.rms.normalise(self.BOOT, boot_term, upd)
+                loss = loss + self.rms.normalise(self.BOOT, boot_term, False)
         elif cfg.rms_normalise:
-            loss = self.rms.normalise(self.TOTAL, total, upd)
+            loss = self.rms.normalise(self.TOTAL, total, False)
         else:
             loss = total
         metrics = {"flow": float(flow_term.detach()), "bootstrap": float(boot_term.detach()),

@@ -20,6 +20,7 @@ class PhaseConfig:
     keep_checkpoints: int = 2
     bf16: bool = False  # bf16 autocast (CUDA); on CPU only when asked
     compile: bool = False  # torch.compile the trained model (CUDA)
+    fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of DDP (dreamer/training/sharding.py)
     diagnose: bool = True  # run diagnose_phase() before training and stop on a failure
     max_nonfinite: int = 5  # stop after this many non-finite losses/gradients in a row
 

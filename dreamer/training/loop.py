@@ -21,6 +21,7 @@ from dreamer.training.checkpoint import (
     set_rng_state,
     strip_compiled_prefix,
 )
+from dreamer.training import sharding
 from dreamer.training.config import PhaseConfig
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def optimizer_step(opt, sched, loss: torch.Tensor, pc: PhaseConfig, guard: NonFi
                     dist.all_reduce(p.grad)
                     p.grad.div_(dist.get_world_size())
     clip = pc.grad_clip if pc.grad_clip > 0 else float("inf")
-    norms = {str(g.get("name", i)): torch.nn.utils.clip_grad_norm_(g["params"], clip)
+    norms = {str(g.get("name", i)): _local(torch.nn.utils.clip_grad_norm_(g["params"], clip))
              for i, g in enumerate(opt.param_groups)}
     total = torch.stack([n.float() for n in norms.values()]).norm()
     ok = guard.check(step, loss.detach(), total, provenance)
@@ -107,6 +108,11 @@ def optimizer_step(opt, sched, loss: torch.Tensor, pc: PhaseConfig, guard: NonFi
         opt.zero_grad(set_to_none=True)
     sched.step()
     return ok, {**{k: float(v) for k, v in norms.items()}, "total": float(total)}
+
+
+def _local(norm: torch.Tensor) -> torch.Tensor:
+    """A norm over FSDP-sharded gradients is a DTensor: its full value (the same on every rank)."""
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -122,17 +128,27 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 def payload(cfg, step: int, models: dict[str, nn.Module], opt=None, sched=None, data_info: dict | None = None,
             extra: dict | None = None) -> dict:
-    """Everything a phase needs to resume or hand off (state dicts, config, stats, identity, RNG)."""
+    """Everything a phase needs to resume or hand off (state dicts, config, stats, identity, RNG).
+
+    Under torchrun every rank must call it (the RNG states of all ranks are gathered, and FSDP-sharded
+    models are gathered to full state dicts); rank 0's result is the complete one it writes.
+    """
+    plain = {k: unwrap(m) for k, m in models.items()}
     out = {
         "step": step,
         "config": to_dict(cfg),
-        "models": {k: strip_compiled_prefix(unwrap(m).state_dict()) for k, m in models.items()},
+        "models": {k: strip_compiled_prefix(sharding.model_state(m)) for k, m in plain.items()},
         "rng": rng_state(),
         **(data_info or {}),
         **(extra or {}),
     }
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        ranks: list = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, out["rng"])
+        out["rng_ranks"] = ranks  # each rank resumes its own RNG streams
     if opt is not None:
-        out["optimizer"] = opt.state_dict()
+        owner = sharding.owner_of(opt, plain)
+        out["optimizer"] = sharding.optimizer_state(owner, opt) if owner is not None else opt.state_dict()
     if sched is not None:
         out["scheduler"] = sched.state_dict()
     return out
@@ -188,12 +204,18 @@ def resume(rt, prefix: str, models: dict[str, nn.Module], opt=None, sched=None, 
     ckpt = load_checkpoint(path)
     if cache is not None:
         check_compatible(ckpt, cache, path)
-    for k, m in models.items():
-        unwrap(m).load_state_dict(strip_compiled_prefix(ckpt["models"][k]))
+    plain = {k: unwrap(m) for k, m in models.items()}
+    for k, m in plain.items():
+        sharding.load_model_state(m, strip_compiled_prefix(ckpt["models"][k]))
     if opt is not None and "optimizer" in ckpt:
-        opt.load_state_dict(ckpt["optimizer"])
+        owner = sharding.owner_of(opt, plain)
+        if owner is None:
+            opt.load_state_dict(ckpt["optimizer"])
+        else:
+            sharding.load_optimizer_state(owner, opt, ckpt["optimizer"])
     if sched is not None and "scheduler" in ckpt:
         sched.load_state_dict(ckpt["scheduler"])
-    set_rng_state(ckpt["rng"])
+    ranks, rank = ckpt.get("rng_ranks"), getattr(rt, "rank", 0)
+    set_rng_state(ranks[rank] if ranks and len(ranks) == getattr(rt, "world", 1) else ckpt["rng"])
     log.info("resumed from %s at step %d", path, ckpt["step"])
     return int(ckpt["step"]), ckpt

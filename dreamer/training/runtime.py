@@ -166,14 +166,17 @@ def start(cfg: Config, phase: str) -> Runtime:
 
 
 def wrap_model(rt: Runtime, model: torch.nn.Module, compile: bool = False) -> torch.nn.Module:
-    """torch.compile (CUDA only, when asked) and DistributedDataParallel (when launched by torchrun)."""
+    """torch.compile (CUDA only, when asked) and DistributedDataParallel (when launched by torchrun and
+    the model was not sharded with FSDP, which replaces DDP: dreamer.training.sharding)."""
+    from dreamer.training.sharding import is_sharded
+
     net = model
     if compile:
         if rt.device.type == "cuda":
             net = torch.compile(net)
         else:
             log.warning("compile=true ignored on %s (torch.compile is used on CUDA only)", rt.device)
-    if rt.distributed:
+    if rt.distributed and not is_sharded(model):
         from torch.nn.parallel import DistributedDataParallel
 
         # broadcast_buffers=False: buffers here are constants (RoPE tables), and a loss may call the model a
