@@ -29,7 +29,7 @@ from dreamer.configuration import from_dict
 from dreamer.data.loader import ClipSampler
 from dreamer.data.prepare import prepare_data
 from dreamer.dynamics import DynamicsConfig, DynamicsModel
-from dreamer.training import loop
+from dreamer.training import loop, sharding
 from dreamer.training.checkpoint import atomic_save, atomic_write_bytes, load_checkpoint, strip_compiled_prefix
 from dreamer.training.runtime import parse_args, start, wrap_model
 
@@ -191,6 +191,8 @@ def main(argv=None) -> dict:
     del phase1
     agent = Agent(cfg.agent, tokenizer.num_tokens, tokenizer.channels, list(space.cards), S).to(rt.device)
     agent.value.requires_grad_(False)  # created here (zero output), trained in phase 3
+    objective = Phase2Objective(agent)
+    sharded = sharding.shard(rt, objective, pc.fsdp)  # before the optimizer, which must hold the shards
     opt = loop.make_optimizer(agent.parameters(), pc)
     sched = loop.make_scheduler(opt, pc)
     train = ClipSampler(cache, cache.train_names, cfg.data.clip_len, pc.batch_size, cfg.seed, rt.rank, rt.device)
@@ -210,7 +212,7 @@ def main(argv=None) -> dict:
         diagnose_before_training(2, {"tokenizer": tokenizer, "dynamics": dynamics, "agent": agent}, train.batch(0),
                                  rt.device, optimizer=opt, cache=cache, stop=not args.no_diagnose)
 
-    net = wrap_model(rt, Phase2Objective(agent), pc.compile)
+    net = wrap_model(rt, objective, pc.compile)
     guard = loop.NonFiniteGuard(pc.max_nonfinite)
     info = loop.data_info(cache)
     gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
@@ -227,7 +229,7 @@ def main(argv=None) -> dict:
             rt.scalars(done, {k: v for k, v in m.items() if not k.endswith("loss")}, "agent/")
             rt.scalars(done, {"grad_norm": norms["total"], "lr": sched.get_last_lr()[0], "skipped_steps": guard.total},
                        "train/")
-        if rt.is_main and (done % pc.eval_every == 0 or done == pc.steps):
+        if (rt.is_main or sharded) and (done % pc.eval_every == 0 or done == pc.steps):  # FSDP: every rank
             metrics, acts = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen)
             rt.scalars(done, metrics, "eval/agent/")
             log_histograms(rt, space.names, acts, done)
@@ -238,15 +240,18 @@ def main(argv=None) -> dict:
             loop.save_periodic(rt, "phase2", loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
     result: dict = {"heldout": metrics}
+    if not metrics and (rt.is_main or sharded):  # resumed at the end: the held-out figures of the final weights
+        metrics, _ = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen)
+        result["heldout"] = metrics
+    final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 2, "eval": result})  # every rank
     if rt.is_main:
-        if not metrics:  # resumed at the end: recompute the held-out figures for the final checkpoint
-            metrics, _ = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen)
-            result["heldout"] = metrics
-        final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 2, "eval": result})
         atomic_save(final, rt.run_dir / FINAL)
         loop.save_periodic(rt, "phase2", final, pc.keep_checkpoints)
         log.info("wrote %s", rt.run_dir / FINAL)
         if pc.eval_episodes > 0:
+            if sharded:  # rank 0 plays alone: an unsharded copy of the final weights
+                agent = Agent(cfg.agent, tokenizer.num_tokens, tokenizer.channels, list(space.cards), S).to(rt.device)
+                agent.load_state_dict(final["models"]["agent"])
             result["env"] = evaluate_env(rt, cfg, tokenizer, agent.eval(), cache, counts)
             env = {k: result["env"][k] for k in ("bc", "random", "data_frequency")}
             final["eval"] = {"heldout": metrics, "env": json.loads(json.dumps(env, default=float))}  # plain types

@@ -28,7 +28,7 @@ from dreamer.data.prepare import prepare_data
 from dreamer.dynamics import DynamicsConfig, DynamicsModel
 from dreamer.imagination import grouped_step, imagine, make_phase3_optimizer, phase3_losses, phase3_terms
 from dreamer.imagination.compare import compare_policies, comparison_table, flat_scalars
-from dreamer.training import loop
+from dreamer.training import loop, sharding
 from dreamer.training.checkpoint import atomic_save, atomic_write_bytes, load_checkpoint, strip_compiled_prefix
 from dreamer.training.pictures import latent_rows_to_grid
 from dreamer.training.runtime import parse_args, start
@@ -86,6 +86,9 @@ def main(argv=None) -> dict:
     tokenizer, cache = prepare_data(cfg, rt)
     dynamics, agent = build_models(p2, cfg, tokenizer, cache, p2_path, rt.device)
     dynamics.requires_grad_(False).eval()
+    # FSDP shards the frozen world model (the large part); the small trained heads stay replicated, their
+    # gradients averaged by hand (grouped_step).
+    sharding.shard(rt, dynamics, pc.fsdp, forward_methods=("forward_into",))
     prior = agent.freeze_for_phase3()  # pi_prior: frozen copy of the phase-2 policy head
     for m in (agent.trunk, agent.reward, agent.cont):
         m.eval()
@@ -161,8 +164,8 @@ def main(argv=None) -> dict:
             loop.save_periodic(rt, "phase3", loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
     result: dict = {}
-    if rt.is_main:
-        final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 3, "phase2_checkpoint": str(p2_path)})
+    final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 3, "phase2_checkpoint": str(p2_path)})
+    if rt.is_main:  # the real-env comparison needs the agent only (replicated on every rank)
         atomic_save(final, rt.run_dir / FINAL)
         loop.save_periodic(rt, "phase3", final, pc.keep_checkpoints)
         log.info("wrote %s", rt.run_dir / FINAL)

@@ -4,6 +4,10 @@ trained, final checkpoint and real-env evaluation out; resume; refusal of a mism
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +18,8 @@ from dreamer.data.episode import save_episode
 from dreamer.data.synthetic import make_episode
 from dreamer.training import loop
 from dreamer.training.checkpoint import atomic_save, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 COMMON = [
     "device=cpu", "threads=1", "run=t", "tokenizer.preset=tiny", "tokenizer.resolution=64", "tokenizer.pool=2",
@@ -153,3 +159,25 @@ def test_heldout_figures_cover_every_step_once(phase1_run):
     assert m["entries"] == val_a.size and m["majority_accuracy"] == pytest.approx((val_a == majority).mean())
     assert torch.equal(acts["data"].sort(0).values, torch.from_numpy(np.sort(val_a, 0)))
     assert acts["policy"].shape == acts["data"].shape and agent.training
+
+
+def test_two_processes_fsdp_matches_ddp(phase1_run):
+    """phase2.fsdp=true under torchrun (2 gloo processes) trains the same agent as DDP (up to the order of the
+    gradient reductions), evaluates held out on every rank, and writes a plain checkpoint."""
+    tmp = phase1_run
+    p1 = tmp / "ckpt" / "t" / "phase1_cosmos_final.pt"
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    finals = {}
+    for run, extra in (("ddp", ()), ("fsdp", ("phase2.fsdp=true",))):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29522",
+               "train_phase2.py", *_args(tmp, [*PHASE2, f"run={run}", "phase2.eval_episodes=0", *extra]),
+               "--checkpoint", str(p1)]
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 0, out.stderr[-3000:]
+        finals[run] = load_checkpoint(tmp / "ckpt" / run / "phase2_final.pt")
+    assert "FSDP: Phase2Objective sharded over 2 ranks" in out.stderr
+    a, b = finals["ddp"]["models"]["agent"], finals["fsdp"]["models"]["agent"]
+    for k, v in a.items():
+        assert type(b[k]) is torch.Tensor
+        torch.testing.assert_close(b[k], v, rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+    assert finals["fsdp"]["eval"]["heldout"]["bc_accuracy"] == pytest.approx(finals["ddp"]["eval"]["heldout"]["bc_accuracy"])

@@ -4,6 +4,10 @@ final checkpoint layout, frozen parts untouched, the real-env comparison table, 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,8 @@ from dreamer.dynamics import DynamicsModel
 from dreamer.training import loop
 from dreamer.training.checkpoint import atomic_save, load_checkpoint
 from dreamer.training.runtime import Runtime, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def crafter_like_episode(T: int, seed: int) -> Episode:
@@ -130,3 +136,23 @@ def test_refuses_mismatched_or_wrong_checkpoints(setup):
     atomic_save(dict(p2, models={"dynamics": p2["models"]["dynamics"]}), tmp / "no_agent.pt")
     with pytest.raises(ValueError, match="lacks models \\['agent'\\]"):
         train_phase3.main([*overrides(tmp, "bad", 1), "--phase2-checkpoint", str(tmp / "no_agent.pt")])
+
+
+def test_two_processes_with_and_without_fsdp_agree(setup):
+    """Under torchrun (2 gloo processes) the heads' gradients are averaged by hand; with phase3.fsdp the frozen
+    world model is sharded too. Both runs end with the same heads, changed from phase 2, and hand the frozen
+    dynamics on unchanged (gathered from the shards into a plain checkpoint)."""
+    tmp, p2_path, p2 = setup
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    for run, extra in (("ddp", ()), ("fsdp", ("phase3.fsdp=true",))):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29521",
+               "train_phase3.py", *overrides(tmp, run, 3, extra), "--phase2-checkpoint", str(p2_path)]
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 0, out.stderr[-3000:]
+    assert "FSDP: DynamicsModel sharded over 2 ranks" in out.stderr
+    a, b = _final(tmp, "ddp")["models"], _final(tmp, "fsdp")["models"]
+    for k, v in a["agent"].items():
+        torch.testing.assert_close(b["agent"][k], v, rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(a["agent"][k], p2["models"]["agent"][k]) for k in a["agent"] if k.startswith("policy."))
+    for k, v in p2["models"]["dynamics"].items():
+        assert type(b["dynamics"][k]) is torch.Tensor and torch.equal(b["dynamics"][k], v), k

@@ -79,7 +79,7 @@ class TwoHotHead(nn.Module):
         return self.mlp(h)
 
     def predict(self, h: Tensor) -> Tensor:
-        return self.twohot.decode(self.forward(h))
+        return self.twohot.decode(self(h))
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return self.twohot.loss(logits, target)
@@ -105,7 +105,7 @@ class ContinueHead(nn.Module):
 
     def predict(self, h: Tensor) -> Tensor:
         """Probability of continuing, (...)."""
-        return torch.sigmoid(self.forward(h).float())
+        return torch.sigmoid(self(h).float())
 
 
 class Agent(nn.Module):

@@ -50,6 +50,9 @@ class Phase0Config(PhaseConfig):
             raise ValueError(f"clip_frames must be 1 + S*k with k >= 1, got {self.clip_frames}")
         if self.temporal_compression not in (0, 4, 8):
             raise ValueError(f"temporal_compression must be 0 (the preset's), 4 or 8, got {self.temporal_compression}")
+        if self.fsdp:
+            raise ValueError("phase0.fsdp is not supported: the tokenizer (at most ~106M parameters, cv8x8x8) fits one "
+                             "device; under torchrun phase 0 uses DDP. Use phase0.gradient_checkpointing to save memory")
         if self.perceptual_weight < 0 or self.eval_clips < 1:
             raise ValueError(f"perceptual_weight must be >= 0 and eval_clips >= 1, got {self.perceptual_weight}, "
                              f"{self.eval_clips}")

@@ -15,6 +15,7 @@ parameter name (``optimizer_format: "fqn"``); :func:`load_optimizer_state` reads
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from torch import nn
@@ -59,6 +60,12 @@ def shard(rt, model: nn.Module, enabled: bool, forward_methods: tuple[str, ...] 
     fully_shard(model)
     for name in forward_methods:
         register_fsdp_forward_method(model, name)
+    # Declare ``model`` the root now: FSDP otherwise makes the first unit to run forward the root, and a
+    # direct call to a child before the first full forward (diagnostics, held-out figures) would break it.
+    model._get_fsdp_state()._lazy_init()
+    # FSDP warns for every unit returning a view (our heads split their logits): harmless here, as nothing
+    # edits those outputs in place; tests/test_resilience.py checks sharded training equals DDP's.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     log.info("FSDP: %s sharded over %d ranks in %d units (+ root)", type(model).__name__.removeprefix("FSDP"), rt.world, len(units))
     return True
 
@@ -114,20 +121,32 @@ def optimizer_state(owner: nn.Module, opt: torch.optim.Optimizer) -> dict:
     return _dcp().get_optimizer_state_dict(owner, opt, options=_full_options(cpu_offload=True))
 
 
+def _order(owner: nn.Module, opt: torch.optim.Optimizer) -> list[str]:
+    """The names of the optimizer's parameters in the order ``opt.state_dict()`` numbers them."""
+    names = {p: n for n, p in owner.named_parameters()}
+    return [names[p] for g in opt.param_groups for p in g["params"]]
+
+
 def _name_keyed(owner: nn.Module, opt: torch.optim.Optimizer, state: dict) -> dict:
     """A plain ``opt.state_dict()`` (parameters numbered in group order) rewritten with parameter names."""
-    names = {p: n for n, p in owner.named_parameters()}
-    order = [names[p] for g in opt.param_groups for p in g["params"]]
+    order = _order(owner, opt)
     groups = [dict(g, params=[order[i] for i in g["params"]]) for g in state["param_groups"]]
     return {"state": {order[i]: s for i, s in state["state"].items()}, "param_groups": groups}
+
+
+def _id_keyed(owner: nn.Module, opt: torch.optim.Optimizer, state: dict) -> dict:
+    """The inverse of :func:`_name_keyed`, for this optimizer's parameter order."""
+    index = {n: i for i, n in enumerate(_order(owner, opt))}
+    groups = [dict(g, params=[index[n] for n in g["params"]]) for g in state["param_groups"]]
+    return {"state": {index[n]: s for n, s in state["state"].items()}, "param_groups": groups}
 
 
 def load_optimizer_state(owner: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
     """Load a plain or a name-keyed full optimizer state into ``opt`` (over ``owner``'s parameters)."""
     name_keyed = any(isinstance(k, str) for k in state["state"]) or any(
         isinstance(p, str) for g in state["param_groups"] for p in g["params"])
-    if not is_sharded(owner) and not name_keyed:
-        opt.load_state_dict(state)
+    if not is_sharded(owner):
+        opt.load_state_dict(_id_keyed(owner, opt, state) if name_keyed else state)
         return
     if not name_keyed:
         state = _name_keyed(owner, opt, state)
