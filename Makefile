@@ -37,6 +37,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_tokenizer_cache.py
 	$(PY) bench/bench_dynamics.py
+	OMP_NUM_THREADS=1 $(PY) bench/bench_fsdp.py
 
 clean-demo:
 	rm -rf data/crafter_tiny checkpoints/crafter_tiny

@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dreamer.configuration import to_dict
+from dreamer.training import sharding
 from dreamer.training.checkpoint import (
     atomic_save,
     latest_checkpoint,
@@ -21,7 +22,6 @@ from dreamer.training.checkpoint import (
     set_rng_state,
     strip_compiled_prefix,
 )
-from dreamer.training import sharding
 from dreamer.training.config import PhaseConfig
 
 log = logging.getLogger(__name__)

@@ -179,8 +179,8 @@ def wrap_model(rt: Runtime, model: torch.nn.Module, compile: bool = False) -> to
     if rt.distributed and not is_sharded(model):
         from torch.nn.parallel import DistributedDataParallel
 
-        # broadcast_buffers=False: buffers here are constants (RoPE tables), and a loss may call the model a
+        # forward_sync_buffers=False: buffers here are constants (RoPE tables), and a loss may call the model a
         # different number of times per rank (shortcut teacher passes), which must not need a collective.
         net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                                      broadcast_buffers=False)
+                                      forward_sync_buffers=False)
     return net

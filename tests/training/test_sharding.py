@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from dreamer.agent import Agent, AgentConfig
-from dreamer.configuration import ConfigError
 from dreamer.config import load
+from dreamer.configuration import ConfigError
 from dreamer.dynamics import DynamicsConfig, DynamicsModel
 from dreamer.training import sharding
 from dreamer.training.runtime import Runtime
