@@ -1,10 +1,11 @@
 """Resilience figures (issue: scale out and hold up). Prints JSON.
 
-    OMP_WAIT_POLICY=PASSIVE python bench/bench_resilience.py [--trials 10] [--skip-kill]
+    OMP_WAIT_POLICY=PASSIVE python bench/bench_resilience.py [--trials 10] [--skip-kill] [--skip-rss] [--fsdp]
 
 - kill_resume: N trials of phase 1 on synthetic episodes (tiny models, 1 thread), each SIGKILLed at a
   random moment after its first checkpoint, then resumed by rerunning the same command; counts trials
-  whose final weights equal an uninterrupted run's bitwise.
+  whose final weights equal an uninterrupted run's bitwise. ``--fsdp``: every run is a 2-process torchrun
+  with phase1.fsdp=true, and the launcher and its workers are killed together.
 - peak_rss: peak resident memory of a process that draws 300 training batches from a latent cache,
   for a small cache and one 10x larger (memory-mapped reading keeps it flat).
 """
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def kill_resume(trials: int) -> dict:
+def kill_resume(trials: int, fsdp: bool = False) -> dict:
     import torch
     from test_resilience import tiny_overrides
 
@@ -40,6 +41,9 @@ def kill_resume(trials: int) -> dict:
 
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
     steps, results = 40, []
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29543"] if fsdp \
+        else [sys.executable]
+    extra = ["--set", "phase1.fsdp=true"] if fsdp else []
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         for i in range(4):
@@ -52,25 +56,27 @@ def kill_resume(trials: int) -> dict:
             return r
 
         ref = run_dir("ref")
-        subprocess.run([sys.executable, "train_phase1_cosmos.py", *tiny_overrides(ref, steps)], cwd=ROOT, env=env,
+        subprocess.run([*launch, "train_phase1_cosmos.py", *tiny_overrides(ref, steps), *extra], cwd=ROOT, env=env,
                        check=True, capture_output=True)
         want = load_checkpoint(ref / "ckpt" / "t" / "phase1_cosmos_final.pt")["models"]
         rng = random.Random(0)
         for t in range(trials):
             r = run_dir(f"trial{t}")
-            args = [sys.executable, "train_phase1_cosmos.py", *tiny_overrides(r, steps)]
-            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            args = [*launch, "train_phase1_cosmos.py", *tiny_overrides(r, steps), *extra]
+            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
             while not list((r / "ckpt" / "t").glob("phase1_step*.pt")) and proc.poll() is None:
                 time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 2.0))  # a random moment: mid-step, mid-write, or between steps
             killed_at = sorted(p.name for p in (r / "ckpt" / "t").glob("phase1_step*.pt"))
-            proc.send_signal(signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and, under torchrun, every worker
             proc.wait()
             subprocess.run(args, cwd=ROOT, env=env, check=True, capture_output=True)
             got = load_checkpoint(r / "ckpt" / "t" / "phase1_cosmos_final.pt")["models"]
             same = all(torch.equal(want[m][k], got[m][k]) for m in want for k in want[m])
             results.append({"trial": t, "checkpoints_at_kill": killed_at, "identical": same})
-    return {"trials": trials, "identical": sum(r["identical"] for r in results), "detail": results}
+    return {"trials": trials, "fsdp_two_processes": fsdp, "identical": sum(r["identical"] for r in results),
+            "detail": results}
 
 
 def rss_child(cache_dir: str) -> None:
@@ -122,13 +128,17 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--skip-kill", action="store_true")
+    p.add_argument("--skip-rss", action="store_true")
+    p.add_argument("--fsdp", action="store_true", help="kill/resume 2-process torchrun runs with phase1.fsdp=true")
     p.add_argument("--rss-child")
     args = p.parse_args()
     if args.rss_child:
         return rss_child(args.rss_child)
-    out = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "peak_rss": peak_rss()}
+    out = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+    if not args.skip_rss:
+        out["peak_rss"] = peak_rss()
     if not args.skip_kill:
-        out["kill_resume"] = kill_resume(args.trials)
+        out["kill_resume"] = kill_resume(args.trials, args.fsdp)
     print(json.dumps(out, indent=1))
 
 

@@ -9,7 +9,8 @@ methods of the root other than ``forward`` that use its own parameters are regis
 Checkpoints stay the plain, unsharded format: each save gathers full state dicts (a collective: every
 rank calls :func:`model_state` / :func:`optimizer_state`, rank 0 writes), so a sharded run's checkpoint
 loads in a single process and the other way round. The optimizer state of a sharded run is keyed by
-parameter name (``optimizer_format: "fqn"``); :func:`load_optimizer_state` reads both layouts.
+parameter name (the layout of ``torch.distributed.checkpoint.state_dict``), a plain run's by number;
+:func:`load_optimizer_state` reads both.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def shard(rt, model: nn.Module, enabled: bool, forward_methods: tuple[str, ...] 
     # FSDP warns for every unit returning a view (our heads split their logits): harmless here, as nothing
     # edits those outputs in place; tests/test_resilience.py checks sharded training equals DDP's.
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
-    log.info("FSDP: %s sharded over %d ranks in %d units (+ root)", type(model).__name__.removeprefix("FSDP"), rt.world, len(units))
+    name = type(model).__name__.removeprefix("FSDP")  # fully_shard swaps in an FSDP<name> class
+    log.info("FSDP: %s sharded over %d ranks in %d units (+ root)", name, rt.world, len(units))
     return True
 
 
