@@ -105,6 +105,8 @@ def main(argv=None) -> dict:
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:
             loop.save_periodic(rt, "phase1", loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
+    if not metrics and (rt.is_main or sharded):  # resumed at the end: the held-out figures of the final weights
+        metrics = evaluate(rt, model, loss_fn, tokenizer, cache, val, pc.steps)
     final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 1, "eval": metrics})  # every rank
     if rt.is_main:
         atomic_save(final, rt.run_dir / FINAL)

@@ -11,7 +11,7 @@ BC accuracy against the majority action, and the BC policy's Crafter score in th
 the random and data-frequency policies on the same seeds).
 
     OMP_WAIT_POLICY=PASSIVE python bench/bench_fitted_tokenizer.py [--config configs/crafter_small.yaml]
-        [--eval-episodes 30] [--set phase1.steps=600 ...]
+        [--eval-episodes 30] [--set phase1.steps=600 ...] [--report-only]
 
 Takes about an hour per arm on 2 CPU cores (docs/tokenizer.md has the budget). Threads: torch's default
 (all cores) in each subprocess; set OMP_NUM_THREADS to change it.
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-episodes", type=int, default=30)
     p.add_argument("--set", action="append", default=[], help="extra override for every phase of both arms")
     p.add_argument("--log", default="checkpoints/bench_fitted_tokenizer.log")
+    p.add_argument("--report-only", action="store_true", help="run nothing; read the figures of finished runs")
     a = p.parse_args(argv)
     log_path = ROOT / a.log
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,11 +72,12 @@ def main(argv: list[str] | None = None) -> dict:
     random_arm = ["--set", "tokenizer.pretrained=null", "--set", "run=crafter_small_random",
                   "--set", "data.cache_dir=data/crafter_small/cache_random"]
     seconds = {}
-    seconds["fitted/phase0"] = run(py + ["train_phase0_tokenizer.py"] + common, log_path)
-    seconds["fitted/phase1"] = run(py + ["train_phase1_cosmos.py"] + common, log_path)
-    seconds["fitted/phase2"] = run(py + ["train_phase2.py"] + common, log_path)
-    seconds["random/phase1"] = run(py + ["train_phase1_cosmos.py"] + common + random_arm, log_path)
-    seconds["random/phase2"] = run(py + ["train_phase2.py"] + common + random_arm, log_path)
+    if not a.report_only:
+        seconds["fitted/phase0"] = run(py + ["train_phase0_tokenizer.py"] + common, log_path)
+        seconds["fitted/phase1"] = run(py + ["train_phase1_cosmos.py"] + common, log_path)
+        seconds["fitted/phase2"] = run(py + ["train_phase2.py"] + common, log_path)
+        seconds["random/phase1"] = run(py + ["train_phase1_cosmos.py"] + common + random_arm, log_path)
+        seconds["random/phase2"] = run(py + ["train_phase2.py"] + common + random_arm, log_path)
 
     ckpt = ROOT / "checkpoints"
     tok = json.loads((ckpt / "crafter_small" / "tokenizer" / "phase0.json").read_text())

@@ -163,14 +163,16 @@ def test_heldout_figures_cover_every_step_once(phase1_run):
 
 def test_two_processes_fsdp_matches_ddp(phase1_run):
     """phase2.fsdp=true under torchrun (2 gloo processes) trains the same agent as DDP (up to the order of the
-    gradient reductions), evaluates held out on every rank, and writes a plain checkpoint."""
+    gradient reductions), passes the diagnostics gate and evaluates held out on every rank, and writes a plain
+    checkpoint."""
     tmp = phase1_run
     p1 = tmp / "ckpt" / "t" / "phase1_cosmos_final.pt"
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
     finals = {}
     for run, extra in (("ddp", ()), ("fsdp", ("phase2.fsdp=true",))):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29522",
-               "train_phase2.py", *_args(tmp, [*PHASE2, f"run={run}", "phase2.eval_episodes=0", *extra]),
+               "train_phase2.py", *_args(tmp, [*PHASE2, f"run={run}", "phase2.eval_episodes=0", "phase2.diagnose=true",
+                                              *extra]),
                "--checkpoint", str(p1)]
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
         assert out.returncode == 0, out.stderr[-3000:]

@@ -140,11 +140,11 @@ def test_refuses_mismatched_or_wrong_checkpoints(setup):
 
 def test_two_processes_with_and_without_fsdp_agree(setup):
     """Under torchrun (2 gloo processes) the heads' gradients are averaged by hand; with phase3.fsdp the frozen
-    world model is sharded too. Both runs end with the same heads, changed from phase 2, and hand the frozen
-    dynamics on unchanged (gathered from the shards into a plain checkpoint)."""
+    world model is sharded too. Both pass the diagnostics gate (run on every rank), end with the same heads,
+    changed from phase 2, and hand the frozen dynamics on unchanged (gathered into a plain checkpoint)."""
     tmp, p2_path, p2 = setup
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-    for run, extra in (("ddp", ()), ("fsdp", ("phase3.fsdp=true",))):
+    for run, extra in (("ddp", ("phase3.diagnose=true",)), ("fsdp", ("phase3.diagnose=true", "phase3.fsdp=true"))):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29521",
                "train_phase3.py", *overrides(tmp, run, 3, extra), "--phase2-checkpoint", str(p2_path)]
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)

@@ -135,3 +135,17 @@ def test_fsdp_two_process_sigkill_resume_matches_ddp_and_hands_off(episodes, tmp
     out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps + 1)], timeout=300)  # one process continues
     assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]
     assert load_checkpoint(run_dir / "phase1_cosmos_final.pt")["step"] == steps + 1
+
+
+def test_rerun_of_a_finished_run_keeps_its_heldout_figures(episodes):
+    """Rerunning a finished phase 1 resumes at its last step: the final checkpoint is rewritten with the
+    held-out figures recomputed on the same weights, not with an empty evaluation."""
+    tmp = episodes
+    final = tmp / "ckpt" / "t" / "phase1_cosmos_final.pt"
+    assert run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=2)], timeout=300).returncode == 0
+    first = load_checkpoint(final)["eval"]
+    out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=2)], timeout=300)
+    assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]
+    again = load_checkpoint(final)["eval"]
+    assert first and again.keys() == first.keys()
+    assert again == pytest.approx(first)
