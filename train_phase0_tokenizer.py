@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
             f"{out} already holds a fitted tokenizer and {rt.run_dir} has no {PREFIX} checkpoint to resume: delete "
             f"{out} to fit again, or set phase0.init_from={out} to keep fitting it")
     source = init_source(cfg, out)
-    vae, desc = build_trainable_vae(cfg.tokenizer.preset, source, pc.temporal_compression)
+    vae, desc = build_trainable_vae(cfg.tokenizer.preset, source, cfg.tokenizer.temporal_compression)
     if pc.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
     model = PooledAutoencoder(vae, cfg.tokenizer.resolution, cfg.tokenizer.pool).to(rt.device)
@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
     start_step, ckpt = loop.resume(rt, PREFIX, models, opt, sched)
     log.info("tokenizer: %s, %.2fM parameters, S=%d, %d tokens x %d channels; %d train / %d held-out episodes; "
              "steps %d..%d", desc, sum(p.numel() for p in vae.parameters()) / 1e6, S,
-             (cfg.tokenizer.resolution // int(vae.config.spatial_compression_ratio) // cfg.tokenizer.pool) ** 2,
+             model.num_tokens,
              int(vae.config.latent_channels), len(train_names), len(val_names), start_step, pc.steps)
     baseline = (ckpt or {}).get("baseline")
     if baseline is None and rt.is_main:

@@ -10,16 +10,24 @@ class TokenizerConfig:
     preset: str = "tiny"  # "tiny" | "small" | "cv8x8x8" | "cv4x8x8" (see dreamer.tokenizer.cosmos.PRESETS)
     pretrained: str | None = None  # hub id or local directory (save_pretrained layout, optional vae/ subfolder)
     resolution: int = 256  # frames are bicubic-resized to resolution x resolution before encoding
-    pool: int = 8  # average-pool kernel on the latent grid: (resolution/8/pool)^2 tokens per step
+    pool: int = 8  # average-pool kernel on the latent grid: (resolution/8/pool)^2 tokens per step (every preset
+    #                compresses space by 8; the wrapper measures the grid it really gets)
+    # S of a tokenizer built from a preset (random weights, or fitted from scratch by phase 0): 1, 2, 4 or 8;
+    # 0 = the preset's own (8; 4 for cv4x8x8). Loaded weights bring their own S; a different value is refused.
+    temporal_compression: int = 0
     window_latents: int = 4  # m: episodes are encoded in windows of 1 + S*m frames (stride S*m)
     bf16: bool = False  # bf16 autocast while encoding/decoding (CUDA, or CPU when asked)
-    batch_windows: int = 8  # windows encoded per forward pass when building the cache
+    batch_windows: int = 8  # windows of one episode encoded per forward pass (cache, whole-episode encodes)
 
     def __post_init__(self):
         if self.resolution % 8:
             raise ValueError(f"tokenizer.resolution must be a multiple of 8, got {self.resolution}")
-        grid = self.resolution // 8
-        if self.pool < 1 or grid % self.pool:
-            raise ValueError(f"tokenizer.pool={self.pool} must divide the latent grid {grid}x{grid}")
+        if not isinstance(self.pool, int) or self.pool < 1:
+            raise ValueError(f"tokenizer.pool must be an int >= 1, got {self.pool!r}")  # divides the grid: checked on build
+        if self.temporal_compression not in (0, 1, 2, 4, 8):
+            raise ValueError(f"tokenizer.temporal_compression must be 0 (the preset's) or 1, 2, 4, 8, "
+                             f"got {self.temporal_compression!r}")
+        if self.batch_windows < 1:
+            raise ValueError(f"tokenizer.batch_windows must be >= 1, got {self.batch_windows}")
         if self.window_latents < 1:
             raise ValueError(f"tokenizer.window_latents must be >= 1, got {self.window_latents}")

@@ -26,8 +26,9 @@ from dreamer.tokenizer.config import TokenizerConfig
 log = logging.getLogger(__name__)
 
 # Named architectures of diffusers' AutoencoderKLCosmos. cv8x8x8 is the class default (NVIDIA
-# Cosmos-1.0-Tokenizer-CV8x8x8, ~106M parameters); tiny (~0.25M) is for tests and the CPU demo;
-# small is the phase-0 preset sized for about an hour of fitting on 2 CPU cores.
+# Cosmos-1.0-Tokenizer-CV8x8x8, ~106M parameters) and cv4x8x8 its S = 4 sibling: their layout is fixed by
+# the pretrained weights. tiny (~0.25M) is for tests and the CPU demo; small (~1.4M) is the phase-0 preset.
+# tiny and small are families: :func:`preset_config` lays them out for any temporal compression S.
 PRESETS: dict[str, dict] = {
     "cv8x8x8": {},
     "cv4x8x8": {"temporal_compression_ratio": 4},
@@ -46,6 +47,8 @@ PRESETS: dict[str, dict] = {
         "resolution": 256,
     },
 }
+FIXED_LAYOUT = {"cv8x8x8": 8, "cv4x8x8": 4}  # pretrained layouts: their S cannot change
+TEMPORAL_COMPRESSIONS = (1, 2, 4, 8)
 HUB_ID = "nvidia/Cosmos-1.0-Tokenizer-CV8x8x8"
 RANDOM_INIT_SEED = 0
 
@@ -125,8 +128,57 @@ def unpool_latents(z_btnc: torch.Tensor, pool: int) -> torch.Tensor:
     return x.permute(0, 2, 1, 3, 4)
 
 
-def build_vae(preset: str, pretrained: str | None = None):
-    """An AutoencoderKLCosmos from a local directory / hub id, or a named preset with random weights."""
+def preset_config(preset: str, temporal_compression: int = 0) -> dict:
+    """Constructor arguments of ``preset`` laid out for temporal compression S (0 = the preset's own, 8).
+
+    The architecture compresses space by 8 in all layouts: a Haar patch of size p = min(S, 4) divides
+    time and space by p, then causal down-sampling blocks bring time to S and space to 8. So S = 8 and
+    S = 4 patch by 4 (one temporal block for S = 8), S = 2 patches by 2, and S = 1 (no patching) gains a
+    thin first level at full resolution, for the third spatial halving. The real compression of the
+    result is checked by :func:`probe_layout`, never taken from the config.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"tokenizer.preset={preset!r} is not one of {sorted(PRESETS)}")
+    S = temporal_compression
+    if S and S not in TEMPORAL_COMPRESSIONS:
+        raise ValueError(f"tokenizer.temporal_compression={S} must be 0 (the preset's) or one of {TEMPORAL_COMPRESSIONS}")
+    kw = dict(PRESETS[preset])
+    if preset in FIXED_LAYOUT:
+        if S and S != FIXED_LAYOUT[preset]:
+            raise ValueError(f"tokenizer.temporal_compression={S}: preset {preset!r} has the fixed layout of NVIDIA's "
+                             f"weights (S = {FIXED_LAYOUT[preset]}); use preset tiny or small for another S")
+        return kw
+    S = S or 8
+    enc, dec = list(kw["encoder_block_out_channels"]), list(kw["decode_block_out_channels"])
+    if S == 1:  # one more level, at full resolution and half the first width (the costly level)
+        enc, dec = [max(4, enc[0] // 2)] + enc, [dec[0]] + dec
+    kw.update(encoder_block_out_channels=tuple(enc), decode_block_out_channels=tuple(dec), patch_size=min(S, 4),
+              temporal_compression_ratio=S, spatial_compression_ratio=8)
+    return kw
+
+
+@torch.no_grad()
+def probe_layout(vae, resolution: int) -> tuple[int, int]:
+    """(S, grid): the temporal compression and the latent grid side that ``vae`` really gives at
+    ``resolution``, measured by encoding a blank clip of 9 frames (latents 1 + 8 / S) at min(resolution, 64)
+    and scaling the grid (diffusers' config may claim another compression than its blocks apply)."""
+    size = min(resolution, 64)
+    param = next(vae.parameters())
+    x = torch.zeros(1, 3, 9, size, size, device=param.device, dtype=param.dtype)
+    z = vae.encode(x).latent_dist.mode()
+    T_lat, g = int(z.shape[2]), int(z.shape[-1])
+    if T_lat < 2 or 8 % (T_lat - 1) or size % g:
+        raise ValueError(f"tokenizer: a probe clip of 9 frames at {size}x{size} gave latents {tuple(z.shape)}; "
+                         "expected 1 + 8/S latent steps for S in {1, 2, 4, 8} and a grid dividing the frame")
+    factor = size // g
+    if resolution % factor:
+        raise ValueError(f"tokenizer.resolution={resolution} is not a multiple of the spatial compression {factor}")
+    return 8 // (T_lat - 1), resolution // factor
+
+
+def build_vae(preset: str, pretrained: str | None = None, temporal_compression: int = 0):
+    """An AutoencoderKLCosmos from a local directory / hub id, or a named preset with random weights
+    (laid out for ``temporal_compression``, see :func:`preset_config`)."""
     from diffusers import AutoencoderKLCosmos
 
     if pretrained:
@@ -150,8 +202,7 @@ def build_vae(preset: str, pretrained: str | None = None):
                 "Download the weights and point tokenizer.pretrained at the local directory."
             ) from e
         return vae, pretrained
-    if preset not in PRESETS:
-        raise ValueError(f"tokenizer.preset={preset!r} is not one of {sorted(PRESETS)}")
+    kw = preset_config(preset, temporal_compression)
     log.warning(
         "=" * 72 + "\nTOKENIZER WEIGHTS ARE RANDOM (preset %r, no tokenizer.pretrained given).\n"
         "Latents are random projections of the frames. Fit the tokenizer with train_phase0_tokenizer.py\n"
@@ -163,7 +214,7 @@ def build_vae(preset: str, pretrained: str | None = None):
     # every rerun builds the same tokenizer, so the cache's identity check holds.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
-        return AutoencoderKLCosmos(**PRESETS[preset]), None
+        return AutoencoderKLCosmos(**kw), None
 
 
 def weights_hash(module: torch.nn.Module) -> str:
@@ -186,17 +237,21 @@ class CosmosTokenizerWrapper(torch.nn.Module):
     def __init__(self, preset: str = "tiny", pretrained: str | None = None, cfg: TokenizerConfig | None = None, **kw):
         super().__init__()
         self.cfg = cfg or TokenizerConfig(preset=preset, pretrained=pretrained, **kw)
-        self.vae, self.source = build_vae(self.cfg.preset, self.cfg.pretrained)
+        self.vae, self.source = build_vae(self.cfg.preset, self.cfg.pretrained, self.cfg.temporal_compression)
         self.vae.requires_grad_(False)
         self.vae.eval()
-        vc = self.vae.config
-        self.S = int(vc.temporal_compression_ratio)  # temporal compression = action-chunk length
-        self.spatial = int(vc.spatial_compression_ratio)
-        self.channels = int(vc.latent_channels)
-        grid = self.cfg.resolution // self.spatial
+        # S (temporal compression = action-chunk length) and the grid as the blocks really apply them.
+        self.S, grid = probe_layout(self.vae, self.cfg.resolution)
+        if self.cfg.temporal_compression and self.cfg.temporal_compression != self.S:
+            raise ValueError(f"tokenizer.temporal_compression={self.cfg.temporal_compression} but the tokenizer "
+                             f"{self.source or self.cfg.preset} compresses time by {self.S}")
+        self.spatial = self.cfg.resolution // grid
+        self.channels = int(self.vae.config.latent_channels)
         if grid % self.cfg.pool:
-            raise ValueError(f"tokenizer.pool={self.cfg.pool} must divide the latent grid {grid}")
-        self.num_tokens = (grid // self.cfg.pool) ** 2
+            raise ValueError(f"tokenizer.pool={self.cfg.pool} must divide the latent grid {grid}x{grid} "
+                             f"(resolution {self.cfg.resolution} / spatial compression {self.spatial})")
+        self.grid = grid // self.cfg.pool  # token grid side
+        self.num_tokens = self.grid**2
         self._identity: dict | None = None
         self.train(False)
 
@@ -238,13 +293,22 @@ class CosmosTokenizerWrapper(torch.nn.Module):
 
     @torch.no_grad()
     def encode(self, frames) -> torch.Tensor:
-        """uint8 frames (B, T, H, W, 3) → pooled latents (B, T_lat, N, C) float32, windowed and causal."""
+        """uint8 frames (B, T, H, W, 3) → pooled latents (B, T_lat, N, C) float32, windowed and causal.
+
+        The windows of :func:`window_plan` all hold 1 + S·m frames (the last one padded), so they are
+        encoded ``cfg.batch_windows`` at a time; the result equals encoding them one by one.
+        """
         frames = torch.as_tensor(frames)
-        T = frames.shape[1]
-        out = []
-        for start, stop, keep in window_plan(T, self.S, self.cfg.window_latents):
-            clip = pad_frames(frames[:, start:], stop - start)
-            out.append(self.encode_clip(clip)[:, keep:])
+        B, T = frames.shape[:2]
+        plan = window_plan(T, self.S, self.cfg.window_latents)
+        clips = [pad_frames(frames[:, start:], stop - start) for start, stop, _ in plan]
+        out, i = [], 0
+        while i < len(plan):
+            n = self.cfg.batch_windows if all(c.shape[1] == clips[i].shape[1] for c in clips[i : i + self.cfg.batch_windows]) else 1
+            group = torch.cat(clips[i : i + n])  # (n·B, frames, H, W, 3), window-major
+            z = self.encode_clip(group).unflatten(0, (-1, B))  # (n', B, T_w, N, C)
+            out.extend(z[j, :, plan[i + j][2] :] for j in range(z.shape[0]))
+            i += z.shape[0]
         z = torch.cat(out, dim=1)
         assert z.shape[1] == self.latent_steps(T), (z.shape, T)
         return z

@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamer.tokenizer.cosmos import (
-    PRESETS,
     build_vae,
     latent_steps,
     pool_latents,
     preprocess,
+    preset_config,
+    probe_layout,
     unpool_latents,
     weights_hash,
 )
@@ -41,26 +42,21 @@ def build_trainable_vae(preset: str, init_from: str | None = None, temporal_comp
     """A trainable AutoencoderKLCosmos: pretrained weights from ``init_from`` (local dir or hub id) to
     fine-tune, else the named ``preset`` with fresh random weights. Returns (vae, source description).
 
-    ``temporal_compression`` (0 = the preset's or checkpoint's own) sets S: 8, or 4 for the CV4x8x8 layout.
+    ``temporal_compression`` (0 = the preset's or checkpoint's own) sets S of a fresh preset: 1, 2, 4 or 8
+    (:func:`preset_config`); pretrained weights keep theirs, and a different value is refused.
     """
-    if temporal_compression not in (0, 4, 8):
-        raise ValueError(f"phase0.temporal_compression must be 0 (keep), 4 or 8, got {temporal_compression}")
     if init_from:
         vae, source = build_vae(preset, init_from)
         S = int(vae.config.temporal_compression_ratio)
         if temporal_compression and temporal_compression != S:
-            raise ValueError(f"phase0.temporal_compression={temporal_compression} but the weights in {init_from} "
+            raise ValueError(f"tokenizer.temporal_compression={temporal_compression} but the weights in {init_from} "
                              f"have temporal compression {S}; drop the setting or fit from the preset")
         source = f"pretrained {source}"
     else:
         from diffusers import AutoencoderKLCosmos
 
-        if preset not in PRESETS:
-            raise ValueError(f"tokenizer.preset={preset!r} is not one of {sorted(PRESETS)}")
-        kw = dict(PRESETS[preset])
-        if temporal_compression:
-            kw["temporal_compression_ratio"] = temporal_compression
-        vae, source = AutoencoderKLCosmos(**kw), f"preset {preset!r}, random init"
+        vae = AutoencoderKLCosmos(**preset_config(preset, temporal_compression))
+        source = f"preset {preset!r} (S={temporal_compression or 'default'}), random init"
     vae.requires_grad_(True)
     vae.train()
     return vae, source
@@ -76,10 +72,10 @@ class PooledAutoencoder(nn.Module):
     def __init__(self, vae: nn.Module, resolution: int, pool: int):
         super().__init__()
         self.vae, self.resolution, self.pool = vae, resolution, pool
-        self.S = int(vae.config.temporal_compression_ratio)
-        grid = resolution // int(vae.config.spatial_compression_ratio)
-        if resolution % 8 or grid % pool:
+        self.S, grid = probe_layout(vae, resolution)  # as the frozen wrapper measures them
+        if grid % pool:
             raise ValueError(f"tokenizer.pool={pool} must divide the latent grid {grid} (resolution {resolution})")
+        self.num_tokens = (grid // pool) ** 2
 
     def encode(self, x_bcthw: torch.Tensor) -> torch.Tensor:
         """Preprocessed clip (B, 3, T, R, R) → pooled latents (B, T_lat, N, C)."""

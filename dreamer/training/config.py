@@ -39,7 +39,6 @@ class Phase0Config(PhaseConfig):
     # Weights to fine-tune from (local dir or hub id). "" = tokenizer.pretrained when it is set and is
     # not this phase's own output (out_dir), else a fresh tokenizer.preset with random weights.
     init_from: str = ""
-    temporal_compression: int = 0  # S of a freshly built tokenizer: 8, or 4 (CV4x8x8 layout); 0 = preset's
     perceptual_weight: float = 0.0  # weight of the structural term (1 - SSIM) added to the MSE
     eval_clips: int = 16  # held-out clips for the reconstruction PSNR
     gradient_checkpointing: bool = False  # trade compute for activation memory (large presets on a GPU)
@@ -48,8 +47,6 @@ class Phase0Config(PhaseConfig):
         super().__post_init__()
         if self.clip_frames < 2:
             raise ValueError(f"clip_frames must be 1 + S*k with k >= 1, got {self.clip_frames}")
-        if self.temporal_compression not in (0, 4, 8):
-            raise ValueError(f"temporal_compression must be 0 (the preset's), 4 or 8, got {self.temporal_compression}")
         if self.fsdp:
             raise ValueError("phase0.fsdp is not supported: the tokenizer (at most ~106M parameters, cv8x8x8) fits one "
                              "device; under torchrun phase 0 uses DDP. Use phase0.gradient_checkpointing to save memory")

@@ -97,8 +97,53 @@ def test_load_local_directory_offline(tmp_path, tiny_tokenizer):
 
 def test_bad_config_errors():
     with pytest.raises(ValueError, match="pool"):
-        TokenizerConfig(resolution=64, pool=3)
+        CosmosTokenizerWrapper(cfg=TokenizerConfig(preset="tiny", resolution=64, pool=3))  # grid 8
+    with pytest.raises(ValueError, match="temporal_compression"):
+        TokenizerConfig(temporal_compression=3)
+    with pytest.raises(ValueError, match="fixed layout"):
+        CosmosTokenizerWrapper(cfg=TokenizerConfig(preset="cv8x8x8", temporal_compression=1))
     with pytest.raises(ValueError, match="preset"):
         CosmosTokenizerWrapper("nope")
     with pytest.raises(FileNotFoundError, match="config.json"):
         CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained="/"))
+
+
+@pytest.mark.parametrize("S", [1, 2, 4, 8])
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_every_temporal_compression_at_native_resolution(preset, S):
+    """64x64 frames, pool 2: 16 tokens of 16 channels, one latent per S frames, causal, decodable."""
+    tok = CosmosTokenizerWrapper(cfg=TokenizerConfig(preset=preset, resolution=64, pool=2, temporal_compression=S,
+                                                     window_latents=2))
+    assert (tok.S, tok.spatial, tok.num_tokens, tok.channels) == (S, 8, 16, 16)
+    assert tok.identity()["temporal_compression"] == S
+    torch.manual_seed(0)
+    T = 2 * S + 3
+    frames = torch.randint(0, 256, (1, T, 64, 64, 3), dtype=torch.uint8)
+    z = tok.encode(frames)
+    assert z.shape == (1, latent_steps(T, S), 16, 16)
+    for k in range(z.shape[1]):  # acting sees the same latents as the cache
+        seen = frames[:, : min(S * k + 1, T)]
+        assert torch.allclose(tok.encode_latent(seen, k), z[:, k], atol=1e-5), k
+    x = tok.decode(z[:, :2])
+    assert x.shape == (1, 1 + S, 64, 64, 3) and x.dtype == torch.uint8
+
+
+def test_probe_measures_the_real_layout_not_the_config():
+    from diffusers import AutoencoderKLCosmos
+
+    from dreamer.tokenizer.cosmos import PRESETS, probe_layout
+
+    # Four blocks cannot apply three spatial halvings after a patch of 1: the config says 8, the blocks give 4.
+    vae = AutoencoderKLCosmos(**dict(PRESETS["tiny"], patch_size=1, temporal_compression_ratio=1))
+    assert vae.config.spatial_compression_ratio == 8
+    assert probe_layout(vae, 64) == (1, 16)
+    assert probe_layout(vae, 256) == (1, 64)
+
+
+def test_batched_windows_equal_one_by_one():
+    torch.manual_seed(3)
+    frames = torch.randint(0, 256, (2, 37, 64, 64, 3), dtype=torch.uint8)
+    kw = dict(preset="tiny", resolution=64, pool=2, window_latents=2)
+    one = CosmosTokenizerWrapper(cfg=TokenizerConfig(batch_windows=1, **kw)).encode(frames)
+    many = CosmosTokenizerWrapper(cfg=TokenizerConfig(batch_windows=3, **kw)).encode(frames)
+    assert torch.allclose(one, many, atol=1e-5)

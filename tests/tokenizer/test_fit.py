@@ -69,7 +69,7 @@ def test_clip_length_and_temporal_compression_4():
     with pytest.raises(ValueError, match="1 \\+ S"):
         model(torch.from_numpy(moving_squares(8)[None]))
     with pytest.raises(ValueError, match="temporal_compression"):
-        build_trainable_vae("tiny", temporal_compression=2)
+        build_trainable_vae("tiny", temporal_compression=3)
 
 
 def test_clip_sampler_alignment_padding_and_determinism():
