@@ -8,7 +8,11 @@ Crafter extras, aligned with the frames (T+1 rows):
   inventory int32 (T+1, 16), names in meta["inventory_names"];
   achievements int32 (T+1, 22) cumulative counts, names in meta["achievement_names"];
   ignore_action bool (T+1,): entry t is True when the game ignores the action taken at o_t because the
-  player sleeps (mask those labels in behaviour cloning); the last entry is False.
+  player sleeps (mask those labels in behaviour cloning); the last entry is False;
+  facing int8 (T+1, 2): the direction the player faces (world dx, dy);
+  local_view int16 (T+1, 9, 7): semantic ids of the world cells the frame shows (x − 4 … x + 4,
+  y − 3 … y + 3 around the player at x, y; 0 outside the world), ids as crafter_env.semantic_ids().
+  These are the ground truth of the latent state probes (dreamer/tokenizer/probe.py).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 
 from dreamer.data.episode import Episode, load_episode, save_episode
 from dreamer.envs.config import CollectConfig, EnvConfig
-from dreamer.envs.crafter_env import CRAFTER_FPS, crafter_names
+from dreamer.envs.crafter_env import CRAFTER_FPS, crafter_names, local_view
 from dreamer.envs.evaluation import summarise
 from dreamer.envs.gym_env import action_space_of, action_to_components, make_env
 from dreamer.envs.policies import make_policy
@@ -76,6 +80,8 @@ def rollout(env, policy, seed: int, env_cfg: EnvConfig, collect_cfg: CollectConf
         ignore = np.array([i["ignores_action"] for i in infos], dtype=bool)
         ignore[-1] = False  # no action is taken at the last frame
         extras["ignore_action"] = ignore
+        extras["facing"] = np.array([i["player_facing"] for i in infos], dtype=np.int8)
+        extras["local_view"] = np.stack([local_view(i["semantic"], i["player_pos"]) for i in infos]).astype(np.int16)
         meta.update(inventory_names=list(inv), achievement_names=list(ach), action_names=list(names["actions"]))
     return Episode(
         frames=np.stack(frames).astype(np.uint8),
@@ -90,7 +96,10 @@ def rollout(env, policy, seed: int, env_cfg: EnvConfig, collect_cfg: CollectConf
 
 
 def collect_episodes(env_cfg: EnvConfig, collect_cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> list[Path]:
-    """Write episodes 0 … num_episodes−1 to ``out_dir`` (skipping existing files); return all their paths."""
+    """Write episodes 0 … num_episodes−1 to ``out_dir`` (skipping existing files); return all their paths.
+
+    With ``collect_cfg.workers`` > 1 the missing episodes are shared out over that many processes.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [episode_path(out_dir, i) for i in range(collect_cfg.num_episodes)]
@@ -99,21 +108,38 @@ def collect_episodes(env_cfg: EnvConfig, collect_cfg: CollectConfig, out_dir: st
         log.info("%s: %d of %d episodes already on disk, skipped", out_dir, len(paths) - len(todo), len(paths))
     if not todo:
         return paths
+    workers = min(collect_cfg.workers, len(todo))
+    if workers == 1:
+        _collect_some(env_cfg, collect_cfg, out_dir, todo, progress)
+        return paths
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # no forked copies of a parent's torch threads
+    with ctx.Pool(workers) as pool:
+        jobs = [pool.apply_async(_collect_some, (env_cfg, collect_cfg, out_dir, todo[w::workers], progress and w == 0))
+                for w in range(workers)]
+        for job in jobs:
+            job.get()  # re-raises a worker's error here
+    return paths
+
+
+def _collect_some(env_cfg: EnvConfig, collect_cfg: CollectConfig, out_dir: Path, indices: list[int],
+                  progress: bool) -> None:
+    """Play and save the episodes ``indices`` with one env (one worker's share)."""
     env = make_env(env_cfg)
     try:
         policy = make_policy(env_cfg, collect_cfg, env.action_space)
-        it = todo
+        it = indices
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(todo, desc=f"collect {source_name(env_cfg, collect_cfg)}")
+            it = tqdm(indices, desc=f"collect {source_name(env_cfg, collect_cfg)}")
         for i in it:
             ep = rollout(env, policy, collect_cfg.seed + i, env_cfg, collect_cfg, index=i)
-            save_episode(paths[i], ep)
-            log.debug("wrote %s: %d steps, return %.2f", paths[i], ep.num_steps, float(ep.rewards.sum()))
+            save_episode(episode_path(out_dir, i), ep)
+            log.debug("wrote %s: %d steps, return %.2f", episode_path(out_dir, i), ep.num_steps, float(ep.rewards.sum()))
     finally:
         env.close()
-    return paths
 
 
 def result_of_episode(ep: Episode) -> dict:
@@ -132,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--policy", default="scripted", choices=("scripted", "random"))
     p.add_argument("--epsilon", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="parallel processes")
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--env-id", default="crafter")
     p.add_argument("--size", type=int, default=64)
@@ -139,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     env_cfg = EnvConfig(env_id=a.env_id, size=a.size, max_steps=a.max_steps)
-    collect_cfg = CollectConfig(num_episodes=a.episodes, policy=a.policy, epsilon=a.epsilon, seed=a.seed)
+    collect_cfg = CollectConfig(num_episodes=a.episodes, policy=a.policy, epsilon=a.epsilon, seed=a.seed,
+                                workers=a.workers)
     paths = collect_episodes(env_cfg, collect_cfg, a.out, progress=not a.no_progress)
     eps = [load_episode(path) for path in paths]
     summary = summarise([result_of_episode(e) for e in eps]) if eps else {"episodes": 0}

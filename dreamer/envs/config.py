@@ -46,12 +46,15 @@ class CollectConfig:
     policy: "scripted" (Crafter only: reads the game's internal state) or "random" (uniform).
     epsilon: probability of a uniformly random action per step mixed into the scripted policy.
     seed: episode i is reset with seed ``seed + i``.
+    workers: processes that play episodes in parallel (episode i goes to worker i mod workers, still
+        from seed ``seed + i``).
     """
 
     num_episodes: int = 10
     policy: str = "scripted"
     epsilon: float = 0.2
     seed: int = 0
+    workers: int = 1
 
     def __post_init__(self):
         if not isinstance(self.num_episodes, int) or self.num_episodes < 0:
@@ -62,6 +65,8 @@ class CollectConfig:
             raise ValueError(f"CollectConfig.epsilon must be in [0, 1], got {self.epsilon!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"CollectConfig.seed must be an int >= 0, got {self.seed!r}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"CollectConfig.workers must be an int >= 1, got {self.workers!r}")
         self.epsilon = float(self.epsilon)
 
 

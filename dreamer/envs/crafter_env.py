@@ -13,7 +13,8 @@ agent must only see the observation):
   inventory (dict name → int), achievements (dict name → cumulative count), sleeping (bool),
   ignores_action (bool: the game will ignore the next action because the player sleeps),
   player_pos (int (2,) array, world [x, y]), player_facing (int (2,) array), daylight (float),
-  semantic (world-size int array of ids, see SEMANTIC_IDS), plants (int (K, 3): x, y, ripe), step.
+  semantic (world-size int array of ids, see SEMANTIC_IDS), plants (int (K, 3): x, y, ripe), step;
+  and on the step the player dies, death_cause ("lava", the empty needs such as "food+drink", or "attacked").
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ def semantic_ids() -> dict[str, int]:
     for i, name in enumerate(("player", "cow", "zombie", "skeleton", "arrow", "plant")):
         ids[name] = len(mats) + i
     return ids
+
+
+def local_view(semantic: np.ndarray, pos, half: tuple[int, int] = (4, 3)) -> np.ndarray:
+    """Semantic ids (2·hx+1, 2·hy+1) of the world cells around ``pos`` = (x, y), indexed [dx, dy];
+    0 (unknown) outside the world. The default is the 9 × 7 cells a 64×64 Crafter frame shows."""
+    hx, hy = half
+    out = np.zeros((2 * hx + 1, 2 * hy + 1), dtype=semantic.dtype)
+    x, y = int(pos[0]), int(pos[1])
+    W, H = semantic.shape
+    x0, x1, y0, y1 = max(0, x - hx), min(W, x + hx + 1), max(0, y - hy), min(H, y + hy + 1)
+    out[x0 - (x - hx) : x1 - (x - hx), y0 - (y - hy) : y1 - (y - hy)] = semantic[x0:x1, y0:y1]
+    return out
 
 
 class CrafterEnv(gym.Env):
@@ -126,7 +139,10 @@ class CrafterEnv(gym.Env):
         terminated = bool(self.player.health <= 0)
         truncated = bool(not terminated and self._steps >= self.max_steps)
         self._done = terminated or truncated
-        return self._obs.copy(), float(reward), terminated, truncated, self._info(cinfo["semantic"])
+        info = self._info(cinfo["semantic"])
+        if terminated:
+            info["death_cause"] = self._death_cause()
+        return self._obs.copy(), float(reward), terminated, truncated, info
 
     def render(self):
         if self.render_mode != "rgb_array" or self._obs is None:
@@ -135,6 +151,14 @@ class CrafterEnv(gym.Env):
 
     def close(self):
         self._obs, self._done = None, True
+
+    def _death_cause(self) -> str:
+        """Why the player died: "lava", the needs at zero ("food", "drink", "energy", joined by "+": health
+        drains while one is empty), else "attacked" (zombies, skeletons' arrows)."""
+        if self.world[self.player.pos][0] == "lava":
+            return "lava"
+        empty = [k for k in ("food", "drink", "energy") if self.player.inventory[k] <= 0]
+        return "+".join(empty) if empty else "attacked"
 
     def _info(self, semantic: np.ndarray) -> dict:
         p = self.player

@@ -46,7 +46,8 @@ def _unlocked(ach) -> set[str]:
 
 def summarise(results: list[dict]) -> dict:
     """Mean ± std (sample std, ddof=1) of return and length, a 95% normal interval of the mean return,
-    per-achievement success rates in percent and, when achievements are Crafter's, the Crafter score."""
+    per-achievement success rates in percent and, when achievements are Crafter's, the Crafter score; and
+    how many episodes ended by each ``death_cause`` (Crafter)."""
     if not results:
         raise ValueError("summarise: no episode results")
     for i, r in enumerate(results):
@@ -76,6 +77,9 @@ def summarise(results: list[dict]) -> dict:
         rates = {a: 100.0 * sum(a in u for u in unlocked) / n for a in names}
         out["success_rates"] = rates
         out["score"] = crafter_score(rates) if seen <= crafter else None
+    causes = [r["death_cause"] for r in results if "death_cause" in r]
+    if causes:
+        out["deaths"] = {c: causes.count(c) for c in sorted(set(causes))}
     return out
 
 
@@ -84,6 +88,8 @@ def episode_result(total_return: float, length: int, info: dict | None = None, *
     res = {"return": float(total_return), "length": int(length), **extra}
     if info is not None and "achievements" in info:
         res["achievements"] = sorted(_unlocked(info["achievements"]))
+    if info is not None and "death_cause" in info:
+        res["death_cause"] = str(info["death_cause"])
     return res
 
 

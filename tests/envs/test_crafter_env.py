@@ -87,3 +87,25 @@ def test_invalid_action_raises():
         env.step(np.array([1, 2]))
     env.step(np.int64(3))  # numpy ints are fine
     env.step(np.array([3]))  # and so is a (1,) MultiDiscrete row
+
+
+@pytest.mark.parametrize("cause", ["lava", "food+drink", "attacked"])
+def test_death_cause_is_reported_and_summarised(cause):
+    from dreamer.envs.evaluation import episode_result, summarise
+
+    env = CrafterEnv(size=64, max_steps=50, **SMALL)
+    env.reset(seed=1)
+    p = env.player
+    action = ACT["noop"]
+    if cause == "lava":
+        env.world[(p.pos[0], p.pos[1] + 1)] = "lava"
+        action = ACT["move_down"]
+    else:
+        p.health = 0  # dies on the next step, before any regeneration counts
+        if cause == "food+drink":
+            p.inventory["food"] = p.inventory["drink"] = 0
+    _, _, term, _, info = env.step(action)
+    assert term and info["death_cause"] == cause
+    res = episode_result(0.0, 1, info, seed=1)
+    assert res["death_cause"] == cause
+    assert summarise([res, episode_result(1.0, 50, {"achievements": {}})])["deaths"] == {cause: 1}
