@@ -1,17 +1,12 @@
 """Acting in the real environment with a trained agent (SPEC section 6, "acting in the real env").
 
-The agent decides once per chunk: at each chunk boundary k (after S·k env steps) the frames seen so
-far are encoded into latent k with :meth:`CosmosTokenizerWrapper.encode_latent` (the windowing of
-:func:`latent_window`, the one the cache uses), rounded through float16 as the cache stores it,
-standardised with the cache statistics, and trunk + policy on the latent history give a chunk of S
-actions. The next S env steps execute that chunk; an episode that ends mid-chunk just stops.
-
-Only the frames of the current tokenizer window are kept (at most S·m + 1), so memory and the cost
-per chunk do not grow with the episode.
-
-Episodes are played by :func:`dreamer.envs.evaluation.run_policy_episodes` (one runner for every
-policy compared): per-episode dicts with seed, return, length, terminated, truncated (+ Crafter
-achievements), the input of :func:`dreamer.envs.evaluation.summarise`.
+The agent decides once per chunk (:class:`ChunkActor`): at each chunk boundary k (after S·k env steps)
+the frames seen so far are encoded into latent k exactly as the cache encodes them, and trunk + policy on
+the latent history give a chunk of S actions for the next S env steps; an episode that ends mid-chunk
+just stops. Evaluation plays many episodes together, one env each, in lockstep: one batched encode and
+one batched policy call per decision (:func:`run_agent_episodes`). Results are per-episode dicts with
+seed, return, length, terminated, truncated (+ Crafter achievements), the input of
+:func:`dreamer.envs.evaluation.summarise`; the baselines use :func:`dreamer.envs.evaluation.run_policy_episodes`.
 """
 
 from __future__ import annotations
@@ -47,18 +42,23 @@ def to_env_action(action_d: np.ndarray, space: spaces.Space):
 
 
 class ChunkActor:
-    """Step-level actor: ``reset(first_obs=None)``, then ``act(obs) -> action_d`` (int64 (D,)) every step.
+    """Acts for E episodes stepped together: ``reset(first_obs, generators)``, then every env step
+    ``act(observations) -> actions`` (int64 (E, D), one row per episode still running), and
+    ``keep(rows)`` when some episodes end.
 
-    ``obs`` is the current observation (H, W, 3) uint8; the first ``act`` after ``reset`` gets the
-    frame given to ``reset`` (or, when ``reset()`` had none, the episode's first frame). ``mean``/``std`` (C,) are the cache's latent statistics. ``context`` is
-    the number of latent steps the trunk sees (default ``agent.cfg.max_time``). ``greedy`` takes the
-    most likely action, otherwise the chunk is sampled with ``generator`` (on the agent's device).
-    After acting, ``history`` holds the standardised latents (N, C) of the last ``context`` chunks.
+    At each chunk boundary k (after S·k steps of every episode) the frames seen so far are encoded into
+    latent k with :meth:`CosmosTokenizerWrapper.encode_latent` (the windowing of :func:`latent_window`, the
+    one the cache uses), rounded through float16 as the cache stores it, standardised with the cache
+    statistics (``mean``/``std`` (C,)), and trunk + policy on the last ``context`` latents (default
+    ``agent.cfg.max_time``) give a chunk of S actions per episode; the next S steps execute it. All
+    episodes advance in lockstep, so every decision is ONE batched encode and ONE batched policy call.
+    ``greedy`` takes the most likely action; otherwise episode e samples with ``generators[e]`` (on the
+    agent's device), so it draws what it would draw acted alone. Only the frames of the current tokenizer
+    window are kept (at most S·m + 1 per episode). ``history[e]`` holds episode e's standardised latents.
     """
 
-    def __init__(self, tokenizer, agent: Agent, mean, std, greedy: bool = False,
-                 generator: torch.Generator | None = None, context: int | None = None):
-        self.tokenizer, self.agent, self.greedy, self.generator = tokenizer, agent, greedy, generator
+    def __init__(self, tokenizer, agent: Agent, mean, std, greedy: bool = False, context: int | None = None):
+        self.tokenizer, self.agent, self.greedy = tokenizer, agent, greedy
         self.S, self.m = int(tokenizer.S), int(tokenizer.cfg.window_latents)
         if agent.chunk_len != self.S:
             raise ValueError(f"agent chunk_len={agent.chunk_len} differs from the tokenizer's S={self.S}")
@@ -71,74 +71,93 @@ class ChunkActor:
         self.context = int(context or agent.cfg.max_time)
         if not 1 <= self.context <= agent.cfg.max_time:
             raise ValueError(f"context={self.context} must be in [1, agent max_time={agent.cfg.max_time}]")
-        self.history: deque[torch.Tensor] = deque(maxlen=self.context)
-        self.chunks_decided = 0
-        self._frames: list[np.ndarray] = []
-        self._first = 0  # episode index of self._frames[0]
-        self._t = 0  # env steps acted so far in this episode
-        self._chunk: np.ndarray | None = None  # (S, D) actions of the current chunk
+        self.reset([])
 
-    def reset(self, first_obs: np.ndarray | None = None) -> None:
-        self._frames = [] if first_obs is None else [np.asarray(first_obs, dtype=np.uint8)]
-        self._first, self._t, self._chunk = 0, 0, None
-        self.history.clear()
+    def reset(self, first_obs: Sequence[np.ndarray | None], generators: Sequence[torch.Generator] | None = None):
+        """Start one episode per entry of ``first_obs`` (None: its first frame comes with the first ``act``)."""
+        E = len(first_obs)
+        self.frames: list[list[np.ndarray]] = [[] if o is None else [np.asarray(o, dtype=np.uint8)] for o in first_obs]
+        self.generators = list(generators) if generators is not None else None
+        if self.generators is not None and len(self.generators) != E:
+            raise ValueError(f"ChunkActor.reset: {len(self.generators)} generators for {E} episodes")
+        self.history: list[deque[torch.Tensor]] = [deque(maxlen=self.context) for _ in range(E)]
+        self._first = 0  # episode frame index of frames[e][0] (the same for every episode: lockstep)
+        self._t = 0  # env steps acted so far
+        self._chunk: np.ndarray | None = None  # (E, S, D) the current chunks
         self.chunks_decided = 0
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        if self._first + len(self._frames) == self._t:  # a new observation (not the reset frame)
-            self._frames.append(np.asarray(obs, dtype=np.uint8))
+    def keep(self, rows: Sequence[int]) -> None:
+        """Go on with the episodes ``rows`` (indices into the current batch) only."""
+        rows = list(rows)
+        self.frames = [self.frames[i] for i in rows]
+        self.history = [self.history[i] for i in rows]
+        if self.generators is not None:
+            self.generators = [self.generators[i] for i in rows]
+        if self._chunk is not None:
+            self._chunk = self._chunk[rows]
+
+    def act(self, observations: Sequence[np.ndarray]) -> np.ndarray:
+        """The current observation of every running episode → their actions now, int64 (E, D)."""
+        if len(observations) != len(self.frames):
+            raise ValueError(f"ChunkActor.act: {len(observations)} observations for {len(self.frames)} episodes")
+        for frames, obs in zip(self.frames, observations):
+            if self._first + len(frames) == self._t:  # a new observation (not the reset frame)
+                frames.append(np.asarray(obs, dtype=np.uint8))
         k, i = divmod(self._t, self.S)
         if i == 0:
             self._chunk = self._decide(k)
         self._t += 1
-        return self._chunk[i].copy()
+        return self._chunk[:, i].copy()
 
     def _encode(self, k: int) -> torch.Tensor:
-        """Standardised latent k (N, C) from frames 0 … S·k, encoded exactly as the cache does."""
+        """Standardised latent k of every episode (E, N, C), encoded exactly as the cache does."""
         start, stop = latent_window(k, self.S, self.m)
         # Re-index so the frames handed over start at the window start: window j = start // (S·m)
         # is window 0 of the shifted frames, and latent k is latent k - m·j there.
-        clip = np.stack(self._frames[start - self._first : stop - self._first])[None]  # (1, stop-start, H, W, 3)
-        if clip.shape[1] != stop - start:
-            raise RuntimeError(f"ChunkActor: latent {k} needs frames {start}..{stop - 1}, have {clip.shape[1]}")
-        rel = k - start // self.S
-        z = self.tokenizer.encode_latent(torch.from_numpy(clip), rel)[0]  # (N, C) float32
+        clips = np.stack([np.stack(f[start - self._first : stop - self._first]) for f in self.frames])
+        if clips.shape[1] != stop - start:
+            raise RuntimeError(f"ChunkActor: latent {k} needs frames {start}..{stop - 1}, have {clips.shape[1]}")
+        z = self.tokenizer.encode_latent(torch.from_numpy(clips), k - start // self.S)  # (E, N, C) float32
         z = z.to(self.device).half().float()  # the cache stores float16 latents
         nxt = latent_window(k + 1, self.S, self.m)[0]  # frames before it are never needed again
-        del self._frames[: nxt - self._first]
+        for f in self.frames:
+            del f[: nxt - self._first]
         self._first = nxt
         return (z - self.mean) / self.std
 
     def _decide(self, k: int) -> np.ndarray:
-        self.history.append(self._encode(k))
-        z_btnc = torch.stack(list(self.history))[None]  # (1, T, N, C)
+        for hist, z in zip(self.history, self._encode(k)):
+            hist.append(z)
+        z_btnc = torch.stack([torch.stack(list(h)) for h in self.history])  # (E, T, N, C)
         was_training = self.agent.training
         self.agent.eval()
         try:
-            chunk = self.agent.act(z_btnc, greedy=self.greedy, generator=self.generator)  # (1, S, D)
+            chunk = self.agent.act(z_btnc, greedy=self.greedy, generator=self.generators)  # (E, S, D)
         finally:
             self.agent.train(was_training)
         self.chunks_decided += 1
-        return chunk[0].cpu().numpy().astype(np.int64)
+        return chunk.cpu().numpy().astype(np.int64)
 
 
 class AgentPolicy:
-    """The actor as an evaluation policy: ``reset(seed)`` per episode (reseeds the sampling generator),
-    ``policy(obs, info) -> env action`` (``info`` is ignored: the agent sees frames only)."""
+    """The actor as a step-level evaluation policy for one env: ``reset(seed)`` per episode (reseeds the
+    sampling generator), ``policy(obs, info) -> env action`` (``info`` is ignored: the agent sees frames
+    only)."""
 
     def __init__(self, tokenizer, agent: Agent, mean, std, action_space: spaces.Space, greedy: bool = False,
                  context: int | None = None):
         self.space = action_space
         self.generator = torch.Generator(device=next(agent.parameters()).device)
-        self.actor = ChunkActor(tokenizer, agent, mean, std, greedy, self.generator, context)
+        self.actor = ChunkActor(tokenizer, agent, mean, std, greedy, context)
+        self.actor.reset([None], [self.generator])
 
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:
             self.generator.manual_seed(int(seed))
-        self.actor.reset()
+        self.actor.reset([None], [self.generator])
 
     def __call__(self, obs, info=None):
-        return to_env_action(self.actor.act(obs), self.space)
+        return to_env_action(self.actor.act([obs])[0], self.space)
 
 
 class FrequencyPolicy:
@@ -183,19 +202,64 @@ def _action_space(env_cfg, cards: Sequence[int] | None) -> spaces.Space:
 
 
 def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, mean, std, greedy: bool = False,
-                       max_steps: int | None = None, context: int | None = None, progress: bool = False) -> list[dict]:
-    """One episode per seed (env reset with it, sampling seeded by it unless greedy), at most
-    ``max_steps`` env steps (default ``env_cfg.max_steps``)."""
-    from dreamer.envs.evaluation import run_policy_episodes
-
+                       max_steps: int | None = None, context: int | None = None, progress: bool = False,
+                       parallel: int = 32) -> list[dict]:
+    """One episode per seed (env reset with it, sampling seeded by it unless greedy), at most ``max_steps``
+    env steps (default ``env_cfg.max_steps``). Up to ``parallel`` episodes are played together, one env
+    each, with one batched encode and policy call per decision (:class:`ChunkActor`)."""
     env_cfg = _with_max_steps(env_cfg, max_steps)
-    policy = AgentPolicy(tokenizer, agent, mean, std, _action_space(env_cfg, agent.action_cards), greedy, context)
+    space = _action_space(env_cfg, agent.action_cards)
+    seeds = [int(s) for s in seeds]
+    actor = ChunkActor(tokenizer, agent, mean, std, greedy, context)
+    results: list[dict] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(seeds), desc=f"episodes {env_cfg.env_id} (agent)")
     was_training = agent.training
     agent.eval()
     try:
-        return run_policy_episodes(env_cfg, seeds, policy, progress=progress)
+        for i in range(0, len(seeds), parallel):
+            results.extend(_play_together(env_cfg, seeds[i : i + parallel], actor, space, bar))
     finally:
         agent.train(was_training)
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def _play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.Space, bar) -> list[dict]:
+    """Play one episode per seed in lockstep (one env each); results in the order of ``seeds``."""
+    from dreamer.envs import evaluation
+
+    envs = [evaluation.make_env(env_cfg) for _ in seeds]
+    try:
+        obs = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
+        gens = [torch.Generator(device=actor.device).manual_seed(s) for s in seeds]
+        actor.reset([None] * len(seeds), gens)
+        totals, steps, results = [0.0] * len(seeds), [0] * len(seeds), [None] * len(seeds)
+        running = list(range(len(seeds)))
+        while running:
+            actions = actor.act([obs[e] for e in running])
+            still = []
+            for row, e in enumerate(running):
+                obs[e], reward, term, trunc, info = envs[e].step(to_env_action(actions[row], space))
+                totals[e] += float(reward)
+                steps[e] += 1
+                if term or trunc:
+                    results[e] = evaluation.episode_result(totals[e], steps[e], info, seed=seeds[e], terminated=term,
+                                                           truncated=trunc)
+                    if bar is not None:
+                        bar.update(1)
+                else:
+                    still.append(row)
+            actor.keep(still)
+            running = [running[row] for row in still]
+        return results
+    finally:
+        for env in envs:
+            env.close()
 
 
 def run_random_episodes(env_cfg, seeds: Sequence[int], cards: Sequence[int] | None = None,

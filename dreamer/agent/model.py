@@ -144,12 +144,13 @@ class Agent(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, latents_btnc: Tensor, greedy: bool = False, generator: torch.Generator | None = None
+        self, latents_btnc: Tensor, greedy: bool = False,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> Tensor:
         """Inference only: the action chunk (B, S, D) int64 for the LAST step of the history.
 
         Only the last `max_time` latents are used (sliding window). greedy=True takes the mode,
-        otherwise samples (with `generator`, which must live on the latents' device).
+        otherwise samples (with `generator`, on the latents' device: one, or one per batch row).
         """
         h_bd = self.trunk(latents_btnc[:, -self.trunk.max_time :])[:, -1]
         logits = self.policy(h_bd)

@@ -85,9 +85,17 @@ def kl(logits_p: Sequence[Tensor], logits_q: Sequence[Tensor], mask: Tensor | No
 
 
 @torch.no_grad()
-def sample(logits: Sequence[Tensor], generator: torch.Generator | None = None) -> Tensor:
-    """Sample every sub-step and component independently. Returns int64 (..., S, D)."""
+def sample(logits: Sequence[Tensor], generator: torch.Generator | Sequence[torch.Generator] | None = None) -> Tensor:
+    """Sample every sub-step and component independently. Returns int64 (..., S, D).
+
+    ``generator`` may be one generator, or one per row of the leading batch dim (each row then draws from
+    its own stream, as it would alone: episodes acted together sample what they would sample apart)."""
     _check(logits, None, None, "sample")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        gens = list(generator)
+        if len(gens) != logits[0].shape[0]:
+            raise ValueError(f"policy.sample: {len(gens)} generators for a batch of {logits[0].shape[0]}")
+        return torch.stack([sample([lg[i] for lg in logits], g) for i, g in enumerate(gens)])
     out = []
     for lg in logits:
         probs = torch.softmax(lg.float(), -1)

@@ -140,14 +140,14 @@ def test_acting_latents_equal_cached_latents(tiny_tokenizer, tmp_path):
     done = False
     while not done:
         obs, _, done, _, _ = env.step(policy(obs))
-        assert len(policy.actor._frames) <= S * m + 1  # only the current window is kept
+        assert len(policy.actor.frames[0]) <= S * m + 1  # only the current window is kept
     ep = Episode(np.stack(env.frames), np.asarray(env.actions, dtype=np.int64)[:, None],
                  np.ones(end, dtype=np.float32), True, False, ActionSpace(("action",), (17,)))
     save_episode(tmp_path / "eps" / "ep0.npz", ep)
     build_cache([tmp_path / "eps" / "ep0.npz"], tiny_tokenizer, tmp_path / "cache", val_fraction=0.0)
     cache = LatentCache(tmp_path / "cache")
     cached = np.asarray(cache.episode("ep0").latents, dtype=np.float32)  # (L, N, C) raw float16 values
-    acted = torch.stack(list(policy.actor.history))  # (K, N, C) standardised
+    acted = torch.stack(list(policy.actor.history[0]))  # (K, N, C) standardised
     K = -(-end // S)  # latents decided on: k = 0 .. ceil(end/S) - 1 (the padded last one is never needed)
     assert acted.shape[0] == K == cached.shape[0] - 1
     expect = (torch.from_numpy(cached[:K]) - torch.from_numpy(mean)) / torch.from_numpy(std)
@@ -188,3 +188,33 @@ def test_frequency_policy_follows_the_data_counts(fake_env):
     assert abs((a[:, 0] == 1).mean() - 0.75) < 0.08  # 30 : 10
     with pytest.raises(ValueError, match="frequencies"):
         FrequencyPolicy([np.array([1.0, -1.0])], spaces.Discrete(2))
+
+
+def test_episodes_played_together_act_as_apart(tiny_tokenizer, monkeypatch):
+    """Lockstep play (one batched encode and policy call per decision) gives every episode the actions it
+    gets played alone: same frames, same sampling stream per seed; episodes of different lengths drop out."""
+    S = tiny_tokenizer.S
+    made: list = []
+
+    def make(cfg, seed=None):
+        made.append(FakeEnv(end=0, max_steps=cfg.max_steps))
+        return made[-1]
+
+    monkeypatch.setattr(evaluation, "make_env", make)
+    seeds, agent = [7, 8, 9], _agent(S, seed=3)
+    ends = {7: 2 * S + 1, 8: S - 1 if S > 1 else 2, 9: 3 * S}
+    orig_reset = FakeEnv.reset
+
+    def reset(self, *, seed=None, options=None):  # episode length depends on the seed
+        self.end = ends[seed]
+        return orig_reset(self, seed=seed, options=options)
+
+    monkeypatch.setattr(FakeEnv, "reset", reset)
+    together = run_agent_episodes(EnvConfig(env_id="fake"), seeds, tiny_tokenizer, agent, *_stats(), max_steps=50)
+    acted_together = {seed: env.actions for seed, env in zip(seeds, made[-3:])}
+    apart = []
+    for seed in seeds:
+        apart += run_agent_episodes(EnvConfig(env_id="fake"), [seed], tiny_tokenizer, agent, *_stats(), max_steps=50)
+        assert made[-1].actions == acted_together[seed]
+    assert together == apart
+    assert [r["length"] for r in together] == [ends[s] for s in seeds]
