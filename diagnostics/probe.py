@@ -1,0 +1,182 @@
+"""State probes: does the latent carry the game state an agent needs? (docs/tokenizer.md)
+
+    python -m diagnostics.probe --config configs/crafter_small.yaml [--set ...] [--pixels]
+
+A small MLP reads one cached latent step (standardised, N·C numbers) and predicts the Crafter state at
+the last frame that latent covers (frame S·k of latent k), from the episode's extras:
+- the player's inventory: 16 counts (health, food, drink, energy, items, tools), each a class 0…9;
+- whether each of ``MATERIALS`` is in the 3 × 3 cells in front of the player (centred two cells
+  along the facing direction: from the cell faced to three cells ahead, one to each side).
+It trains on the cache's training episodes and reports held-out accuracy next to the majority answer
+(the most common training label, which a probe that learned nothing reaches). ``--pixels`` fits the
+same probe on the frames averaged to the token grid's colours instead: the training-free reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+MATERIALS = ("tree", "water", "stone", "cow", "zombie")
+COUNT_CLASSES = 10  # Crafter inventories hold 0…9 of each item
+
+
+def near_flags(local_view_t97: np.ndarray, facing_t2: np.ndarray) -> np.ndarray:
+    """(T, len(MATERIALS)) bool: material m in the 3 × 3 cells centred two cells in front of the player.
+
+    ``local_view`` (T, 9, 7) holds the semantic ids around the player, indexed [dx + 4, dy + 3]."""
+    from dreamer.envs.crafter_env import semantic_ids
+
+    ids = semantic_ids()
+    T = len(local_view_t97)
+    out = np.zeros((T, len(MATERIALS)), dtype=bool)
+    for t in range(T):
+        cx, cy = 4 + 2 * int(facing_t2[t, 0]), 3 + 2 * int(facing_t2[t, 1])
+        block = local_view_t97[t, max(0, cx - 1) : cx + 2, max(0, cy - 1) : cy + 2]
+        out[t] = [bool((block == ids[m]).any()) for m in MATERIALS]
+    return out
+
+
+def episode_targets(extras: dict, S: int, L: int) -> dict[str, np.ndarray]:
+    """Targets of latent steps 0…L−1 (frame min(S·k, T) of each): inventory (L, 16) int, near (L, M) bool."""
+    missing = [k for k in ("inventory", "local_view", "facing") if k not in extras]
+    if missing:
+        raise KeyError(f"the episode has no extras {missing}: collect Crafter episodes again (dreamer.envs.collect)")
+    frames = np.minimum(np.arange(L) * S, len(extras["inventory"]) - 1)
+    inv = np.clip(extras["inventory"][frames], 0, COUNT_CLASSES - 1).astype(np.int64)
+    return {"inventory": inv, "near": near_flags(extras["local_view"][frames], extras["facing"][frames])}
+
+
+def dataset(cache, names: list[str], pixels: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Inputs (n, features) and targets over every latent step of ``names``.
+
+    Inputs are the standardised latents flattened (N·C), or with ``pixels`` the frame S·k averaged to the
+    token grid's colours (g·g·3, scaled to [0, 1])."""
+    from dreamer.data.episode import load_episode
+
+    xs, ys = [], {"inventory": [], "near": []}
+    g = math.isqrt(cache.episode(names[0]).latents.shape[1])
+    for name in names:
+        e = cache.episode(name)
+        ep = load_episode(cache.manifest["sources"][name]["path"])
+        L = len(e)
+        t = episode_targets(ep.extras, cache.chunk_len, L)
+        if pixels:
+            idx = np.minimum(np.arange(L) * cache.chunk_len, len(ep.frames) - 1)
+            f = torch.from_numpy(ep.frames[idx]).permute(0, 3, 1, 2).float() / 255.0
+            xs.append(F.adaptive_avg_pool2d(f, g).flatten(1))
+        else:
+            xs.append(torch.from_numpy(cache.standardise(np.asarray(e.latents))).flatten(1))
+        for k, rows in ys.items():
+            rows.append(torch.from_numpy(t[k]))
+    return torch.cat(xs).float(), {k: torch.cat(v) for k, v in ys.items()}
+
+
+class Probe(nn.Module):
+    """x (n, F) → inventory logits (n, 16, 10) and near-material logits (n, M); one hidden layer."""
+
+    def __init__(self, features: int, items: int, hidden: int = 256):
+        super().__init__()
+        self.items = items
+        self.net = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, items * COUNT_CLASSES + len(MATERIALS)))
+
+    def forward(self, x):
+        out = self.net(x)
+        return out[:, : self.items * COUNT_CLASSES].view(-1, self.items, COUNT_CLASSES), out[:, self.items * COUNT_CLASSES :]
+
+
+def fit_probe(x_train, y_train, epochs: int = 30, batch: int = 512, lr: float = 1e-3, seed: int = 0) -> Probe:
+    """Adam on the summed cross-entropies, inputs normalised by the training mean and std."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mu, sd = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+    probe = Probe(x_train.shape[1], y_train["inventory"].shape[1])
+    probe.register_buffer("mu", mu)
+    probe.register_buffer("sd", sd)
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
+    n = len(x_train)
+    for _ in range(epochs):
+        for idx in torch.randperm(n, generator=g).split(batch):
+            inv, near = probe((x_train[idx] - mu) / sd)
+            loss = F.cross_entropy(inv.flatten(0, 1), y_train["inventory"][idx].flatten()) + \
+                F.binary_cross_entropy_with_logits(near, y_train["near"][idx].float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return probe
+
+
+@torch.no_grad()
+def score(probe: Probe, x, y, y_train, item_names) -> dict:
+    """Held-out accuracy of the probe and of the majority (training) answer, per target and averaged."""
+    inv, near = probe((x - probe.mu) / probe.sd)
+    inv_hit = (inv.argmax(-1) == y["inventory"]).float().mean(0)
+    maj_inv = torch.stack([torch.bincount(c, minlength=COUNT_CLASSES).argmax() for c in y_train["inventory"].T])
+    maj_inv_hit = (y["inventory"] == maj_inv).float().mean(0)
+    near_pred, truth = near > 0, y["near"]
+    maj_near = y_train["near"].float().mean(0) > 0.5
+    out = {"samples": len(x), "inventory": {}, "near": {}}
+    for i, name in enumerate(item_names):
+        out["inventory"][name] = {"accuracy": float(inv_hit[i]), "majority": float(maj_inv_hit[i])}
+    for m, name in enumerate(MATERIALS):
+        pos, neg = truth[:, m], ~truth[:, m]
+        recall_pos = float((near_pred[:, m] & pos).sum() / pos.sum().clamp_min(1))
+        recall_neg = float((~near_pred[:, m] & neg).sum() / neg.sum().clamp_min(1))
+        out["near"][name] = {"accuracy": float((near_pred[:, m] == truth[:, m]).float().mean()),
+                             "majority": float((truth[:, m] == maj_near[m]).float().mean()),
+                             "balanced_accuracy": (recall_pos + recall_neg) / 2, "base_rate": float(pos.float().mean())}
+    out["inventory_mean"] = {k: float(np.mean([v[k] for v in out["inventory"].values()])) for k in ("accuracy", "majority")}
+    out["near_mean"] = {k: float(np.mean([v[k] for v in out["near"].values()]))
+                        for k in ("accuracy", "majority", "balanced_accuracy")}
+    return out
+
+
+def run_probe(cache, pixels: bool = False, epochs: int = 30, seed: int = 0) -> dict:
+    """Fit on the cache's training episodes, score on its held-out ones."""
+    from dreamer.envs.crafter_env import crafter_names
+
+    if not cache.val_names:
+        raise ValueError(f"latent cache {cache.root} has no held-out episodes (data.val_fraction=0): nothing to probe on")
+    x_tr, y_tr = dataset(cache, cache.train_names, pixels)
+    x_va, y_va = dataset(cache, cache.val_names, pixels)
+    probe = fit_probe(x_tr, y_tr, epochs=epochs, seed=seed)
+    out = score(probe, x_va, y_va, y_tr, crafter_names()["inventory"])
+    out.update(input="pixels" if pixels else "latents", features=int(x_tr.shape[1]), train_samples=len(x_tr),
+               S=cache.chunk_len, tokenizer=cache.tokenizer_identity["weights_sha256"][:12])
+    return out
+
+
+def main(argv=None) -> dict:
+    from dreamer.data.prepare import prepare_data
+    from dreamer.training.runtime import parse_args, start
+
+    def extra(p: argparse.ArgumentParser):
+        p.add_argument("--pixels", action="store_true", help="probe the frames' token-grid colours instead")
+        p.add_argument("--epochs", type=int, default=30)
+        p.add_argument("--out", default=None, help="write the figures here as JSON (default <run dir>/probe*.json)")
+
+    cfg, args = parse_args(__doc__, argv, extra)
+    rt = start(cfg, "probe")
+    _, cache = prepare_data(cfg, rt)
+    out = run_probe(cache, args.pixels, args.epochs, cfg.seed)
+    path = Path(args.out) if args.out else rt.run_dir / f"probe_{out['input']}.json"
+    path.write_text(json.dumps(out, indent=1))
+    log.info("state probe on %s (%s): inventory accuracy %.3f (majority %.3f); near-material accuracy %.3f "
+             "(majority %.3f, balanced %.3f); written to %s", out["input"], cache.root,
+             out["inventory_mean"]["accuracy"], out["inventory_mean"]["majority"], out["near_mean"]["accuracy"],
+             out["near_mean"]["majority"], out["near_mean"]["balanced_accuracy"], path)
+    rt.close()
+    return out
+
+
+if __name__ == "__main__":
+    main()
