@@ -27,7 +27,8 @@ def reconstruction_picture(tokenizer: CosmosTokenizerWrapper, frames: np.ndarray
     z = tokenizer.encode(clip)
     size = frames.shape[1]
     rec = torch.cat([tokenizer.decode(z[:, k : k + 1], size=size)[:, 0] for k in range(z.shape[1])])  # (L, H, W, 3)
-    orig = clip[0, :: S][: rec.shape[0]]
+    orig = clip[0, :: S][: rec.shape[0]]  # a short episode's padded last latent has no frame of its own
+    rec = rec[: orig.shape[0]]
     mse = ((rec.float() - orig.float()) ** 2).mean().item()
     psnr = 10 * np.log10(255.0**2 / max(mse, 1e-10))
     grid = torch.cat([torch.cat(list(orig), 1), torch.cat(list(rec), 1)], 0).numpy()
@@ -36,12 +37,37 @@ def reconstruction_picture(tokenizer: CosmosTokenizerWrapper, frames: np.ndarray
     return psnr
 
 
+def heldout_reconstruction(tokenizer: CosmosTokenizerWrapper, cache: LatentCache, clips: int = 16, seed: int = 0) -> dict:
+    """Held-out PSNR through the pooled bottleneck, as phase 0 measures it (windows of 1 + S·m frames from
+    the cache's validation episodes), next to the training-free reference of every frame averaged to 4×4
+    colours (and to the token grid's colours)."""
+    from dreamer.tokenizer.fit import (
+        FrameClipSampler,
+        PooledAutoencoder,
+        evaluate_reconstruction,
+        pooled_pixels,
+        psnr_uint8,
+    )
+
+    names = cache.val_names or cache.train_names
+    frames = {n: load_episode(cache.manifest["sources"][n]["path"]).frames for n in names}
+    sampler = FrameClipSampler(frames, 1 + tokenizer.S * tokenizer.cfg.window_latents, tokenizer.S, clips, seed)
+    batches = [sampler.collate([p], tokenizer.device) for p in sampler.draw(10**6)]
+    model = PooledAutoencoder(tokenizer.vae, tokenizer.cfg.resolution, tokenizer.cfg.pool)
+    metrics, _ = evaluate_reconstruction(model, batches, tokenizer.cfg.bf16)
+    ref4 = torch.stack([psnr_uint8(pooled_pixels(b["frames"], 4), b["frames"], b["valid"]) for b in batches]).mean()
+    return {"psnr_db": round(metrics["psnr"], 2), "colour_4x4_reference_db": round(float(ref4), 2),
+            "token_grid_colour_reference_db": round(metrics["psnr_pooled_pixels"], 2),
+            "episodes": "held-out" if cache.val_names else "training", "clips": len(batches)}
+
+
 def summarise_run(cfg) -> dict:
     cache = LatentCache(cfg.data.cache_dir)
     tokenizer = CosmosTokenizerWrapper(cfg=cfg.tokenizer)
     first = cache.manifest["sources"][cache.names[0]]["path"]
     png = cfg.run_dir / "reconstruction.png"
     psnr = reconstruction_picture(tokenizer, load_episode(first).frames, png)
+    heldout = heldout_reconstruction(tokenizer, cache, seed=cfg.seed)
     out = {
         "episodes": cache.manifest["counts"]["episodes"],
         "env_steps": cache.manifest["counts"]["env_steps"],
@@ -50,6 +76,7 @@ def summarise_run(cfg) -> dict:
         "latent_mean_range": [float(cache.mean.min()), float(cache.mean.max())],
         "latent_std_range": [float(cache.std.min()), float(cache.std.max())],
         "reconstruction_psnr_db": round(psnr, 2),
+        "heldout_reconstruction": heldout,
         "tokenizer": {"preset": cfg.tokenizer.preset, "pretrained": cfg.tokenizer.pretrained,
                       "weights_sha256": cache.tokenizer_identity["weights_sha256"][:16]},
         "where": {"episodes": cfg.data.episodes_dir, "cache": cfg.data.cache_dir, "run_dir": str(cfg.run_dir),

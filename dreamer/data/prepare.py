@@ -65,3 +65,17 @@ def _stale(cache: LatentCache, paths: list[Path]) -> bool:
         if src["sha256"] != cache.manifest["sources"][p.stem]["sha256"]:
             return True
     return False
+
+
+def main(argv=None) -> None:
+    """``python -m dreamer.data.prepare --config …``: collect (when asked) and build the latent cache only."""
+    from dreamer.training.runtime import parse_args, start
+
+    cfg, _ = parse_args("Collect episodes (when asked) and build the latent cache of a config.", argv)
+    rt = start(cfg, "cache")
+    prepare_data(cfg, rt)
+    rt.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The ladder: a learning preset from nothing to the table of random, frame-blind, BC and PMPO agents.
+
+    OMP_WAIT_POLICY=PASSIVE python bench/bench_agent.py --config configs/crafter_small.yaml [--rl-seeds 0 1 2]
+    python bench/bench_agent.py --config configs/crafter_small.yaml --report-only
+
+Stages, each a command of the project run as a subprocess (so what is timed is what a user runs), each
+skipped when its output is already there and otherwise resumed by rerunning it:
+
+    collect   episodes (dreamer.envs.collect, collect.workers processes)
+    phase0    train_phase0_tokenizer.py                     -> <run>/tokenizer
+    cache     python -m dreamer.data.prepare                -> data.cache_dir
+    phase1    train_phase1_cosmos.py                        -> <run>/phase1_cosmos_final.pt
+    phase2    train_phase2.py (+ BC, random, frame-blind)   -> <run>/phase2_eval.json
+    phase3/s  train_phase3.py --set seed=s, one run folder per seed (<run>_rl<s>) -> phase3_eval.json
+
+Every policy plays the same evaluation seeds (eval.seed + i, phase2.eval_episodes of them) with sampled
+actions. The table gives mean return ± 95% interval, length, Crafter score and per-achievement rates, the
+PMPO seeds one by one and pooled; the wall time of every stage is kept in <run>/ladder.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from dreamer.config import load
+from dreamer.envs.evaluation import summarise
+from dreamer.training.checkpoint import atomic_write_bytes
+from dreamer.imagination.compare import comparison_table
+
+
+def stage_commands(cfg, args, passthrough: list[str]) -> list[tuple[str, list[str], Path]]:
+    """(stage, command, output that marks it done) in order."""
+    py, run = [sys.executable], cfg.run_dir
+    tok = Path(cfg.phase0.out_dir) if cfg.phase0.out_dir else run / "tokenizer"
+    stages = [
+        ("collect", py + ["-m", "dreamer.envs.collect", "--out", cfg.data.episodes_dir, "--episodes",
+                          str(cfg.collect.num_episodes), "--policy", cfg.collect.policy, "--epsilon", str(cfg.collect.epsilon),
+                          "--seed", str(cfg.collect.seed), "--max-steps", str(cfg.env.max_steps), "--env-id", cfg.env.env_id,
+                          "--size", str(cfg.env.size), "--workers", str(cfg.collect.workers), "--no-progress"],
+         Path(cfg.data.episodes_dir) / f"ep_{cfg.collect.num_episodes - 1:06d}.npz"),
+        ("phase0", py + ["train_phase0_tokenizer.py"] + passthrough, tok / "phase0.json"),
+        ("cache", py + ["-m", "dreamer.data.prepare"] + passthrough, Path(cfg.data.cache_dir) / "manifest.json"),
+        ("phase1", py + ["train_phase1_cosmos.py"] + passthrough, run / "phase1_cosmos_final.pt"),
+        ("phase2", py + ["train_phase2.py"] + passthrough, run / "phase2_eval.json"),
+    ]
+    for s in args.rl_seeds:
+        stages.append((f"phase3/seed{s}", py + ["train_phase3.py"] + passthrough + [
+            "--phase2-checkpoint", str(run / "phase2_final.pt"), "--set", f"seed={s}", "--set", f"run={cfg.run}_rl{s}",
+            "--set", "phase3.eval_baselines=false"], rl_dir(cfg, s) / "phase3_eval.json"))
+    return stages
+
+
+def rl_dir(cfg, seed: int) -> Path:
+    return Path(cfg.checkpoint_root) / f"{cfg.run}_rl{seed}"
+
+
+def report(cfg, seeds: list[int]) -> str:
+    """The table from the evaluation files of a finished (or partly finished) ladder."""
+    run = cfg.run_dir
+    p2 = json.loads((run / "phase2_eval.json").read_text())
+    summaries = {"random": p2["random"], "frame_blind": p2["data_frequency"], "bc": p2["bc"]}
+    pooled = []
+    for s in seeds:
+        path = rl_dir(cfg, s) / "phase3_eval.json"
+        if path.is_file():
+            ev = json.loads(path.read_text())
+            summaries[f"pmpo_seed{s}"] = ev["summaries"]["phase3"]
+            pooled += ev["episodes"]["phase3"]
+    if pooled:
+        summaries["pmpo_pooled"] = summarise(pooled)
+    lines = [comparison_table(summaries)]
+    deaths = {k: v.get("deaths", {}) for k, v in summaries.items()}
+    lines.append("\ndeaths (episodes ended by): " + json.dumps(deaths))
+    ladder = run / "ladder.json"
+    if ladder.is_file():
+        times = json.loads(ladder.read_text())["seconds"]
+        lines.append("\nwall time per stage (s): " + json.dumps({k: round(v, 1) for k, v in times.items()}))
+        before_rl = sum(v for k, v in times.items() if not k.startswith("phase3"))
+        lines.append(f"collection to BC evaluation: {before_rl / 60:.1f} min")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", default=[])
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--rl-seeds", type=int, nargs="*", default=[0, 1, 2], help="phase-3 training seeds")
+    p.add_argument("--report-only", action="store_true", help="reprint the table of a finished run")
+    args = p.parse_args(argv)
+    cfg = load(args.config, args.set)
+    passthrough = [x for c in args.config for x in ("--config", c)] + [x for s in args.set for x in ("--set", s)]
+    if not args.report_only:
+        ladder = cfg.run_dir / "ladder.json"
+        times = json.loads(ladder.read_text())["seconds"] if ladder.is_file() else {}
+        for stage, cmd, done in stage_commands(cfg, args, passthrough):
+            if done.exists():
+                print(f"[ladder] {stage}: done ({done})", flush=True)
+                continue
+            print(f"[ladder] {stage}: {' '.join(cmd)}", flush=True)
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, check=True)
+            times[stage] = times.get(stage, 0.0) + time.perf_counter() - t0  # a resumed stage adds up
+            atomic_write_bytes(ladder, json.dumps({"seconds": times}, indent=1).encode())
+    print(report(cfg, args.rl_seeds))
+
+
+if __name__ == "__main__":
+    main()
