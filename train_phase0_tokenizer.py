@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import trange
 
-from dreamer.configuration import to_dict
+from dreamer.presets import to_dict
 from dreamer.data.cache import _split
 from dreamer.data.prepare import episode_paths
 from dreamer.tokenizer import CosmosTokenizerWrapper

@@ -25,7 +25,7 @@ from tqdm import trange
 
 from dreamer.agent import Agent, entry_log_probs, mode, phase2_loss, sample
 from dreamer.agent.acting import run_agent_episodes, run_frequency_episodes, run_random_episodes
-from dreamer.configuration import from_dict
+from dreamer.presets import from_dict
 from dreamer.data.loader import ClipSampler
 from dreamer.data.prepare import prepare_data
 from dreamer.dynamics import DynamicsConfig, DynamicsModel

@@ -22,7 +22,7 @@ import torch
 from tqdm import trange
 
 from dreamer.agent import Agent, AgentConfig, entropy
-from dreamer.configuration import from_dict
+from dreamer.presets import from_dict
 from dreamer.data.loader import ClipSampler
 from dreamer.data.prepare import prepare_data
 from dreamer.dynamics import DynamicsConfig, DynamicsModel

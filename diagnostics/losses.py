@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from diagnostics.roles import unwrap
+from dreamer.training.runtime import unwrap
 
 
 def phase1_loss(model_dict: dict, batch: dict, device: torch.device) -> Callable[[], torch.Tensor]:

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from diagnostics.report import FAIL, OK, WARN, Check, verdict
-from diagnostics.roles import EXPECTED, FROZEN, GROUPS, REQUIRED, TRAINABLE, Param, unwrap
+from diagnostics.roles import EXPECTED, FROZEN, GROUPS, REQUIRED, TRAINABLE, Param
+from dreamer.training.runtime import unwrap
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:

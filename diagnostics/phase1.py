@@ -9,8 +9,8 @@ import torch
 
 from diagnostics.gradflow import AuditResult
 from diagnostics.report import OK, WARN, Check, verdict
-from diagnostics.roles import unwrap
 from diagnostics.thresholds import Thresholds
+from dreamer.training.runtime import unwrap
 
 
 def phase1_checks(model_dict: dict, batch: dict, device: torch.device, audit: AuditResult | None, judged: bool,

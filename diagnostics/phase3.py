@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from diagnostics.report import FAIL, OK, WARN, Check, verdict
-from diagnostics.roles import unwrap
 from diagnostics.thresholds import Thresholds
+from dreamer.training.runtime import unwrap
 
 INPUTS = ("advantages", "imagined_rewards", "imagined_latents", "policy_entropy", "rl_cfg")
 

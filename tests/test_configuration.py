@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from dreamer.config import Config, load
-from dreamer.configuration import ConfigError
+from dreamer.presets import ConfigError
 
 
 def test_presets_load():

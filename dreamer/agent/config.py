@@ -1,7 +1,7 @@
 """Typed configuration of the agent (phase 2 architecture + losses) and of PMPO RL (phase 3 maths).
 
 Both dataclasses validate themselves on construction (`__post_init__`); YAML sections are turned into
-them by the project's config loader (`dreamer.configuration.from_dict`, which refuses unknown keys).
+them by the project's config loader (`dreamer.presets.from_dict`, which refuses unknown keys).
 """
 
 from __future__ import annotations

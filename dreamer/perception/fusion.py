@@ -7,7 +7,7 @@ two markers before calling Gemma with ``inputs_embeds``. By default only the pro
 
 Lessons kept here:
 - nothing that must train runs under ``torch.no_grad()``; only ``generate`` and the evaluation helpers do;
-- if an import (or anything else) left grad mode off globally, ``ensure_grad_mode`` turns it back on
+- if an import (or anything else) left grad mode off globally, ``ensure_grad_enabled`` turns it back on
   explicitly and logs a warning;
 - trainable parameters are kept in fp32 even when the frozen model is loaded in bf16/fp16, so a
   ``torch.amp.GradScaler`` can unscale their gradients (it refuses fp16 gradients).
@@ -25,7 +25,9 @@ import torch
 from torch import nn
 from transformers import AddedToken, Gemma3ForConditionalGeneration
 
-from .hf_utils import ensure_grad_mode, load_text_tools
+from dreamer.training.gradmode import ensure_grad_enabled
+
+from .hf_utils import load_text_tools
 from .projector import WorldProjector, WorldProjectorConfig
 from .splice import EmbeddingFusion, SplicedInputs
 
@@ -274,7 +276,7 @@ class GemmaWorldFusion(nn.Module):
         local = Path(src).is_dir()
         kw = {"local_files_only": True} if local else {}
         gemma = Gemma3ForConditionalGeneration.from_pretrained(src, dtype=dtype, **kw)
-        ensure_grad_mode("loading Gemma 3")
+        ensure_grad_enabled("loading Gemma 3")
         if device is not None:
             gemma.to(device)
         tok, proc = load_text_tools(src, local) if load_tokenizer else (None, None)

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from dreamer.atomic import atomic_write_bytes
+
 VITALS = ("health", "food", "drink", "energy")
 KINDS = ("inventory", "achievement", "death")
 
@@ -137,13 +139,7 @@ REQUIRED_KEYS = ("episode", "step", "prompt", "answer")
 
 def write_records(path: str | os.PathLike, records: Iterable[dict]) -> Path:
     """Write JSONL atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
