@@ -1,0 +1,76 @@
+"""Episodes → latent cache, as every phase script starts: collect when asked and nothing is there,
+encode what is not cached yet (sharded across distributed ranks), and open the cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from dreamer.data.cache import LatentCache, build_cache, write_manifest_file
+from dreamer.data.episode import list_episodes
+from dreamer.tokenizer import CosmosTokenizerWrapper
+
+log = logging.getLogger(__name__)
+
+
+def make_tokenizer(cfg, device) -> CosmosTokenizerWrapper:
+    """The frozen tokenizer of ``cfg.tokenizer`` on ``device`` (random weights come from a fixed seed)."""
+    return CosmosTokenizerWrapper(cfg=cfg.tokenizer).to(device)
+
+
+def episode_paths(cfg, rt) -> list[Path]:
+    """The episode files of ``cfg.data.episodes_dir``, collected first (rank 0) when too few and asked to."""
+    root = Path(cfg.data.episodes_dir)
+    found = list_episodes(root) if root.is_dir() else []
+    if len(found) < cfg.collect.num_episodes and cfg.data.collect:
+        if rt.is_main:
+            from dreamer.envs.collect import collect_episodes
+
+            log.info("collecting %d episodes of %s into %s (policy %s, epsilon %.2f)", cfg.collect.num_episodes,
+                     cfg.env.env_id, root, cfg.collect.policy, cfg.collect.epsilon)
+            collect_episodes(cfg.env, cfg.collect, root)
+        rt.barrier()
+        found = list_episodes(root)
+    if not found:
+        raise FileNotFoundError(
+            f"data.episodes_dir={root} holds no episode files; collect some (data.collect=true) or convert a dataset"
+        )
+    return found
+
+
+def prepare_data(cfg, rt, tokenizer: CosmosTokenizerWrapper | None = None) -> tuple[CosmosTokenizerWrapper, LatentCache]:
+    """The frozen tokenizer and an up-to-date latent cache for ``cfg.data``."""
+    tokenizer = tokenizer or make_tokenizer(cfg, rt.device)
+    paths = episode_paths(cfg, rt)
+    cache_dir = Path(cfg.data.cache_dir)
+    build_cache(paths, tokenizer, cache_dir, shard=(rt.rank, rt.world), write_manifest=False, frame_size=cfg.env.size)
+    rt.barrier()
+    if rt.is_main:
+        names = [p.stem for p in paths]
+        manifest = cache_dir / "manifest.json"
+        cache = LatentCache(cache_dir) if manifest.is_file() else None
+        if cache is None or cache.names != sorted(names) or _stale(cache, paths):
+            write_manifest_file(cache_dir, names, tokenizer.identity(), cfg.data.val_fraction, cfg.data.split_seed)
+    rt.barrier()
+    cache = LatentCache(cache_dir, expect_tokenizer=tokenizer.identity())
+    log.info("latent cache %s: %d episodes (%d train / %d val), %d latent steps", cache_dir, len(cache.names),
+             len(cache.train_names), len(cache.val_names), cache.manifest["counts"]["latent_steps"])
+    return tokenizer, cache
+
+
+def open_or_prepare(cfg, rt, tokenizer: CosmosTokenizerWrapper) -> LatentCache:
+    """The cache of ``cfg.data`` as it is when its manifest exists (checked against ``tokenizer``), else built."""
+    root = Path(cfg.data.cache_dir)
+    if (root / "manifest.json").is_file():
+        return LatentCache(root, expect_tokenizer=tokenizer.identity())
+    return prepare_data(cfg, rt, tokenizer)[1]
+
+
+def _stale(cache: LatentCache, paths: list[Path]) -> bool:
+    """True when an episode was re-encoded since the manifest was written (its hash changed)."""
+    for p in paths:
+        src = json.loads((cache.root / "episodes" / p.stem / "source.json").read_text())
+        if src["sha256"] != cache.manifest["sources"][p.stem]["sha256"]:
+            return True
+    return False
