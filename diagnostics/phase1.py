@@ -1,4 +1,4 @@
-"""Phase-1 red flags (SPEC section 4): non-finite loss, gradient norm out of [1e-6, 100], and an
+"""Phase-1 red flags (docs/design.md §4): non-finite loss, gradient norm out of [1e-6, 100], and an
 action-shuffle ratio not above 1 once the model has trained."""
 
 from __future__ import annotations

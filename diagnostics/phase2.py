@@ -1,4 +1,4 @@
-"""Phase-2 red flags (SPEC section 5): BC accuracy near chance, a collapsed policy, collapsed reward
+"""Phase-2 red flags (docs/design.md §5): BC accuracy near chance, a collapsed policy, collapsed reward
 predictions, one action class dominating, and latents that require grad."""
 
 from __future__ import annotations

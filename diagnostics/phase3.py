@@ -1,4 +1,4 @@
-"""Phase-3 red flags (SPEC section 6) from the imagination tensors the caller passes in:
+"""Phase-3 red flags (docs/design.md §6) from the imagination tensors the caller passes in:
 
 * ``advantages`` (B, H): A_t = R_t - v_t. All zero, or fewer than 10 in D+ (A >= 0) or D- (A < 0), fail.
 * ``imagined_rewards`` (B, H): always 0, non-finite, or carrying a graph, fail.

@@ -1,4 +1,4 @@
-"""Which parameters each phase trains (SPEC sections 4-6), and how parameters map to those groups.
+"""Which parameters each phase trains (docs/design.md §4–6), and how parameters map to those groups.
 
 A role table maps a dotted prefix (a ``model_dict`` key, optionally followed by a submodule path) to
 a role; the longest matching prefix wins:

@@ -1,4 +1,4 @@
-"""The latent cache (SPEC section 3): every episode encoded once by the frozen tokenizer.
+"""The latent cache (docs/design.md §3): every episode encoded once by the frozen tokenizer.
 
 Layout of ``<cache_dir>``::
 

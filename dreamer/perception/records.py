@@ -6,7 +6,7 @@ A record is one JSON object per line::
      "prompt": "How many wood does the player have?", "answer": "3"}
 
 ``step`` is a latent step k; the question is about the state at frame min(S·k, T), the last frame
-latent k covers (SPEC sections 2-3; S = the cache's chunk length), so the world tokens of steps ≤ k
+latent k covers (docs/design.md §2–3; S = the cache's chunk length), so the world tokens of steps ≤ k
 hold everything needed to answer it. Three kinds of question:
 
 - ``inventory``: the count of one inventory entry (health/food/drink/energy levels, materials, tools);

@@ -5,7 +5,7 @@ the later phases read carry the information:
 
     uint8 frames (B, T, H, W, 3) → preprocess → encode → pool → unpool → decode → (B, 3, T, R, R)
 
-with T = 1 + S·k frames (a causal window of SPEC section 2). The same :func:`preprocess`,
+with T = 1 + S·k frames (a causal window of docs/design.md §2). The same :func:`preprocess`,
 :func:`pool_latents` and :func:`unpool_latents` as the frozen wrapper are used, here with gradients.
 """
 

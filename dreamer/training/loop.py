@@ -1,5 +1,5 @@
 """Shared pieces of a training loop: optimiser and schedule, the non-finite guard, and the
-checkpoint payload every phase writes and resumes from (SPEC section 9)."""
+checkpoint payload every phase writes and resumes from (docs/design.md §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""symlog / symexp and the two-hot distribution (SPEC sec 8)."""
+"""symlog / symexp and the two-hot distribution (docs/design.md §8)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dreamer.perception.fusion import FusionConfig, GemmaWorldFusion
-from dreamer.training.gradmode import ensure_grad_enabled
 from dreamer.perception.tiny import BOI_ID, EOI_ID, IMAGE_ID, byte_tokenizer, tiny_gemma3
+from dreamer.training.gradmode import ensure_grad_enabled
 
 N, C, T = 4, 3, 2  # world: 2 latent steps of 4 tokens with 3 channels -> W = 8 world tokens
 W = T * N
