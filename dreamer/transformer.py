@@ -14,21 +14,16 @@ from torch import Tensor, nn
 
 
 class RMSNorm(nn.Module):
-    """x / sqrt(mean(x²) + eps) · weight over the last dimension, computed in float32.
+    """x / sqrt(mean(x²) + eps) · weight over the last dimension, computed in float32."""
 
-    ``eps=None`` takes the machine epsilon of the input's dtype (the default of ``torch.nn.RMSNorm``,
-    with which the agent was trained).
-    """
-
-    def __init__(self, dim: int, eps: float | None = 1e-6) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
         xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return y.to(x.dtype) * self.weight.to(x.dtype)
 
 

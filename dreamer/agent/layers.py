@@ -3,12 +3,13 @@ shared pieces of :mod:`dreamer.transformer`."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dreamer.transformer import RMSNorm, SwiGLU, apply_rope
 
-NORM_EPS = None  # RMSNorm eps: the machine epsilon of the input dtype (torch.nn.RMSNorm's default)
+NORM_EPS = torch.finfo(torch.float32).eps  # RMSNorm eps the agent was trained with (torch.nn.RMSNorm's)
 
 
 class MLP(nn.Module):
