@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,perception]"
 	touch $(STAMP)
 
+# Everything, the slow subprocess / torchrun tests included; the fast inner loop while coding is
+# `$(PY) -m pytest -m "not slow" tests`.
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 

@@ -19,9 +19,11 @@ from pathlib import Path
 
 from tqdm import trange
 
-from dreamer.configuration import to_dict
 from dreamer.data.cache import _split
-from dreamer.data.prepare import episode_paths
+from dreamer.pipeline.checkpoints import PREFIX as PHASE_PREFIX
+from dreamer.pipeline.cli import parse_args
+from dreamer.pipeline.data import episode_paths
+from dreamer.presets import to_dict
 from dreamer.tokenizer import CosmosTokenizerWrapper
 from dreamer.tokenizer.fit import (
     FrameClipSampler,
@@ -35,10 +37,10 @@ from dreamer.tokenizer.fit import (
 )
 from dreamer.training import loop
 from dreamer.training.checkpoint import latest_checkpoint
-from dreamer.training.runtime import parse_args, start, wrap_model
+from dreamer.training.runtime import start, unwrap, wrap_model
 
 log = logging.getLogger("phase0")
-PREFIX = "phase0"
+PREFIX = PHASE_PREFIX[0]
 
 
 def output_dir(cfg) -> Path:
@@ -146,7 +148,7 @@ def main(argv=None) -> dict:
                 "resolution": cfg.tokenizer.resolution, "pool": cfg.tokenizer.pool, "eval": metrics,
                 "before_fitting": baseline, "episodes": {"train": train_names, "val": val_names},
                 "phase0": to_dict(pc)}
-        save_tokenizer(loop.unwrap(vae), out, info)
+        save_tokenizer(unwrap(vae), out, info)
         # The handoff: the wrapper loads the folder frozen and sees exactly these weights.
         frozen = CosmosTokenizerWrapper(cfg=dataclasses.replace(cfg.tokenizer, pretrained=str(out)))
         ident = frozen.identity()

@@ -1,4 +1,4 @@
-"""Phase 1: train the dynamics model with shortcut forcing on cached Cosmos latents (SPEC section 4).
+"""Phase 1: train the dynamics model with shortcut forcing on cached Cosmos latents (docs/design.md §4).
 
     python train_phase1_cosmos.py --config configs/crafter_tiny.yaml [--set phase1.steps=2000]
 
@@ -15,15 +15,16 @@ import torch
 from tqdm import trange
 
 from dreamer.data.loader import ClipSampler
-from dreamer.data.prepare import prepare_data
-from dreamer.dynamics import DynamicsModel, ShortcutForcingLoss, heldout_metrics, rollout
+from dreamer.dynamics import ShortcutForcingLoss, heldout_metrics, rollout
+from dreamer.pipeline.build import build_dynamics
+from dreamer.pipeline.checkpoints import PREFIX, save_final
+from dreamer.pipeline.cli import parse_args
+from dreamer.pipeline.data import prepare_data
 from dreamer.training import loop, sharding
-from dreamer.training.checkpoint import atomic_save
 from dreamer.training.pictures import latent_rows_to_grid
-from dreamer.training.runtime import parse_args, start, wrap_model
+from dreamer.training.runtime import start, wrap_model
 
 log = logging.getLogger("phase1")
-FINAL = "phase1_cosmos_final.pt"
 
 
 def evaluate(rt, model, loss_fn, tokenizer, cache, val: ClipSampler, step: int) -> dict:
@@ -52,8 +53,7 @@ def main(argv=None) -> dict:
     rt = start(cfg, "phase1")
     pc = cfg.phase1
     tokenizer, cache = prepare_data(cfg, rt)
-    S, space = cache.chunk_len, cache.action_space
-    model = DynamicsModel(cfg.dynamics, tokenizer.num_tokens, tokenizer.channels, list(space.cards), S).to(rt.device)
+    model = build_dynamics(cfg, tokenizer, cache, rt.device)
     loss_fn = ShortcutForcingLoss(cfg.dynamics).to(rt.device)  # holds the running-RMS buffers
     sharded = sharding.shard(rt, model, pc.fsdp, forward_methods=("forward_into",))  # before the optimizer
     loss_fn.same_calls_on_every_rank = sharded
@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
     val = ClipSampler(cache, cache.val_names or cache.train_names, cfg.data.clip_len, pc.batch_size, cfg.seed + 1,
                       0, rt.device)
     models = {"dynamics": model, "loss": loss_fn}
-    start_step, _ = loop.resume(rt, "phase1", models, opt, sched, cache)
+    start_step, _ = loop.resume(rt, PREFIX[1], models, opt, sched, cache)
     log.info("dynamics: %.2fM parameters; training steps %d..%d", sum(p.numel() for p in model.parameters()) / 1e6,
              start_step, pc.steps)
 
@@ -103,15 +103,13 @@ def main(argv=None) -> dict:
                      metrics.get("one_step_mse", float("nan")), metrics.get("copy_last_one_step_mse", float("nan")),
                      metrics.get("action_shuffle_ratio", float("nan")))
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:
-            loop.save_periodic(rt, "phase1", loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
+            loop.save_periodic(rt, PREFIX[1], loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
     if not metrics and (rt.is_main or sharded):  # resumed at the end: the held-out figures of the final weights
         metrics = evaluate(rt, model, loss_fn, tokenizer, cache, val, pc.steps)
     final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 1, "eval": metrics})  # every rank
     if rt.is_main:
-        atomic_save(final, rt.run_dir / FINAL)
-        loop.save_periodic(rt, "phase1", final, pc.keep_checkpoints)
-        log.info("wrote %s", rt.run_dir / FINAL)
+        save_final(rt, 1, final)
     rt.close()
     return metrics
 

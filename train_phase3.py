@@ -1,4 +1,4 @@
-"""Phase 3: PMPO imagination RL with TD(lambda) values inside the frozen world model (SPEC section 6).
+"""Phase 3: PMPO imagination RL with TD(lambda) values inside the frozen world model (docs/design.md §6).
 
     python train_phase3.py --config configs/crafter_tiny.yaml [--phase2-checkpoint PATH] [--set phase3.steps=200]
 
@@ -13,54 +13,26 @@ compares the random, phase-2 (BC) and phase-3 policies in the real env on the sa
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 
 import torch
 from tqdm import trange
 
-from dreamer.agent import Agent, AgentConfig, entropy
-from dreamer.configuration import from_dict
+from dreamer.agent import entropy
 from dreamer.data.loader import ClipSampler
-from dreamer.data.prepare import prepare_data
-from dreamer.dynamics import DynamicsConfig, DynamicsModel
+from dreamer.envs.evaluation import flat_scalars
 from dreamer.imagination import grouped_step, imagine, make_phase3_optimizer, phase3_losses, phase3_terms
-from dreamer.imagination.compare import compare_policies, comparison_table, flat_scalars
+from dreamer.pipeline.build import build_agent, build_dynamics, frozen
+from dreamer.pipeline.checkpoints import PREFIX, save_final
+from dreamer.pipeline.cli import parse_args_after
+from dreamer.pipeline.data import prepare_data
+from dreamer.pipeline.evaluate import evaluate_policies, final_comparison
 from dreamer.training import loop, sharding
-from dreamer.training.checkpoint import atomic_save, atomic_write_bytes, load_checkpoint, strip_compiled_prefix
 from dreamer.training.pictures import latent_rows_to_grid
-from dreamer.training.runtime import parse_args, start
+from dreamer.training.runtime import start
 
 log = logging.getLogger("phase3")
-FINAL, PHASE2, EVAL_JSON = "phase3_final.pt", "phase2_final.pt", "phase3_eval.json"
-
-
-def load_phase2(path: Path, cfg) -> dict:
-    """The phase-2 checkpoint; ``cfg.dynamics`` / ``cfg.agent`` become the ones it was trained with."""
-    ckpt = load_checkpoint(path)
-    missing = [k for k in ("dynamics", "agent") if k not in ckpt.get("models", {})]
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks models {missing} (has {sorted(ckpt.get('models', {}))}); "
-                         f"phase 3 needs the {PHASE2} written by train_phase2.py")
-    for key, cls in (("dynamics", DynamicsConfig), ("agent", AgentConfig)):
-        trained = from_dict(cls, ckpt["config"][key], key)
-        if trained != getattr(cfg, key):
-            log.warning("%s config of %s differs from the given config; using the checkpoint's: %s", key, path, trained)
-            setattr(cfg, key, trained)
-    return ckpt
-
-
-def build_models(ckpt: dict, cfg, tokenizer, cache, path: Path, device) -> tuple[DynamicsModel, Agent]:
-    """Dynamics and agent with the phase-2 weights (refused when the checkpoint does not fit the cache)."""
-    loop.check_compatible(ckpt, cache, path)
-    cards, S = list(cache.action_space.cards), cache.chunk_len
-    dynamics = DynamicsModel(cfg.dynamics, tokenizer.num_tokens, tokenizer.channels, cards, S)
-    agent = Agent(cfg.agent, tokenizer.num_tokens, tokenizer.channels, cards, S)
-    dynamics.load_state_dict(strip_compiled_prefix(ckpt["models"]["dynamics"]))
-    agent.load_state_dict(strip_compiled_prefix(ckpt["models"]["agent"]))
-    return dynamics.to(device), agent.to(device)
 
 
 def step_generator(cfg, rank: int, step: int, device) -> torch.Generator:
@@ -68,24 +40,14 @@ def step_generator(cfg, rank: int, step: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + rank * 7_919 + step)
 
 
-def evaluate(rt, tokenizer, cache, agents: dict, with_random: bool) -> dict:
-    cfg = rt.cfg
-    seeds = [cfg.eval.seed + i for i in range(cfg.phase3.eval_episodes)]
-    context = min(cfg.data.clip_len, cfg.agent.max_time)  # the history length the trunk was trained on
-    out = compare_policies(cfg.env, seeds, tokenizer, cache, agents, cfg.eval.max_steps, with_random, context)
-    return {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, **out}
-
-
 def main(argv=None) -> dict:
-    cfg, args = parse_args(__doc__, argv, lambda p: p.add_argument(
-        "--phase2-checkpoint", default=None, help=f"phase-2 checkpoint (default <run dir>/{PHASE2})"))
-    p2_path = Path(args.phase2_checkpoint) if args.phase2_checkpoint else cfg.run_dir / PHASE2
-    p2 = load_phase2(p2_path, cfg)  # before start(): the saved config must name the models it carries
+    cfg, args, p2_path, p2 = parse_args_after(2, "--phase2-checkpoint", __doc__, argv)  # the phase-2 final
     rt = start(cfg, "phase3")
     pc = cfg.phase3
     tokenizer, cache = prepare_data(cfg, rt)
-    dynamics, agent = build_models(p2, cfg, tokenizer, cache, p2_path, rt.device)
-    dynamics.requires_grad_(False).eval()
+    loop.check_compatible(p2, cache, p2_path)  # refused when the checkpoint does not fit the cache
+    dynamics = frozen(build_dynamics(cfg, tokenizer, cache, rt.device, state=p2["models"]["dynamics"]))
+    agent = build_agent(cfg, tokenizer, cache, rt.device, state=p2["models"]["agent"])
     # FSDP shards the frozen world model (the large part); the small trained heads stay replicated, their
     # gradients averaged by hand (grouped_step).
     sharding.shard(rt, dynamics, pc.fsdp, forward_methods=("forward_into",))
@@ -96,7 +58,7 @@ def main(argv=None) -> dict:
     sched = loop.make_scheduler(opt, pc)
     train = ClipSampler(cache, cache.train_names, pc.context, pc.batch_size, cfg.seed, rt.rank, rt.device)
     models = {"dynamics": dynamics, "agent": agent, "prior": prior}
-    start_step, _ = loop.resume(rt, "phase3", models, opt, sched, cache)
+    start_step, _ = loop.resume(rt, PREFIX[3], models, opt, sched, cache)
     log.info("phase 3 from %s: policy + value heads (%d parameters), steps %d..%d, horizon %d, context %d", p2_path,
              sum(p.numel() for p in agent.phase3_parameters()), start_step, pc.steps, pc.horizon, pc.context)
     trunk = agent.trunk
@@ -158,37 +120,22 @@ def main(argv=None) -> dict:
                                            size=cfg.env.size)
                 rt.writer.add_image("imagination/context|imagined", grid, done, dataformats="HWC")
             if done < pc.steps and pc.eval_episodes > 0:
-                ev = evaluate(rt, tokenizer, cache, {"phase3": agent}, with_random=False)
+                ev = evaluate_policies(rt, tokenizer, cache, {"phase3": agent}, with_random=False)
                 rt.scalars(done, flat_scalars(ev["summaries"]["phase3"]), "eval/phase3/")
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:  # none during a non-finite streak
-            loop.save_periodic(rt, "phase3", loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
+            loop.save_periodic(rt, PREFIX[3], loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
     result: dict = {}
     final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 3, "phase2_checkpoint": str(p2_path)})
     if rt.is_main:  # the real-env comparison needs the agent only (replicated on every rank)
-        atomic_save(final, rt.run_dir / FINAL)
-        loop.save_periodic(rt, "phase3", final, pc.keep_checkpoints)
-        log.info("wrote %s", rt.run_dir / FINAL)
+        save_final(rt, 3, final)
         if pc.eval_episodes > 0:
-            result = final_comparison(rt, tokenizer, cache, agent, p2)
+            result, table = final_comparison(rt, tokenizer, cache, agent, p2["models"]["agent"])
+            print(table)  # the script's final output
         else:
             log.info("phase3.eval_episodes=0: no real-env comparison")
     rt.close()
     return result
-
-
-def final_comparison(rt, tokenizer, cache, agent: Agent, p2: dict) -> dict:
-    """Random, phase-2 (BC) and phase-3 policies on the same seeds: JSON, TensorBoard, log and stdout."""
-    bc = Agent(rt.cfg.agent, agent.num_tokens, agent.latent_dim, agent.action_cards, agent.chunk_len)
-    bc.load_state_dict(strip_compiled_prefix(p2["models"]["agent"]))
-    out = evaluate(rt, tokenizer, cache, {"phase2_bc": bc.to(rt.device), "phase3": agent}, with_random=True)
-    for name, s in out["summaries"].items():
-        rt.scalars(rt.cfg.phase3.steps, flat_scalars(s), f"eval/final/{name}/")
-    atomic_write_bytes(rt.run_dir / EVAL_JSON, json.dumps(out, indent=1, default=float).encode())
-    table = comparison_table(out["summaries"])
-    log.info("real-env comparison, %d episodes per policy (%s):\n%s", len(out["seeds"]), rt.run_dir / EVAL_JSON, table)
-    print(table)  # the script's final output
-    return out
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ skipped when its output is already there and otherwise resumed by rerunning it:
 
     collect   episodes (dreamer.envs.collect, collect.workers processes)
     phase0    train_phase0_tokenizer.py                     -> <run>/tokenizer
-    cache     python -m dreamer.data.prepare                -> data.cache_dir
+    cache     python -m dreamer.pipeline.data               -> data.cache_dir
     phase1    train_phase1_cosmos.py                        -> <run>/phase1_cosmos_final.pt
     phase2    train_phase2.py (+ BC, random, frame-blind)   -> <run>/phase2_eval.json
     phase3/s  train_phase3.py --set seed=s, one run folder per seed (<run>_rl<s>) -> phase3_eval.json
@@ -29,10 +29,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from dreamer.imagination.compare import comparison_table
+
 from dreamer.config import load
 from dreamer.envs.evaluation import summarise
 from dreamer.training.checkpoint import atomic_write_bytes
-from dreamer.imagination.compare import comparison_table
 
 
 def stage_commands(cfg, args, passthrough: list[str]) -> list[tuple[str, list[str], Path]]:
@@ -46,7 +47,7 @@ def stage_commands(cfg, args, passthrough: list[str]) -> list[tuple[str, list[st
                           "--size", str(cfg.env.size), "--workers", str(cfg.collect.workers), "--no-progress"],
          Path(cfg.data.episodes_dir) / f"ep_{cfg.collect.num_episodes - 1:06d}.npz"),
         ("phase0", py + ["train_phase0_tokenizer.py"] + passthrough, tok / "phase0.json"),
-        ("cache", py + ["-m", "dreamer.data.prepare"] + passthrough, Path(cfg.data.cache_dir) / "manifest.json"),
+        ("cache", py + ["-m", "dreamer.pipeline.data"] + passthrough, Path(cfg.data.cache_dir) / "manifest.json"),
         ("phase1", py + ["train_phase1_cosmos.py"] + passthrough, run / "phase1_cosmos_final.pt"),
         ("phase2", py + ["train_phase2.py"] + passthrough, run / "phase2_eval.json"),
     ]

@@ -22,13 +22,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dreamer.agent import Agent
+from dreamer.agent import AgentConfig
 from dreamer.agent.acting import run_agent_episodes
 from dreamer.config import load
 from dreamer.data.cache import LatentCache
 from dreamer.envs.evaluation import summarise
+from dreamer.pipeline.build import build_agent
+from dreamer.presets import from_dict
 from dreamer.tokenizer import CosmosTokenizerWrapper
-from dreamer.training.checkpoint import load_checkpoint, strip_compiled_prefix
+from dreamer.training.checkpoint import load_checkpoint
 
 
 def main(argv=None) -> dict:
@@ -42,14 +44,10 @@ def main(argv=None) -> dict:
     ckpt = load_checkpoint(a.checkpoint)
     if "agent" not in ckpt.get("models", {}):
         raise SystemExit(f"{a.checkpoint} holds no agent (models: {sorted(ckpt.get('models', {}))})")
-    from dreamer.agent import AgentConfig
-    from dreamer.configuration import from_dict
-
+    cfg.agent = from_dict(AgentConfig, ckpt["config"]["agent"], "agent")  # the agent as it was trained
     cache = LatentCache(cfg.data.cache_dir)
     tok = CosmosTokenizerWrapper(cfg=cfg.tokenizer)
-    agent = Agent(from_dict(AgentConfig, ckpt["config"]["agent"], "agent"), tok.num_tokens, tok.channels,
-                  list(cache.action_space.cards), cache.chunk_len)
-    agent.load_state_dict(strip_compiled_prefix(ckpt["models"]["agent"]))
+    agent = build_agent(cfg, tok, cache, "cpu", ckpt["models"]["agent"])
     seeds = [cfg.eval.seed + i for i in range(a.episodes)]
     context = min(cfg.data.clip_len, agent.cfg.max_time)
     out = {"threads": torch.get_num_threads(), "episodes": a.episodes, "S": cache.chunk_len, "context": context}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -41,25 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_checkpoints(run_dir: Path, phase: int) -> list[Path]:
+    from dreamer.pipeline.checkpoints import FINAL, PREFIX
     from dreamer.training.checkpoint import latest_checkpoint
 
-    finals = [run_dir / "phase1_cosmos_final.pt", run_dir / "phase2_final.pt"][: phase - 1]
+    finals = [run_dir / FINAL[p] for p in range(1, phase)]
     out = [p for p in finals if p.is_file()]
-    latest = latest_checkpoint(run_dir, f"phase{phase}")
+    latest = latest_checkpoint(run_dir, PREFIX[phase])
     return out + ([latest] if latest else [])
 
 
 def build_models(phase: int, cfg, tokenizer, cache, device) -> dict:
-    from dreamer.agent import Agent
-    from dreamer.dynamics import DynamicsModel, ShortcutForcingLoss
+    from dreamer.dynamics import ShortcutForcingLoss
+    from dreamer.pipeline.build import build_agent, build_dynamics, frozen
 
-    N, C, S, cards = tokenizer.num_tokens, tokenizer.channels, cache.chunk_len, list(cache.action_space.cards)
-    models = {"tokenizer": tokenizer, "dynamics": DynamicsModel(cfg.dynamics, N, C, cards, S).to(device)}
+    models = {"tokenizer": tokenizer, "dynamics": build_dynamics(cfg, tokenizer, cache, device)}
     if phase == 1:
         models["loss"] = ShortcutForcingLoss(cfg.dynamics).to(device)
     else:
-        models["dynamics"].requires_grad_(False).eval()
-        models["agent"] = Agent(cfg.agent, N, C, cards, S).to(device)
+        frozen(models["dynamics"])
+        models["agent"] = build_agent(cfg, tokenizer, cache, device)
     if phase == 3:
         models["prior"] = copy.deepcopy(models["agent"].policy)
     return models
@@ -105,20 +104,10 @@ def load_checkpoints(paths: list[Path], models: dict, cache, phase: int) -> tupl
     return step, checks
 
 
-def phase3_inputs(cfg, models: dict, batch: dict) -> dict:
-    """Imagination tensors and loss from ``dreamer.imagination.diagnostic_inputs`` when it exists."""
-    if importlib.util.find_spec("dreamer.imagination") is None:
-        return {}
-    mod = importlib.import_module("dreamer.imagination")
-    hook = getattr(mod, "diagnostic_inputs", None)
-    return dict(hook(cfg, models, batch)) if hook is not None else {}
-
-
 def main(argv: list[str] | None = None) -> int:
     from dreamer.config import load
-    from dreamer.data.cache import LatentCache
     from dreamer.data.loader import ClipSampler
-    from dreamer.data.prepare import make_tokenizer, prepare_data
+    from dreamer.pipeline.data import make_tokenizer, open_or_prepare
     from dreamer.training.runtime import Runtime, pick_device, seed_everything, setup_logging
 
     args = build_parser().parse_args(argv)
@@ -128,19 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(cfg.device)
         seed_everything(cfg.seed)  # as runtime.start(): a random-weight tokenizer gets the cache's identity
         tokenizer = make_tokenizer(cfg, device)
-        root = Path(cfg.data.cache_dir)
-        if (root / "manifest.json").is_file():
-            cache = LatentCache(root, expect_tokenizer=tokenizer.identity())
-        else:
-            cache = prepare_data(cfg, Runtime(cfg=cfg, device=device), tokenizer)[1]
+        cache = open_or_prepare(cfg, Runtime(cfg=cfg, device=device), tokenizer)
         models = build_models(args.phase, cfg, tokenizer, cache, device)
         paths = [Path(p) for p in args.checkpoint] or default_checkpoints(cfg.run_dir, args.phase)
         step, ckpt_checks = load_checkpoints(paths, models, cache, args.phase)
         names = cache.train_names if args.split == "train" else (cache.val_names or cache.train_names)
         batch = ClipSampler(cache, names, cfg.data.clip_len, args.batch_size, cfg.seed, 0, device).batch(0)
-        extra = phase3_inputs(cfg, models, batch) if args.phase == 3 else {}
         report = diagnose_phase(args.phase, models, batch, device, cache=cache, compact=args.compact,
-                                audit=not args.no_audit, step=args.step if args.step is not None else step, **extra)
+                                audit=not args.no_audit, step=args.step if args.step is not None else step)
     except Exception as e:  # the setup itself is broken: one clear line, no traceback wall
         log.debug("setup failed", exc_info=True)
         print(f"diagnostics: cannot build the phase-{args.phase} setup: {type(e).__name__}: {e}", file=sys.stderr)

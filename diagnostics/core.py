@@ -19,8 +19,9 @@ from diagnostics.phase2 import phase2_checks
 from diagnostics.phase3 import INPUTS as PHASE3_INPUTS
 from diagnostics.phase3 import phase3_checks
 from diagnostics.report import FAIL, OK, WARN, Check, Report
-from diagnostics.roles import REQUIRED, named_params, phase_roles, unwrap
+from diagnostics.roles import REQUIRED, named_params, phase_roles
 from diagnostics.thresholds import Thresholds
+from dreamer.training.runtime import unwrap
 
 log = logging.getLogger(__name__)
 BATCH_SHAPE_CHECKS = ("batch/keys", "batch/dtypes", "batch/action_alignment", "batch/action_chunks")

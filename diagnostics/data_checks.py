@@ -11,7 +11,7 @@ from diagnostics.report import FAIL, OK, WARN, Check, verdict
 from diagnostics.thresholds import Thresholds
 
 BATCH_KEYS = ("latents", "actions", "action_mask", "rewards", "continues")
-ALIGN_HINT = ("actions[:, k] is the chunk applied from latent k towards k+1, one row per latent (SPEC section 3): "
+ALIGN_HINT = ("actions[:, k] is the chunk applied from latent k towards k+1, one row per latent (docs/design.md §3): "
               "cut actions, action_mask, rewards and continues with the same [start:start+T] window as the "
               "latents and keep the last latent's all-False mask row")
 
@@ -70,7 +70,7 @@ def check_batch(batch: dict, S: int | None = None, cards: list[int] | None = Non
         bad.append(f"actions must be int64 (B,T,S,D), got {act.dtype} {tuple(act.shape)}")
     if mask.dtype != torch.bool or mask.shape != act.shape[:3]:
         bad.append(f"action_mask must be bool {tuple(act.shape[:3])}, got {mask.dtype} {tuple(mask.shape)}")
-    out.append(verdict(not bad, "batch/dtypes", len(bad), "SPEC dtypes and ranks", "; ".join(bad)))
+    out.append(verdict(not bad, "batch/dtypes", len(bad), "dtypes and ranks of docs/design.md §3", "; ".join(bad)))
     if bad:
         return out
     B, T = lat.shape[:2]

@@ -82,7 +82,7 @@ def _locate(rec: ForwardRecorder, params: list[Param], missing: set[str]) -> str
 
 def _behind_zero_layer(p: Param, trainable: list[Param]) -> bool:
     """A zero gradient is expected before the first update behind a zero-initialised output layer (the
-    reward and value heads, SPEC section 8): some all-zero matrix in the same module, nearest first,
+    reward and value heads, docs/design.md §8): some all-zero matrix in the same module, nearest first,
     within the parameter's group, that itself receives a gradient."""
     module = p.name.rpartition(".")[0]
     while module and (module == p.group or module.startswith(p.group + ".")):

@@ -3,14 +3,14 @@
 ``torch.set_grad_enabled(False)`` (or an un-exited ``torch.no_grad().__enter__()``) executed at import
 time silently turns every later training step into a no-op. Finding the culprit after the fact:
 
-1. ``dreamer.training.runtime.GRAD_MODE_EVENTS`` names modules imported through ``guarded_import``;
+1. ``dreamer.training.gradmode.GRAD_MODE_EVENTS`` names modules imported through ``guarded_import``;
 2. a scan of the source of every module imported since this package was (or, failing that, since
    torch was) for such a statement at module level (not undone by a later module-level
    ``set_grad_enabled(True)``), naming the file and line;
 3. (thorough) one subprocess importing all those modules in their original order, stopping at the
    first one after which grad mode is off.
 
-Re-enabling is explicit and logged (``runtime.ensure_grad_enabled``), never silent.
+Re-enabling is explicit and logged (``dreamer.training.gradmode.ensure_grad_enabled``), never silent.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _probe(names: list[str], timeout: float) -> str | None:
 
 def find_culprit(thorough: bool = True, timeout: float = 120.0) -> tuple[str | None, str]:
     """(module name or None, how it was found)."""
-    from dreamer.training.runtime import GRAD_MODE_EVENTS
+    from dreamer.training.gradmode import GRAD_MODE_EVENTS
 
     for where, _ in GRAD_MODE_EVENTS[::-1]:
         if where.startswith("import "):
@@ -137,10 +137,10 @@ def check_grad_mode(thorough: bool = True) -> Check:
     """Fail when grad mode is off now (re-enabled explicitly, logged); warn when it had been switched
     off and re-enabled earlier in this process; name the module responsible either way."""
     from diagnostics.report import FAIL, OK, WARN, Check
-    from dreamer.training.runtime import GRAD_MODE_EVENTS, ensure_grad_enabled
+    from dreamer.training.gradmode import GRAD_MODE_EVENTS, ensure_grad_enabled
 
     name, expected = "grad_mode", "torch.is_grad_enabled() and no recorded switch-off"
-    fix = ("import it through dreamer.training.runtime.guarded_import({m!r}) (re-enables and logs), move the "
+    fix = ("import it through dreamer.training.gradmode.guarded_import({m!r}) (re-enables and logs), move the "
            "import before torch-using code is configured, or fix the module (a module-level "
            "torch.set_grad_enabled(False) / no_grad().__enter__()).")
     if torch.is_grad_enabled():

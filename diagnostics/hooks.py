@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from typing_extensions import Self
 
-from diagnostics.roles import unwrap
+from dreamer.training.runtime import unwrap
 
 
 @dataclass

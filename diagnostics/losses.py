@@ -2,10 +2,11 @@
 
 * phase 1: ``ShortcutForcingLoss`` on the batch (a fixed generator: the global RNG is untouched);
 * phase 2: ``dreamer.agent.phase2_loss``;
-* phase 3: a *proxy* built from the real phase-3 pieces on the sample batch instead of imagined
-  rollouts (h from the frozen trunk, rewards / continues from the frozen heads, λ-returns, PMPO with
-  the KL to the frozen prior, two-hot value loss). It audits the agent's wiring, not the rollout; pass
-  ``loss_fn`` (a closure over ``dreamer.imagination``) to audit the real loss.
+* phase 3: a *proxy*: the library's phase-3 loss (``dreamer.imagination.phase3_terms``: PMPO with the
+  KL to the frozen prior, two-hot TD(λ) value loss) on the sample batch instead of an imagined
+  rollout (h from the frozen trunk, rewards / continues from the frozen heads). It audits the agent's
+  wiring, not the rollout; pass ``loss_fn`` (a closure over ``dreamer.imagination.imagine``) to audit
+  the real loss.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from diagnostics.roles import unwrap
+from dreamer.training.runtime import unwrap
 
 
 def phase1_loss(model_dict: dict, batch: dict, device: torch.device) -> Callable[[], torch.Tensor]:
@@ -44,24 +45,23 @@ def phase2_loss_fn(model_dict: dict, batch: dict) -> Callable[[], torch.Tensor]:
 
 
 def phase3_proxy_loss(model_dict: dict, batch: dict, rl_cfg=None) -> Callable[[], torch.Tensor]:
-    from dreamer.agent import RLConfig, kl, lambda_returns, log_prob, pmpo_loss, value_loss
+    """The library's phase-3 loss (:func:`dreamer.imagination.phase3_terms`) on the sample batch read as a
+    trajectory: latents z_0..z_{T-1}, the batch's action chunks, rewards / continues from the frozen heads."""
+    from dreamer.agent import RLConfig
+    from dreamer.imagination import Imagined, phase3_terms
 
     agent, prior = unwrap(model_dict["agent"]), model_dict["prior"]
     cfg = rl_cfg or RLConfig()
-    gamma = cfg.gamma(agent.chunk_len)
 
     def fn() -> torch.Tensor:
-        h_btd = agent.trunk(batch["latents"].float())  # frozen: a constant unless the trunk wrongly trains
-        logits, prior_logits = agent.policy(h_btd), prior(h_btd)
-        acts, mask = batch["actions"], batch["action_mask"]
-        r_bt, c_bt = agent.reward.predict(h_btd), agent.cont.predict(h_btd)
-        v_logits = agent.value(h_btd)  # (B, T, K)
-        v_bt = agent.value.twohot.decode(v_logits).detach()
-        ret = lambda_returns(r_bt[:, 1:], v_bt, c_bt[:, 1:], gamma, cfg.lam)  # (B, T-1)
-        logp = log_prob(logits, acts, mask)[:, :-1]
-        k = kl(logits, prior_logits, mask)[:, :-1]
-        return pmpo_loss(logp, ret - v_bt[:, :-1], k, cfg.alpha, cfg.beta) + value_loss(
-            agent.value.twohot, v_logits[:, :-1], ret)
+        z = batch["latents"].float()  # (B, T, N, C)
+        h_btd = agent.trunk(z)  # the frozen trunk
+        with torch.no_grad():
+            r_bt, c_bt = agent.reward.predict(h_btd[:, 1:]), agent.cont.predict(h_btd[:, 1:])  # r_1.., c_1..
+        trajectory = Imagined(latents=z, actions=batch["actions"][:, :-1], action_mask=batch["action_mask"][:, :-1],
+                              rewards=r_bt, continues=c_bt, features=h_btd, context=z[:, :1])
+        t = phase3_terms(agent, prior, trajectory, cfg)
+        return t.policy_loss + t.value_loss
 
     return fn
 

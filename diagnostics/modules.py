@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from diagnostics.report import FAIL, OK, WARN, Check, verdict
-from diagnostics.roles import EXPECTED, FROZEN, GROUPS, REQUIRED, TRAINABLE, Param, unwrap
+from diagnostics.roles import EXPECTED, FROZEN, GROUPS, REQUIRED, TRAINABLE, Param
+from dreamer.training.runtime import unwrap
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:
@@ -92,7 +93,7 @@ def check_requires_grad(params: list[Param], phase: int) -> list[Check]:
 
 
 def check_modes(model_dict: dict) -> list[Check]:
-    """The frozen tokenizer stays in eval mode (SPEC section 2)."""
+    """The frozen tokenizer stays in eval mode (docs/design.md §2)."""
     tok = model_dict.get("tokenizer")
     if not isinstance(tok, nn.Module):
         return []

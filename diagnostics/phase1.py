@@ -1,4 +1,4 @@
-"""Phase-1 red flags (SPEC section 4): non-finite loss, gradient norm out of [1e-6, 100], and an
+"""Phase-1 red flags (docs/design.md §4): non-finite loss, gradient norm out of [1e-6, 100], and an
 action-shuffle ratio not above 1 once the model has trained."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import torch
 
 from diagnostics.gradflow import AuditResult
 from diagnostics.report import OK, WARN, Check, verdict
-from diagnostics.roles import unwrap
 from diagnostics.thresholds import Thresholds
+from dreamer.training.runtime import unwrap
 
 
 def phase1_checks(model_dict: dict, batch: dict, device: torch.device, audit: AuditResult | None, judged: bool,

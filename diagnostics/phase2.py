@@ -1,4 +1,4 @@
-"""Phase-2 red flags (SPEC section 5): BC accuracy near chance, a collapsed policy, collapsed reward
+"""Phase-2 red flags (docs/design.md §5): BC accuracy near chance, a collapsed policy, collapsed reward
 predictions, one action class dominating, and latents that require grad."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from diagnostics.report import FAIL, OK, WARN, Check, verdict
-from diagnostics.roles import unwrap
 from diagnostics.thresholds import Thresholds
+from dreamer.training.runtime import unwrap
 
 
 def top_class_fraction(actions_btsd: torch.Tensor, mask_bts: torch.Tensor, cards: list[int]) -> tuple[float, int, int]:

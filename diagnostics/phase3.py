@@ -1,4 +1,4 @@
-"""Phase-3 red flags (SPEC section 6) from the imagination tensors the caller passes in:
+"""Phase-3 red flags (docs/design.md §6) from the imagination tensors the caller passes in:
 
 * ``advantages`` (B, H): A_t = R_t - v_t. All zero, or fewer than 10 in D+ (A >= 0) or D- (A < 0), fail.
 * ``imagined_rewards`` (B, H): always 0, non-finite, or carrying a graph, fail.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from diagnostics.report import FAIL, OK, WARN, Check, verdict
-from diagnostics.roles import unwrap
 from diagnostics.thresholds import Thresholds
+from dreamer.training.runtime import unwrap
 
 INPUTS = ("advantages", "imagined_rewards", "imagined_latents", "policy_entropy", "rl_cfg")
 

@@ -157,6 +157,7 @@ def run_probe(cache, pixels: bool = False, epochs: int = 30, seed: int = 0) -> d
 
 def main(argv=None) -> dict:
     from dreamer.data.prepare import prepare_data
+
     from dreamer.training.runtime import parse_args, start
 
     def extra(p: argparse.ArgumentParser):

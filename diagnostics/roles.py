@@ -1,4 +1,4 @@
-"""Which parameters each phase trains (SPEC sections 4-6), and how parameters map to those groups.
+"""Which parameters each phase trains (docs/design.md §4–6), and how parameters map to those groups.
 
 A role table maps a dotted prefix (a ``model_dict`` key, optionally followed by a submodule path) to
 a role; the longest matching prefix wins:
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from dreamer.training.runtime import unwrap
+
 TRAINABLE, FROZEN, IDLE = "trainable", "frozen", "idle"
 
 ROLES: dict[int, dict[str, str]] = {
@@ -29,17 +31,6 @@ EXPECTED: dict[int, tuple[str, ...]] = {1: ("tokenizer", "dynamics", "loss"), 2:
                                         3: ("tokenizer", "dynamics", "agent", "prior")}
 # The sub-groups reported separately (one requires_grad row each).
 GROUPS: dict[str, tuple[str, ...]] = {"agent": ("trunk", "policy", "reward", "cont", "value")}
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The plain module behind DistributedDataParallel and torch.compile wrappers."""
-    while True:
-        if isinstance(module, nn.parallel.DistributedDataParallel):
-            module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
-        else:
-            return module
 
 
 def role_of(name: str, roles: dict[str, str]) -> str:

@@ -1,9 +1,12 @@
 """DreamerV4-style agents on a frozen NVIDIA Cosmos video tokenizer.
 
-Layout: ``tokenizer`` (frozen Cosmos wrapper), ``data`` (episodes and the latent cache), ``envs``
-(Crafter and gymnasium, collection, evaluation), ``minecraft`` (MineRL / VPT readers), ``dynamics``
-(phase 1), ``agent`` (phases 2-3 heads and maths), ``imagination`` (phase-3 rollouts), ``training``
-(checkpoints, runtime, schedules), ``perception`` (optional Gemma 3 fusion head).
+Layout (README, "How the code is laid out"): foundations ``atomic``, ``presets``, ``transformer``;
+``training`` (checkpoints, runtime, schedules, the grad-mode guard); ``data`` (episodes, the latent
+cache, clips); ``tokenizer`` (frozen Cosmos wrapper); ``envs`` (Crafter and gymnasium, collection,
+real-env evaluation); ``minecraft`` (MineRL / VPT readers); ``dynamics`` (phase 1); ``agent`` (phases
+2-3 heads and maths, acting); ``imagination`` (phase-3 rollouts and losses); ``perception`` (optional
+Gemma 3 fusion head); ``config`` (the run's Config); ``pipeline`` (the hallway between the phases).
+The contract between them: docs/design.md.
 """
 
 __all__ = ["CosmosTokenizerWrapper"]

@@ -1,7 +1,7 @@
 """The resolved configuration of a run: one typed dataclass per component (DIAMOND style).
 
 Presets in ``configs/`` stack (``include:``) and ``--set key=value`` overrides any leaf; see
-:mod:`dreamer.configuration` for the rules. Every phase saves the resolved config in its run directory.
+:mod:`dreamer.presets` for the rules. Every phase saves the resolved config in its run directory.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreamer.agent.config import AgentConfig, RLConfig
-from dreamer.configuration import ConfigError, load_config
 from dreamer.data.config import DataConfig
 from dreamer.dynamics.config import DynamicsConfig
 from dreamer.envs.config import CollectConfig, EnvConfig
+from dreamer.presets import ConfigError, load_config
 from dreamer.tokenizer.config import TokenizerConfig
 from dreamer.training.config import EvalConfig, Phase0Config, Phase1Config, Phase2Config, Phase3Config
 

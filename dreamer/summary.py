@@ -15,6 +15,7 @@ from PIL import Image
 from dreamer.config import load
 from dreamer.data.cache import LatentCache
 from dreamer.data.episode import load_episode
+from dreamer.pipeline.data import make_tokenizer
 from dreamer.tokenizer import CosmosTokenizerWrapper
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def heldout_reconstruction(tokenizer: CosmosTokenizerWrapper, cache: LatentCache
 
 def summarise_run(cfg) -> dict:
     cache = LatentCache(cfg.data.cache_dir)
-    tokenizer = CosmosTokenizerWrapper(cfg=cfg.tokenizer)
+    tokenizer = make_tokenizer(cfg, "cpu")
     first = cache.manifest["sources"][cache.names[0]]["path"]
     png = cfg.run_dir / "reconstruction.png"
     psnr = reconstruction_picture(tokenizer, load_episode(first).frames, png)

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from dreamer.config import Config, load
-from dreamer.configuration import ConfigError
+from dreamer.presets import ConfigError
 
 
 def test_presets_load():
@@ -32,7 +32,7 @@ def test_bad_types_and_values():
     with pytest.raises(ConfigError, match="phase1.steps.*expected int"):
         load(None, ["phase1.steps=many"])
     with pytest.raises(ConfigError, match="pool"):
-        load(None, ["tokenizer.pool=3"])
+        load(None, ["tokenizer.pool=0"])
     with pytest.raises(ConfigError, match="key=value"):
         load(None, ["phase1.steps"])
 

@@ -10,7 +10,7 @@ import torch
 import train_phase0_tokenizer as phase0
 from dreamer.config import load
 from dreamer.data.episode import ActionSpace, Episode, save_episode
-from dreamer.data.prepare import prepare_data
+from dreamer.pipeline.data import prepare_data
 from dreamer.tokenizer import CosmosTokenizerWrapper
 from dreamer.training.runtime import Runtime
 
@@ -35,16 +35,18 @@ def episodes(tmp_path_factory) -> Path:
     return root
 
 
+TEST_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "test.yaml")  # the shared test overlay
+
+
 def _args(tmp_path: Path, episodes: Path, steps: int, *extra: str) -> list[str]:
     sets = [
         "run=p0", f"checkpoint_root={tmp_path / 'ckpt'}", f"data.episodes_dir={episodes}",
-        f"data.cache_dir={tmp_path / 'cache'}", "data.collect=false", "data.val_fraction=0.34", "device=cpu",
-        "tokenizer.preset=tiny", "tokenizer.resolution=64", "tokenizer.pool=2", "tokenizer.window_latents=2",
+        f"data.cache_dir={tmp_path / 'cache'}", "data.val_fraction=0.34",
         f"tokenizer.pretrained={tmp_path / 'ckpt' / 'p0' / 'tokenizer'}",  # phase 0's own output, as crafter_small
         f"phase0.steps={steps}", "phase0.batch_size=1", "phase0.lr=0.001", "phase0.warmup=1", "phase0.log_every=1",
         "phase0.eval_every=2", "phase0.ckpt_every=2", "phase0.eval_clips=2", "phase0.clip_frames=9", *extra,
     ]
-    return [a for s in sets for a in ("--set", s)]
+    return ["--config", TEST_CONFIG, *[a for s in sets for a in ("--set", s)]]
 
 
 def test_fit_resume_and_handoff(tmp_path, episodes):
@@ -68,7 +70,7 @@ def test_fit_resume_and_handoff(tmp_path, episodes):
     assert (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
 
     # the phases load it frozen and its identity is the cache's
-    cfg = load(None, _args(tmp_path, episodes, 6)[1::2])
+    cfg = load([TEST_CONFIG], _args(tmp_path, episodes, 6)[3::2])
     tok, cache = prepare_data(cfg, Runtime(cfg=cfg, device=torch.device("cpu")))
     assert cache.tokenizer_identity["weights_sha256"] == m6["weights_sha256"] == tok.identity()["weights_sha256"]
     assert not any(p.requires_grad for p in tok.parameters())

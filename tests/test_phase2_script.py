@@ -14,34 +14,26 @@ import torch
 
 import train_phase1_cosmos
 import train_phase2
+from dreamer.agent.heldout import action_counts, heldout, heldout_clips
 from dreamer.data.episode import save_episode
 from dreamer.data.synthetic import make_episode
+from dreamer.pipeline.build import build_dynamics, frozen
+from dreamer.pipeline.checkpoints import load_handoff
 from dreamer.training import loop
 from dreamer.training.checkpoint import atomic_save, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
-COMMON = [
-    "device=cpu", "threads=1", "run=t", "tokenizer.preset=tiny", "tokenizer.resolution=64", "tokenizer.pool=2",
-    "tokenizer.window_latents=2", "data.collect=false", "data.clip_len=4", "data.val_fraction=0.34",
-    "env.env_id=crafter", "env.size=64", "env.crafter_area=[16,16]",
-    "dynamics.d_model=32", "dynamics.num_layers=2", "dynamics.num_heads=2", "dynamics.num_kv_heads=1",
-    "dynamics.num_registers=1", "dynamics.max_time=8",
-    "phase1.steps=2", "phase1.batch_size=2", "phase1.eval_every=2", "phase1.ckpt_every=2", "phase1.eval_batches=1",
-    "phase1.eval_context=2", "phase1.diagnose=false", "phase1.warmup=1",
-]
-PHASE2 = [
-    "agent.d_model=32", "agent.num_layers=1", "agent.num_heads=2", "agent.max_time=8", "agent.mlp_hidden=32",
-    "agent.head_hidden=32", "agent.focal_gamma=1.0",
-    "phase2.steps=4", "phase2.batch_size=2", "phase2.warmup=1", "phase2.log_every=1", "phase2.eval_every=2",
-    "phase2.ckpt_every=2", "phase2.diagnose=false", "phase2.eval_episodes=1", "eval.max_steps=10", "eval.seed=7",
-]
+TEST_CONFIG = str(ROOT / "configs" / "test.yaml")  # the shared test overlay; the keys below are this test's own
+COMMON = ["data.val_fraction=0.34", "phase1.steps=2", "phase1.eval_every=2"]
+PHASE2 = ["agent.focal_gamma=1.0", "phase2.steps=4", "phase2.eval_every=2", "phase2.eval_episodes=1",
+          "eval.max_steps=10", "eval.seed=7"]
 
 
 def _args(tmp, extra=()):
     sets = [*COMMON, f"checkpoint_root={tmp / 'ckpt'}", f"data.episodes_dir={tmp / 'eps'}",
             f"data.cache_dir={tmp / 'cache'}", *extra]
-    return [a for s in sets for a in ("--set", s)]
+    return ["--config", TEST_CONFIG, *[a for s in sets for a in ("--set", s)]]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +89,7 @@ def test_refuses_mismatched_checkpoint(phase1_run, tmp_path):
     msg = str(e.value)
     assert str(bad) in msg and repr(ckpt["latent_stats"]["mean"][0]) in msg and repr(cache_mean0) in msg
     atomic_save({"models": {"agent": {}}, "config": {}}, tmp_path / "no_dyn.pt")
-    with pytest.raises(ValueError, match="holds no 'dynamics' model"):
+    with pytest.raises(ValueError, match="lacks models \\['dynamics'\\]"):
         train_phase2.main([*cmd[:-1], str(tmp_path / "no_dyn.pt")])
 
 
@@ -110,10 +102,10 @@ def test_phase2_step_trains_agent_only(phase1_run, tiny_tokenizer):
     from dreamer.data.loader import ClipSampler
 
     tmp = phase1_run
-    cfg = load([], [s for s in COMMON + PHASE2])
-    p1 = train_phase2.load_phase1(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt", cfg)
+    cfg = load([TEST_CONFIG], [*COMMON, *PHASE2])
+    p1 = load_handoff(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt", cfg, 1)
     cache = LatentCache(tmp / "cache")
-    dyn = train_phase2.frozen_dynamics(p1, cfg, tiny_tokenizer, cache, torch.device("cpu"))
+    dyn = frozen(build_dynamics(cfg, tiny_tokenizer, cache, torch.device("cpu"), state=p1["models"]["dynamics"]))
     agent = Agent(cfg.agent, 16, 16, [17], cache.chunk_len)
     agent.value.requires_grad_(False)
     opt = loop.make_optimizer(agent.parameters(), cfg.phase2)
@@ -142,25 +134,26 @@ def test_heldout_figures_cover_every_step_once(phase1_run):
 
     cache = LatentCache(phase1_run / "cache")
     counted: dict = {}
-    for n, s, length, first in train_phase2.heldout_clips(cache, cache.names, 4):
+    for n, s, length, first in heldout_clips(cache, cache.names, 4):
         for k in range(s + first, s + length):
             counted[(n, k)] = counted.get((n, k), 0) + 1
     assert counted == {(n, k): 1 for n in cache.names for k in range(len(cache.episode(n)))}
     train_a = np.concatenate([np.asarray(cache.episode(n).actions)[np.asarray(cache.episode(n).action_mask)]
                               for n in cache.train_names])  # (V, 1)
-    (counts,) = train_phase2.action_counts(cache, cache.train_names)
+    (counts,) = action_counts(cache, cache.train_names)
     assert counts.tolist() == np.bincount(train_a[:, 0], minlength=17).tolist()
     majority = np.array([counts.argmax()])
     val_a = np.concatenate([np.asarray(cache.episode(n).actions)[np.asarray(cache.episode(n).action_mask)]
                             for n in cache.val_names])
-    cfg = load([], COMMON + PHASE2)
+    cfg = load([TEST_CONFIG], COMMON + PHASE2)
     agent = Agent(cfg.agent, 16, 16, [17], cache.chunk_len)
-    m, acts = train_phase2.heldout(agent, cache, cache.val_names, 4, majority, 2, "cpu", torch.Generator())
+    m, acts = heldout(agent, cache, cache.val_names, 4, majority, 2, "cpu", torch.Generator())
     assert m["entries"] == val_a.size and m["majority_accuracy"] == pytest.approx((val_a == majority).mean())
     assert torch.equal(acts["data"].sort(0).values, torch.from_numpy(np.sort(val_a, 0)))
     assert acts["policy"].shape == acts["data"].shape and agent.training
 
 
+@pytest.mark.slow
 def test_two_processes_fsdp_matches_ddp(phase1_run):
     """phase2.fsdp=true under torchrun (2 gloo processes) trains the same agent as DDP (up to the order of the
     gradient reductions), passes the diagnostics gate and evaluates held out on every rank, and writes a plain

@@ -18,20 +18,19 @@ from dreamer.data.episode import save_episode
 from dreamer.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test here runs the phase script in subprocesses
+
+
+TEST_CONFIG = str(ROOT / "configs" / "test.yaml")  # the shared test overlay; the keys below are this test's own
 
 
 def tiny_overrides(tmp: Path, steps: int, ckpt_every: int = 2) -> list[str]:
     sets = [
-        "run=t", f"checkpoint_root={tmp / 'ckpt'}", f"data.episodes_dir={tmp / 'eps'}", f"data.cache_dir={tmp / 'cache'}",
-        "data.collect=false", "data.clip_len=4", "data.val_fraction=0.25",
-        "tokenizer.resolution=64", "tokenizer.pool=2", "tokenizer.window_latents=2",
-        "dynamics.d_model=32", "dynamics.num_layers=2", "dynamics.num_heads=2", "dynamics.num_kv_heads=1",
-        "dynamics.num_registers=1", "dynamics.max_time=8", "dynamics.k_max=8",
-        f"phase1.steps={steps}", "phase1.batch_size=2", "phase1.warmup=1", "phase1.log_every=1",
-        "phase1.eval_every=1000", f"phase1.ckpt_every={ckpt_every}", "phase1.keep_checkpoints=100",
-        "phase1.diagnose=false", "phase1.eval_batches=1", "phase1.eval_context=2", "threads=1",
+        f"checkpoint_root={tmp / 'ckpt'}", f"data.episodes_dir={tmp / 'eps'}", f"data.cache_dir={tmp / 'cache'}",
+        f"phase1.steps={steps}", "phase1.eval_every=1000", f"phase1.ckpt_every={ckpt_every}",
+        "phase1.keep_checkpoints=100",
     ]
-    return [a for s in sets for a in ("--set", s)]
+    return ["--config", TEST_CONFIG, *[a for s in sets for a in ("--set", s)]]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Agent library (SPEC sec 5, 6, 8).
+"""Agent library (docs/design.md §5, §6, §8).
 
 - maths: symlog / symexp, `TwoHot` (encode / loss / decode, float32).
 - config: `AgentConfig` (architecture, phase-2 loss weights), `RLConfig` (gamma_env, lam, alpha, beta).
@@ -8,18 +8,10 @@
 - losses: `bc_loss`, `bc_accuracy`, `phase2_loss`.
 - rl: `lambda_returns`, `pmpo_loss`, `pmpo_stats`, `value_loss`.
 - acting: `ChunkActor` (one decision per chunk in the real env, cache-identical latents), `AgentPolicy`,
-  `FrequencyPolicy`, `run_agent_episodes`, `run_random_episodes`, `run_frequency_episodes`.
+  `run_agent_episodes` (the baselines it is compared with live in `dreamer.envs.evaluation`).
 """
 
-from .acting import (
-    AgentPolicy,
-    ChunkActor,
-    FrequencyPolicy,
-    run_agent_episodes,
-    run_frequency_episodes,
-    run_random_episodes,
-    to_env_action,
-)
+from .acting import AgentPolicy, ChunkActor, run_agent_episodes
 from .config import AgentConfig, RLConfig
 from .losses import BATCH_KEYS, bc_accuracy, bc_loss, check_batch, phase2_loss
 from .maths import TwoHot, make_bins, symexp, symlog
@@ -35,7 +27,6 @@ __all__ = [
     "AgentTrunk",
     "ChunkActor",
     "ContinueHead",
-    "FrequencyPolicy",
     "PolicyHead",
     "PolicyLogits",
     "RLConfig",
@@ -58,11 +49,8 @@ __all__ = [
     "pmpo_loss",
     "pmpo_stats",
     "run_agent_episodes",
-    "run_frequency_episodes",
-    "run_random_episodes",
     "sample",
     "symexp",
     "symlog",
-    "to_env_action",
     "value_loss",
 ]

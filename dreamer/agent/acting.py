@@ -1,4 +1,4 @@
-"""Acting in the real environment with a trained agent (SPEC section 6, "acting in the real env").
+"""Acting in the real environment with a trained agent (docs/design.md §6, "Acting in the real env").
 
 The agent decides once per chunk (:class:`ChunkActor`): at each chunk boundary k (after S·k env steps)
 the frames seen so far are encoded into latent k exactly as the cache encodes them, and trunk + policy on
@@ -11,7 +11,6 @@ seed, return, length, terminated, truncated (+ Crafter achievements), the input 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -20,25 +19,14 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from dreamer.envs import evaluation
+from dreamer.envs.evaluation import checked_action_space, with_max_steps
+from dreamer.envs.policies import to_env_action
 from dreamer.tokenizer.cosmos import latent_window
 
 from .model import Agent
 
 log = logging.getLogger(__name__)
-
-
-def to_env_action(action_d: np.ndarray, space: spaces.Space):
-    """A D-vector of component indices as the env expects it: an int for Discrete, an array otherwise."""
-    a = np.asarray(action_d, dtype=np.int64).reshape(-1)
-    if isinstance(space, spaces.Discrete):
-        if a.shape[0] != 1:
-            raise ValueError(f"a Discrete env takes one action component, got {a.shape[0]}: {a.tolist()}")
-        return int(a[0]) + int(space.start)
-    if isinstance(space, spaces.MultiDiscrete):
-        return a + np.asarray(space.start, dtype=np.int64).reshape(-1)
-    if isinstance(space, spaces.MultiBinary):
-        return a.astype(np.int8)
-    raise ValueError(f"unsupported action space {space}: expected Discrete, MultiDiscrete or MultiBinary")
 
 
 class ChunkActor:
@@ -160,55 +148,14 @@ class AgentPolicy:
         return to_env_action(self.actor.act([obs])[0], self.space)
 
 
-class FrequencyPolicy:
-    """Samples each component i.i.d. from ``freqs`` (per component, e.g. the data's action counts): a
-    baseline that knows how often the demonstrator takes each action but never looks at a frame."""
-
-    def __init__(self, freqs: Sequence[np.ndarray], action_space: spaces.Space, seed: int = 0):
-        freqs = [np.asarray(f, dtype=np.float64) for f in freqs]
-        if any(not np.isfinite(f).all() or (f < 0).any() or f.sum() <= 0 for f in freqs):
-            raise ValueError(f"FrequencyPolicy: frequencies must be >= 0 with a positive sum, got {freqs}")
-        self.probs = [f / f.sum() for f in freqs]
-        self.space = action_space
-        self.reset(seed)
-
-    def reset(self, seed: int | None = None) -> None:
-        self.rng = np.random.default_rng(None if seed is None else [int(seed), 0xF4E9])
-
-    def __call__(self, obs, info=None):
-        return to_env_action(np.array([self.rng.choice(len(p), p=p) for p in self.probs]), self.space)
-
-
-def _with_max_steps(env_cfg, max_steps: int | None):
-    if max_steps is None or max_steps == env_cfg.max_steps:
-        return env_cfg
-    return dataclasses.replace(env_cfg, max_steps=int(max_steps))
-
-
-def _action_space(env_cfg, cards: Sequence[int] | None) -> spaces.Space:
-    """The env's action space (built once to look), checked against ``cards`` when given."""
-    from dreamer.envs import evaluation
-    from dreamer.envs.gym_env import action_space_of
-
-    env = evaluation.make_env(env_cfg)
-    try:
-        space = env.action_space
-        if cards is not None and tuple(action_space_of(env).cards) != tuple(int(c) for c in cards):
-            raise ValueError(f"env {env_cfg.env_id}: action cardinalities {list(action_space_of(env).cards)} "
-                             f"differ from the agent's {list(cards)}")
-    finally:
-        env.close()
-    return space
-
-
 def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, mean, std, greedy: bool = False,
                        max_steps: int | None = None, context: int | None = None, progress: bool = False,
                        parallel: int = 32) -> list[dict]:
     """One episode per seed (env reset with it, sampling seeded by it unless greedy), at most ``max_steps``
     env steps (default ``env_cfg.max_steps``). Up to ``parallel`` episodes are played together, one env
     each, with one batched encode and policy call per decision (:class:`ChunkActor`)."""
-    env_cfg = _with_max_steps(env_cfg, max_steps)
-    space = _action_space(env_cfg, agent.action_cards)
+    env_cfg = with_max_steps(env_cfg, max_steps)
+    space = checked_action_space(env_cfg, agent.action_cards)
     seeds = [int(s) for s in seeds]
     actor = ChunkActor(tokenizer, agent, mean, std, greedy, context)
     results: list[dict] = []
@@ -231,8 +178,6 @@ def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, m
 
 def _play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.Space, bar) -> list[dict]:
     """Play one episode per seed in lockstep (one env each); results in the order of ``seeds``."""
-    from dreamer.envs import evaluation
-
     envs = [evaluation.make_env(env_cfg) for _ in seeds]
     try:
         obs = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
@@ -260,23 +205,3 @@ def _play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.S
     finally:
         for env in envs:
             env.close()
-
-
-def run_random_episodes(env_cfg, seeds: Sequence[int], cards: Sequence[int] | None = None,
-                        max_steps: int | None = None, progress: bool = False) -> list[dict]:
-    """The uniform random baseline on the same seeds and the same runner."""
-    from dreamer.envs.evaluation import run_policy_episodes
-    from dreamer.envs.policies import RandomPolicy
-
-    env_cfg = _with_max_steps(env_cfg, max_steps)
-    return run_policy_episodes(env_cfg, seeds, RandomPolicy(_action_space(env_cfg, cards)), progress=progress)
-
-
-def run_frequency_episodes(env_cfg, seeds: Sequence[int], freqs: Sequence[np.ndarray], max_steps: int | None = None,
-                           progress: bool = False) -> list[dict]:
-    """The action-frequency baseline (:class:`FrequencyPolicy`) on the same seeds and the same runner."""
-    from dreamer.envs.evaluation import run_policy_episodes
-
-    env_cfg = _with_max_steps(env_cfg, max_steps)
-    space = _action_space(env_cfg, [len(f) for f in freqs])
-    return run_policy_episodes(env_cfg, seeds, FrequencyPolicy(freqs, space), progress=progress)

@@ -1,7 +1,7 @@
 """Typed configuration of the agent (phase 2 architecture + losses) and of PMPO RL (phase 3 maths).
 
 Both dataclasses validate themselves on construction (`__post_init__`); YAML sections are turned into
-them by the project's config loader (`dreamer.configuration.from_dict`, which refuses unknown keys).
+them by the project's config loader (`dreamer.presets.from_dict`, which refuses unknown keys).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class AgentConfig:
     # heads
     head_hidden: int = 256
     head_layers: int = 1
-    # two-hot (SPEC sec 8)
+    # two-hot (docs/design.md §8)
     num_bins: int = 255
     bin_low: float = -20.0
     bin_high: float = 20.0
@@ -84,7 +84,7 @@ class AgentConfig:
 
 @dataclass
 class RLConfig:
-    """Phase-3 maths hyper-parameters (SPEC sec 6).
+    """Phase-3 maths hyper-parameters (docs/design.md §6).
 
     `gamma_env` is the per-environment-step discount; the per-latent-step discount used in
     `lambda_returns` is `gamma(chunk_len) = gamma_env ** chunk_len`.

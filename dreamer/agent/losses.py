@@ -1,6 +1,6 @@
-"""Phase-2 losses (SPEC sec 5): behaviour cloning (optionally focal), reward two-hot, continue BCE.
+"""Phase-2 losses (docs/design.md §5): behaviour cloning (optionally focal), reward two-hot, continue BCE.
 
-Batch format (SPEC / HELPERS): `latents` (B,T,N,C) float, `actions` int64 (B,T,S,D), `action_mask`
+Batch format (docs/design.md §3): `latents` (B,T,N,C) float, `actions` int64 (B,T,S,D), `action_mask`
 bool (B,T,S), `rewards` float (B,T) received on entering latent t, `continues` float (B,T).
 """
 
@@ -58,7 +58,7 @@ def bc_accuracy(policy_logits: Sequence[Tensor], actions_btsd: Tensor, mask_bts:
 
 
 def check_batch(batch: dict[str, Tensor], agent: Agent) -> None:
-    """Raise a clear error naming the key if the batch does not match the SPEC format / the agent."""
+    """Raise a clear error naming the key if the batch does not match the batch format (docs/design.md §3) / the agent."""
     missing = [k for k in BATCH_KEYS if k not in batch]
     if missing:
         raise KeyError(f"phase2 batch: missing key(s) {missing}; have {sorted(batch)}")

@@ -1,4 +1,4 @@
-"""Shared maths (SPEC sec 8): symlog / symexp and the symexp two-hot distribution.
+"""Shared maths (docs/design.md §8): symlog / symexp and the symexp two-hot distribution.
 
 All two-hot computations run in float32, whatever the dtype of the logits (e.g. bf16 under
 autocast), on the device of the inputs.
@@ -39,12 +39,12 @@ def make_bins(num_bins: int, low: float, high: float) -> Tensor:
 class TwoHot(nn.Module):
     """Two-hot distribution over `bins = symexp(linspace(low, high, num_bins))`.
 
-    - `encode(y)`: (...) -> (..., K) two-hot probabilities. For b_k <= y < b_{k+1}: weight
+    - `encode(y)`: (...) -> (..., num_bins) two-hot probabilities. For b_k <= y < b_{k+1}: weight
       (b_{k+1}-y)/(b_{k+1}-b_k) on k and (y-b_k)/(b_{k+1}-b_k) on k+1; y outside [b_0, b_{K-1}] is
       clipped to the end bin. The target is detached (targets never carry gradient).
-    - `loss(logits, y)`: (..., K), (...) -> (...) cross-entropy -twohot(y) . log_softmax(logits).
-    - `decode(logits)`: (..., K) -> (...) softmax(logits) . bins.
-    - `decode_probs(probs)`: (..., K) -> (...) probs . bins.
+    - `loss(logits, y)`: (..., num_bins), (...) -> (...) cross-entropy -twohot(y) . log_softmax(logits).
+    - `decode(logits)`: (..., num_bins) -> (...) softmax(logits) . bins.
+    - `decode_probs(probs)`: (..., num_bins) -> (...) probs . bins.
     """
 
     bins: Tensor

@@ -1,4 +1,4 @@
-"""Agent modules (SPEC sec 5): causal trunk, policy / reward / continue / value heads, and `Agent`.
+"""Agent modules (docs/design.md §5): causal trunk, policy / reward / continue / value heads, and `Agent`.
 
 Shapes: latents_btnc float (B, T, N, C) standardised; h_btd (B, T, d_model). Heads accept any
 leading dims (..., d).
@@ -14,8 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dreamer.transformer import RMSNorm, rope_tables
+
 from .config import AgentConfig
-from .layers import MLP, CausalBlock, rope_tables
+from .layers import MLP, NORM_EPS, CausalBlock
 from .maths import TwoHot
 from .policy import PolicyHead
 
@@ -38,11 +40,11 @@ class AgentTrunk(nn.Module):
         self.d_model, self.max_time = cfg.d_model, cfg.max_time
         self.head_dim, self.rope_base = cfg.d_model // cfg.num_heads, cfg.rope_base
         self.in_proj = nn.Linear(self.num_tokens * self.latent_dim, cfg.d_model)
-        self.in_norm = nn.RMSNorm(cfg.d_model)
+        self.in_norm = RMSNorm(cfg.d_model, NORM_EPS)
         self.blocks = nn.ModuleList(
             CausalBlock(cfg.d_model, cfg.num_heads, cfg.mlp_hidden, cfg.dropout) for _ in range(cfg.num_layers)
         )
-        self.out_norm = nn.RMSNorm(cfg.d_model)
+        self.out_norm = RMSNorm(cfg.d_model, NORM_EPS)
 
     def forward(self, latents_btnc: Tensor) -> Tensor:
         if latents_btnc.dim() != 4 or latents_btnc.shape[2:] != (self.num_tokens, self.latent_dim):

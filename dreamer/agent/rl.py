@@ -1,4 +1,4 @@
-"""Phase-3 maths (SPEC sec 6): TD(lambda) returns, the PMPO policy loss and the value loss."""
+"""Phase-3 maths (docs/design.md §6): TD(lambda) returns, the PMPO policy loss and the value loss."""
 
 from __future__ import annotations
 
@@ -68,5 +68,5 @@ def pmpo_stats(advantages: Tensor) -> dict[str, float]:
 
 
 def value_loss(twohot: TwoHot, value_logits: Tensor, returns: Tensor) -> Tensor:
-    """Mean two-hot cross-entropy of value logits (..., K) against sg(returns) (...)."""
+    """Mean two-hot cross-entropy of value logits (..., num_bins) against sg(returns) (...)."""
     return twohot.loss(value_logits, returns.detach()).mean()

@@ -1,4 +1,4 @@
-"""The latent cache (SPEC section 3): every episode encoded once by the frozen tokenizer.
+"""The latent cache (docs/design.md §3): every episode encoded once by the frozen tokenizer.
 
 Layout of ``<cache_dir>``::
 
@@ -21,8 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dreamer.atomic import atomic_dir, atomic_write_bytes
 from dreamer.data.episode import ActionSpace, Episode, load_episode
-from dreamer.training.checkpoint import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 ARRAYS = ("latents", "actions", "action_mask", "rewards", "continues")
@@ -79,17 +77,10 @@ def align_episode(ep: Episode, S: int) -> dict[str, np.ndarray]:
 
 
 def _write_episode_dir(target: Path, arrays: dict[str, np.ndarray], source: dict) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         for k, v in arrays.items():
             np.save(tmp / f"{k}.npy", v)
         (tmp / "source.json").write_text(json.dumps(source))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _split(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -1,4 +1,4 @@
-"""Episodes on disk (SPEC section 1): one compressed ``.npz`` file per episode.
+"""Episodes on disk (docs/design.md §1): one compressed ``.npz`` file per episode.
 
 An episode of T environment steps holds
 

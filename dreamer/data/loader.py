@@ -1,8 +1,8 @@
 """Training clips from the latent cache.
 
 ``ClipSampler.batch(step)`` draws B clips of T latent steps uniformly over all (episode, start)
-pairs. The draw depends only on (seed, rank, step), so a resumed run sees exactly the batches it
-would have seen, and distributed ranks see different clips without coordinating.
+pairs (:class:`UniformClipDraw`). The draw depends only on (seed, rank, step), so a resumed run sees
+exactly the batches it would have seen, and distributed ranks see different clips without coordinating.
 """
 
 from __future__ import annotations
@@ -15,6 +15,31 @@ import torch
 from dreamer.data.cache import LatentCache
 
 log = logging.getLogger(__name__)
+
+
+class UniformClipDraw:
+    """A uniform draw over every (item, start) pair, ``starts[i]`` starts for item i; the one clip draw of
+    the project (latent clips here, frame clips in :class:`dreamer.tokenizer.fit.FrameClipSampler`).
+
+    ``draw(step)`` depends only on (seed, rank, step): a resumed run repeats its batches, and distributed
+    ranks draw different clips without coordinating.
+    """
+
+    def __init__(self, starts: np.ndarray, batch_size: int, seed: int = 0, rank: int = 0):
+        self._cum = np.cumsum(np.asarray(starts, dtype=np.int64))  # clip index -> (item, start)
+        self.batch_size, self.seed, self.rank = batch_size, seed, rank
+
+    @property
+    def total(self) -> int:
+        return int(self._cum[-1])
+
+    def draw(self, step: int) -> list[tuple[int, int]]:
+        """(item index, start index) of each clip of batch ``step`` for this rank."""
+        rng = np.random.default_rng([self.seed, self.rank, step])
+        idx = rng.integers(0, self.total, size=self.batch_size)
+        item = np.searchsorted(self._cum, idx, side="right")
+        first = np.concatenate([[0], self._cum[:-1]])
+        return [(int(e), int(i - first[e])) for e, i in zip(item, idx)]
 
 
 class ClipSampler:
@@ -32,19 +57,15 @@ class ClipSampler:
             raise ValueError(f"no episode in {cache.root} has data.clip_len={clip_len} latent steps "
                              f"(longest: {max(lengths.values(), default=0)}); lower data.clip_len")
         starts = np.array([lengths[n] - clip_len + 1 for n in self.names], dtype=np.int64)
-        self._cum = np.cumsum(starts)  # clip index -> (episode, start)
+        self._draw = UniformClipDraw(starts, batch_size, seed, rank)
 
     @property
     def num_clips(self) -> int:
-        return int(self._cum[-1])
+        return self._draw.total
 
     def draw(self, step: int) -> list[tuple[str, int]]:
         """The (episode, start) pairs of batch ``step`` for this rank."""
-        rng = np.random.default_rng([self.seed, self.rank, step])
-        idx = rng.integers(0, self.num_clips, size=self.batch_size)
-        ep = np.searchsorted(self._cum, idx, side="right")
-        first = np.concatenate([[0], self._cum[:-1]])
-        return [(self.names[e], int(i - first[e])) for e, i in zip(ep, idx)]
+        return [(self.names[e], s) for e, s in self._draw.draw(step)]
 
     def batch(self, step: int) -> dict:
         return self.collate(self.draw(step))

@@ -1,4 +1,4 @@
-"""Phase-1 dynamics model with shortcut forcing (SPEC sec 4).
+"""Phase-1 dynamics model with shortcut forcing (docs/design.md §4).
 
 Public API:
     DynamicsConfig                         -- hyper-parameters (config.py)

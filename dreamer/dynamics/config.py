@@ -1,4 +1,4 @@
-"""Configuration of the phase-1 dynamics model (SPEC sec 4).
+"""Configuration of the phase-1 dynamics model (docs/design.md §4).
 
 `DynamicsConfig` holds every hyper-parameter of the model, the shortcut-forcing loss and the sampler.
 Defaults are CPU-sized for a demo.  `__post_init__` validates the values and raises `ValueError`
@@ -6,7 +6,7 @@ naming the offending field.
 
 Signal-level / step-size grid (shared by the model, the loss and the sampler):
   * signal level tau = tau_idx / k_max, tau_idx in {0, ..., k_max}; tau=0 pure noise, tau=1 clean.
-  * step size d = 2**-step_idx, step_idx in {0, ..., log2(k_max)}; d_min = 1/k_max (step_idx = log2 k_max).
+  * step size Δ = 2**-step_idx, step_idx in {0, ..., log2(k_max)}; Δ_min = 1/k_max (step_idx = log2 k_max).
 """
 
 from __future__ import annotations
@@ -32,21 +32,21 @@ class DynamicsConfig:
     qk_norm: bool = True
     max_time: int = 64  # max latent steps in one sequence (RoPE table size, KV-cache capacity)
     # --- shortcut forcing ----------------------------------------------------------------------
-    k_max: int = 64  # d_min = 1/k_max; power of two
-    sample_steps: int = 4  # K sampling steps per generated latent (d = 1/K); power of two <= k_max
+    k_max: int = 64  # Δ_min = 1/k_max; power of two
+    sample_steps: int = 4  # K sampling steps per generated latent (Δ = 1/K); power of two <= k_max
     context_noise: float = 0.1  # context corruption at sampling time: ~ (1-c) z + c eps (snapped to grid)
-    rms_normalise: bool = True  # divide the loss by a running RMS estimate (SPEC sec 4)
+    rms_normalise: bool = True  # divide the loss by a running RMS estimate (docs/design.md §4)
     # True: each term by its own RMS (flow/rms_f + boot/rms_b).  Measured unstable (bootstrap collapses to
     # the identity map, see shortcut.py), so the default normalises the combined loss by one shared RMS.
     rms_per_term: bool = False
     rms_decay: float = 0.99
-    # Fraction of batch ROWS (whole sequences) trained with bootstrap steps (d > d_min); the other rows
-    # use d = d_min (flow term) at every step.  Inside a bootstrap row, every step draws
+    # Fraction of batch ROWS (whole sequences) trained with bootstrap steps (Δ > Δ_min); the other rows
+    # use Δ = Δ_min (flow term) at every step.  Inside a bootstrap row, every step draws
     # j ~ U{0, ..., log2(k_max) - 1}.  The row count is drawn with stochastic rounding, so its
     # expectation is exactly bootstrap_fraction * B.  Rows are split so the (2 extra) teacher passes only
     # run on bootstrap rows.  0.25 follows the paper's practice of spending a minority of the batch on
-    # the bootstrap target.  None = the SPEC distribution: every (row, step) draws
-    # j ~ U{0, ..., log2 k_max} independently, d = 2**-j (so P(d = d_min) = 1/(log2 k_max + 1)).
+    # the bootstrap target.  None = the distribution of docs/design.md §4: every (row, step) draws
+    # j ~ U{0, ..., log2 k_max} independently, Δ = 2**-j (so P(Δ = Δ_min) = 1/(log2 k_max + 1)).
     bootstrap_fraction: float | None = 0.25
 
     def __post_init__(self) -> None:
@@ -73,7 +73,7 @@ class DynamicsConfig:
         if not self.mlp_ratio > 0:
             raise bad("mlp_ratio", "must be > 0")
         if not _is_pow2(self.k_max) or self.k_max < 2:
-            raise bad("k_max", "must be a power of two >= 2 (d_min = 1/k_max, d = 2^-j)")
+            raise bad("k_max", "must be a power of two >= 2 (Δ_min = 1/k_max, Δ = 2^-j)")
         if not _is_pow2(self.sample_steps) or self.sample_steps > self.k_max:
             raise bad("sample_steps", f"must be a power of two <= k_max={self.k_max}")
         if not 0.0 <= self.context_noise < 1.0:
@@ -94,7 +94,7 @@ class DynamicsConfig:
 
     @property
     def min_step_idx(self) -> int:
-        """step_idx of d_min = 1/k_max."""
+        """step_idx of Δ_min = 1/k_max."""
         return self.num_step_sizes - 1
 
     @property

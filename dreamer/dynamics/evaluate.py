@@ -1,4 +1,4 @@
-"""Held-out quality of the dynamics model against training-free baselines (SPEC sec 4).
+"""Held-out quality of the dynamics model against training-free baselines (docs/design.md §4).
 
 `heldout_metrics(model, loss_fn, batch, context_len)` returns floats:
 * loss_true / loss_shuffled / action_shuffle_ratio: unnormalised shortcut loss (metrics["total"]) with

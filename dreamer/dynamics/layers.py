@@ -1,8 +1,9 @@
-"""Transformer building blocks of the dynamics model: RMSNorm, RoPE, SwiGLU, GQA attention.
+"""Transformer blocks of the dynamics model: GQA attention over space or time, the KV cache, and the
+pre-norm block, made of the shared pieces of :mod:`dreamer.transformer` (RMSNorm, RoPE, SwiGLU).
 
-Tensor layout inside the blocks: x_btld (batch, time, token slot, d_model) with L = N + R + 2 slots.
-* space layer: attention over the L slots of one step (bidirectional), batch = B*T.
-* time layer:  attention over time for each slot separately (axial, causal), batch = B*L, with time
+Tensor layout inside the blocks: x_btmd (batch, time, token slot, d_model) with M = N + R + 2 slots.
+* space layer: attention over the M slots of one step (bidirectional), batch = B*T.
+* time layer:  attention over time for each slot separately (axial, causal), batch = B*M, with time
   RoPE at absolute step positions; optionally reads/extends a per-layer KV cache.
 Space layers carry no RoPE: slot identity comes from learned slot embeddings added at the input.
 """
@@ -13,55 +14,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dreamer.transformer import RMSNorm, SwiGLU, apply_rope, rope_tables
+
 from .config import DynamicsConfig
 
 _SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)  # enable_gqa= exists
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return y.to(x.dtype) * self.weight.to(x.dtype)
-
-
 class RotaryTime(nn.Module):
-    """Rotary embedding over absolute time positions 0..max_time-1 (rotate-half form)."""
+    """Rotary embedding over absolute time positions 0..max_time-1 (tables built once)."""
 
     def __init__(self, head_dim: int, max_time: int, base: float = 10000.0) -> None:
         super().__init__()
-        inv = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        ang = torch.arange(max_time, dtype=torch.float32)[:, None] * inv[None]  # (T, dh/2)
-        ang = torch.cat([ang, ang], dim=-1)  # (T, dh)
-        self.register_buffer("cos", ang.cos(), persistent=False)
-        self.register_buffer("sin", ang.sin(), persistent=False)
+        cos, sin = rope_tables(max_time, head_dim, base)  # (T, e/2)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
         self.max_time = max_time
 
-    def forward(self, x_bhtd: torch.Tensor, start: int) -> torch.Tensor:
-        t = x_bhtd.shape[-2]
+    def forward(self, x_bhte: torch.Tensor, start: int) -> torch.Tensor:
+        t = x_bhte.shape[-2]
         if start + t > self.max_time:
             raise ValueError(f"sequence reaches time step {start + t} > DynamicsConfig.max_time={self.max_time}")
-        cos = self.cos[start:start + t].to(x_bhtd.dtype)
-        sin = self.sin[start:start + t].to(x_bhtd.dtype)
-        x1, x2 = x_bhtd.chunk(2, dim=-1)
-        rot = torch.cat([-x2, x1], dim=-1)
-        return x_bhtd * cos + rot * sin
-
-
-class SwiGLU(nn.Module):
-    def __init__(self, d: int, hidden: int) -> None:
-        super().__init__()
-        self.w_in = nn.Linear(d, 2 * hidden, bias=False)
-        self.w_out = nn.Linear(hidden, d, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.w_in(x).chunk(2, dim=-1)
-        return self.w_out(F.silu(a) * b)
+        return apply_rope(x_bhte, self.cos[start:start + t], self.sin[start:start + t])
 
 
 class Attention(nn.Module):
@@ -88,17 +62,17 @@ class Attention(nn.Module):
         k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
-    def forward(self, x_btld: torch.Tensor, cache: LayerKV | None = None, start: int = 0,
+    def forward(self, x_btmd: torch.Tensor, cache: LayerKV | None = None, start: int = 0,
                 update_cache: bool = True) -> torch.Tensor:
-        b, t, l, d = x_btld.shape
-        if self.time:  # (B*L, T, d): attention along time for each slot
-            xs = x_btld.transpose(1, 2).reshape(b * l, t, d)
-        else:  # (B*T, L, d): attention among the slots of one step
-            xs = x_btld.reshape(b * t, l, d)
-        m, n, _ = xs.shape
-        q = self.q_norm(self.wq(xs).view(m, n, self.h, self.dh)).transpose(1, 2)  # (M, H, n, dh)
-        kv = self.wkv(xs).view(m, n, 2, self.hkv, self.dh)
-        k = self.k_norm(kv[:, :, 0]).transpose(1, 2)  # (M, Hkv, n, dh)
+        b, t, m, d = x_btmd.shape
+        if self.time:  # (B*M, T, d): attention along time for each slot
+            xs = x_btmd.transpose(1, 2).reshape(b * m, t, d)
+        else:  # (B*T, M, d): attention among the slots of one step
+            xs = x_btmd.reshape(b * t, m, d)
+        rows, n, _ = xs.shape
+        q = self.q_norm(self.wq(xs).view(rows, n, self.h, self.dh)).transpose(1, 2)  # (rows, h, n, dh)
+        kv = self.wkv(xs).view(rows, n, 2, self.hkv, self.dh)
+        k = self.k_norm(kv[:, :, 0]).transpose(1, 2)  # (rows, Hkv, n, dh)
         v = kv[:, :, 1].transpose(1, 2)
         if self.time:
             q, k = self.rope(q, start), self.rope(k, start)
@@ -115,15 +89,15 @@ class Attention(nn.Module):
                 out = self._attend(q, k, v, is_causal=n > 1)
             if cache is not None and update_cache:
                 cache.append(k, v)
-            out = out.transpose(1, 2).reshape(b, l, t, self.h * self.dh).transpose(1, 2)
+            out = out.transpose(1, 2).reshape(b, m, t, self.h * self.dh).transpose(1, 2)
         else:
             out = self._attend(q, k, v, is_causal=False)
-            out = out.transpose(1, 2).reshape(b, t, l, self.h * self.dh)
+            out = out.transpose(1, 2).reshape(b, t, m, self.h * self.dh)
         return self.wo(out)
 
 
 class LayerKV:
-    """Pre-allocated key/value store of one time layer: (B*L, Hkv, max_time, dh)."""
+    """Pre-allocated key/value store of one time layer: (B*M, Hkv, max_time, dh)."""
 
     def __init__(self, max_time: int) -> None:
         self.max_time = max_time
@@ -162,7 +136,7 @@ class Block(nn.Module):
         self.norm2 = RMSNorm(cfg.d_model)
         self.mlp = SwiGLU(cfg.d_model, cfg.mlp_hidden)
 
-    def forward(self, x_btld: torch.Tensor, cache: LayerKV | None = None, start: int = 0,
+    def forward(self, x_btmd: torch.Tensor, cache: LayerKV | None = None, start: int = 0,
                 update_cache: bool = True) -> torch.Tensor:
-        x_btld = x_btld + self.attn(self.norm1(x_btld), cache, start, update_cache)
-        return x_btld + self.mlp(self.norm2(x_btld))
+        x_btmd = x_btmd + self.attn(self.norm1(x_btmd), cache, start, update_cache)
+        return x_btmd + self.mlp(self.norm2(x_btmd))

@@ -1,15 +1,15 @@
-"""Block-causal dynamics transformer (SPEC sec 4), x-prediction.
+"""Block-causal dynamics transformer (docs/design.md §4), x-prediction.
 
-Token layout of one latent step t (L = N + R + 2 slots, in this order):
+Token layout of one latent step t (M = N + R + 2 slots, in this order):
     [ N latent tokens (Linear C->d) | R registers | shortcut token | action token ]
 * shortcut token = Linear([emb_tau(tau_idx) ; emb_step(step_idx)]) with tau = tau_idx / k_max
-  (tau_idx in 0..k_max) and d = 2**-step_idx (step_idx in 0..log2 k_max).
+  (tau_idx in 0..k_max) and step size Δ = 2**-step_idx (step_idx in 0..log2 k_max).
 * action token = base + sum over valid sub-steps s of (pos_emb[s] + sum_c emb_c(a[s, c])).
   A fully masked chunk gives the base embedding alone ("no action", action-free video).
 * A learned slot embedding is added to every slot (the positional scheme of the space layers).
 
 ACTION ALIGNMENT.  `forward` takes CACHE-ALIGNED actions: actions_btsd[:, k] is the chunk applied from
-latent k towards latent k+1 (SPEC sec 3).  Step t is conditioned on the chunk that led INTO latent t,
+latent k towards latent k+1 (docs/design.md §3).  Step t is conditioned on the chunk that led INTO latent t,
 i.e. actions_btsd[:, t-1]; step 0 gets the base embedding only (or `prev_action_bsd` when continuing
 from a KV cache).  The last row actions_btsd[:, T-1] is therefore unused.  `forward_into` is the
 low-level entry point taking already INTO-aligned chunks (act_in[:, t] = chunk leading into t).
@@ -24,8 +24,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dreamer.transformer import RMSNorm
+
 from .config import DynamicsConfig
-from .layers import Block, LayerKV, RMSNorm, RotaryTime
+from .layers import Block, LayerKV, RotaryTime
 
 
 class KVCache:

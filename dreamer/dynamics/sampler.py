@@ -1,13 +1,13 @@
-"""Shortcut sampling and autoregressive rollouts of the dynamics model (SPEC sec 4), inference only.
+"""Shortcut sampling and autoregressive rollouts of the dynamics model (docs/design.md §4), inference only.
 
-One new latent: start from pure noise z ~ N(0, I), K steps with d = 1/K (step_idx = log2 K):
+One new latent: start from pure noise z ~ N(0, I), K steps with Δ = 1/K (step_idx = log2 K):
     z1_hat = f(z, tau, d);  z <- z + (z1_hat - z) / (1 - tau) * d;  tau <- tau + d
 so after K steps (last tau = 1 - d) z equals the last clean prediction z1_hat exactly.
 
 Context corruption: every context latent (given or generated) is mixed ONCE, when it enters the
 context, as  tau_c z + (1 - tau_c) eps  with tau_c = round((1 - context_noise) k_max) / k_max, the grid
 level nearest to 1 - context_noise (0.1 -> 58/64 = 0.906 for k_max = 64), and labelled with that
-tau_idx and the d_min step index.  The label therefore matches the actual corruption exactly.
+tau_idx and the Δ_min step index.  The label therefore matches the actual corruption exactly.
 
 `Rollout` generates step by step (for phase-3 imagination); `rollout` is the one-call convenience.
 Cached (`use_kv_cache=True`) and uncached paths draw the same random numbers in the same order and agree

@@ -1,12 +1,12 @@
-"""Shortcut-forcing loss (SPEC sec 4) with diffusion forcing and running-RMS loss normalisation.
+"""Shortcut-forcing loss (docs/design.md §4) with diffusion forcing and running-RMS loss normalisation.
 
-Every (row b, step t) gets its own signal level tau and step size d (see `sample_tau_step`):
+Every (row b, step t) gets its own signal level tau and step size Δ (see `sample_tau_step`):
     z~ = (1 - tau) z0 + tau z1,  z0 ~ N(0, I);   z1_hat = f(z~, tau, d)   (student, with gradient)
-* d = d_min (flow term):       l = mean_{N,C} (z1_hat - z1)^2
-* d > d_min (bootstrap term):  two teacher half-steps in ONE no-grad forward each (all bootstrap rows at
+* Δ = Δ_min (flow term):       l = mean_{N,C} (z1_hat - z1)^2
+* Δ > Δ_min (bootstrap term):  two teacher half-steps in ONE no-grad forward each (all bootstrap rows at
   once; other steps of those rows keep their own inputs/labels so the causal context matches):
-      b'  = (f(z~, tau, d/2) - z~) / (1 - tau);       z' = z~ + b' d/2
-      b'' = (f(z', tau + d/2, d/2) - z') / (1 - tau - d/2)
+      b'  = (f(z~, tau, Δ/2) - z~) / (1 - tau);       z' = z~ + b' Δ/2
+      b'' = (f(z', tau + Δ/2, Δ/2) - z') / (1 - tau - Δ/2)
       l = (1 - tau)^2 mean_{N,C} ((z1_hat - z~)/(1 - tau) - sg((b' + b'')/2))^2
 Reduction: each per-step l is weighted by w(tau) = 0.9 tau + 0.1.  Logged terms: flow = sum_flow w l /
 n_flow, bootstrap = sum_boot w l / n_boot (0 if a kind is absent), total = sum_all w l / (B*T) (the
@@ -36,11 +36,11 @@ def _gen_device(generator: torch.Generator | None, device: torch.device) -> torc
 
 def sample_tau_step(cfg: DynamicsConfig, batch: int, time: int, device: torch.device | str = "cpu",
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw (tau_idx_bt, step_idx_bt) int64: d = 2^-step_idx, tau = tau_idx/k_max uniform on {0,d,..,1-d}.
+    """Draw (tau_idx_bt, step_idx_bt) int64: Δ = 2^-step_idx, tau = tau_idx/k_max uniform on {0,Δ,..,1-Δ}.
 
-    cfg.bootstrap_fraction=None: step_idx ~ U{0..log2 k_max} per (b,t) (SPEC).  Otherwise a random
+    cfg.bootstrap_fraction=None: step_idx ~ U{0..log2 k_max} per (b,t) (docs/design.md §4).  Otherwise a random
     subset of rows of expected size fraction*B (stochastic rounding) draws step_idx ~ U{0..log2 k_max - 1}
-    per step and the other rows use d_min everywhere.
+    per step and the other rows use Δ_min everywhere.
     """
     device = torch.device(device)
     gd = _gen_device(generator, device)
@@ -136,8 +136,8 @@ class ShortcutForcingLoss(nn.Module):
         """sg((b' + b'')/2) (B,T,N,C) for the bootstrap steps `boot` (B,T); other steps are don't-care."""
         k = self.cfg.k_max
         tau = (tau_idx.double() / k).to(zt.dtype)[..., None, None]
-        half = torch.where(boot, step_idx + 1, step_idx)  # d/2 label on bootstrap steps
-        half_d = (0.5 ** half.double()).to(zt.dtype)[..., None, None]  # = d/2 on bootstrap steps
+        half = torch.where(boot, step_idx + 1, step_idx)  # Δ/2 label on bootstrap steps
+        half_d = (0.5 ** half.double()).to(zt.dtype)[..., None, None]  # = Δ/2 on bootstrap steps
         b1 = (model(zt, tau_idx, half, actions, mask).float() - zt) / (1 - tau)
         bmask = boot[..., None, None]
         z_mid = torch.where(bmask, zt + b1 * half_d, zt)

@@ -1,4 +1,4 @@
-"""Collect episodes with a behaviour policy and write one ``ep_XXXXXX.npz`` per episode (SPEC §1).
+"""Collect episodes with a behaviour policy and write one ``ep_XXXXXX.npz`` per episode (docs/design.md §1).
 
 Resumable: files already on disk are skipped (writes are atomic, so an existing file is complete).
 Episode i is reset with seed ``collect_cfg.seed + i``; Crafter episodes are not exactly

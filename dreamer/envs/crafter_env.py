@@ -6,7 +6,7 @@ Observations are the game's own RGB rendering, uint8 (size, size, 3); 17 discret
 Seeding: ``reset(seed=s)`` reseeds ``self.np_random``, from which the world seed is drawn, so the
 same seed gives the same world and first observation; ``reset()`` without a seed draws a fresh
 world from the running generator. Episodes are NOT exactly reproducible from the seed: Crafter's
-creature balancing picks from a Python set in memory order (SPEC section 1).
+creature balancing picks from a Python set in memory order (docs/design.md §1).
 
 ``info`` after reset and every step (read by evaluation, collection and the scripted policy; an
 agent must only see the observation):

@@ -1,4 +1,7 @@
-"""Evaluation in the real env: per-episode results, their summary and the Crafter score (SPEC §6).
+"""Evaluation in the real env, the one home for it: the episode runner every policy plays through,
+the baselines (uniform random, the data's action frequencies), per-episode results, their summary,
+the Crafter score and the comparison table (docs/design.md §6). The agent's own policy is
+:mod:`dreamer.agent.acting`; comparing it with the baselines is :mod:`dreamer.pipeline.evaluate`.
 
 A per-episode result is a dict with at least ``return`` (float) and ``length`` (int), and for Crafter
 ``achievements``: the names unlocked during the episode (a list, or a dict name → count where a
@@ -7,15 +10,18 @@ count > 0 means unlocked).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+from gymnasium import spaces
 
 from dreamer.envs.config import EnvConfig
 from dreamer.envs.crafter_env import crafter_names
-from dreamer.envs.gym_env import make_env
+from dreamer.envs.gym_env import action_space_of, make_env
+from dreamer.envs.policies import FrequencyPolicy, RandomPolicy
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +133,75 @@ def run_policy_episodes(
     finally:
         env.close()
     return results
+
+
+def with_max_steps(env_cfg, max_steps: int | None):
+    """``env_cfg`` with its episode limit set to ``max_steps`` (unchanged when None)."""
+    if max_steps is None or max_steps == env_cfg.max_steps:
+        return env_cfg
+    return dataclasses.replace(env_cfg, max_steps=int(max_steps))
+
+
+def checked_action_space(env_cfg, cards: Sequence[int] | None) -> spaces.Space:
+    """The env's action space (built once to look), checked against ``cards`` when given."""
+    env = make_env(env_cfg)
+    try:
+        space = env.action_space
+        if cards is not None and tuple(action_space_of(env).cards) != tuple(int(c) for c in cards):
+            raise ValueError(f"env {env_cfg.env_id}: action cardinalities {list(action_space_of(env).cards)} "
+                             f"differ from the agent's {list(cards)}")
+    finally:
+        env.close()
+    return space
+
+
+def run_random_episodes(env_cfg, seeds: Sequence[int], cards: Sequence[int] | None = None,
+                        max_steps: int | None = None, progress: bool = False) -> list[dict]:
+    """The uniform random baseline on the same seeds and the same runner."""
+    env_cfg = with_max_steps(env_cfg, max_steps)
+    return run_policy_episodes(env_cfg, seeds, RandomPolicy(checked_action_space(env_cfg, cards)), progress=progress)
+
+
+def run_frequency_episodes(env_cfg, seeds: Sequence[int], freqs: Sequence[np.ndarray], max_steps: int | None = None,
+                           progress: bool = False) -> list[dict]:
+    """The action-frequency baseline (:class:`FrequencyPolicy`) on the same seeds and the same runner."""
+    env_cfg = with_max_steps(env_cfg, max_steps)
+    space = checked_action_space(env_cfg, [len(f) for f in freqs])
+    return run_policy_episodes(env_cfg, seeds, FrequencyPolicy(freqs, space), progress=progress)
+
+
+def flat_scalars(summary: dict) -> dict[str, float]:
+    """Numeric leaves of a summary, nested keys joined by '/' (for TensorBoard); None is skipped."""
+    out: dict[str, float] = {}
+    for k, v in summary.items():
+        if isinstance(v, dict):
+            out.update({f"{k}/{kk}": vv for kk, vv in flat_scalars(v).items()})
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = float(v)
+    return out
+
+
+def _num(x, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def comparison_table(summaries: dict[str, dict]) -> str:
+    """One row per policy (N, return mean ± std and 95% interval, length, Crafter score), then one row
+    per achievement with each policy's success rate in percent."""
+    names = list(summaries)
+    w = max(10, *(len(n) for n in names))
+    head = f"{'policy':{w}}  {'N':>4}  {'return mean ± std':>20}  {'95% CI':>8}  {'length':>15}  {'score':>7}"
+    rows = [head, "-" * len(head)]
+    for n, s in summaries.items():
+        ret = f"{s['return_mean']:.2f} ± {s['return_std']:.2f}"
+        length = f"{s['length_mean']:.1f} ± {s['length_std']:.1f}"
+        rows.append(f"{n:{w}}  {s['episodes']:>4}  {ret:>20}  {'±' + _num(s['return_ci95']):>8}  {length:>15}  "
+                    f"{_num(s.get('score')):>7}")
+    achievements = sorted({a for s in summaries.values() for a in (s.get("success_rates") or {})})
+    if achievements:
+        wa = max(len(a) for a in achievements) + 2
+        rows += ["", f"{'success rate (%)':{wa}}" + "".join(f"{n:>{w + 2}}" for n in names)]
+        for a in achievements:
+            rates = [(s.get("success_rates") or {}).get(a) for s in summaries.values()]
+            rows.append(f"{a:{wa}}" + "".join(f"{_num(r, '{:.1f}'):>{w + 2}}" for r in rates))
+    return "\n".join(rows)

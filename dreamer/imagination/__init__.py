@@ -1,4 +1,4 @@
-"""Phase 3 (SPEC section 6): imagination rollouts in the frozen world model and the PMPO / TD(lambda) losses.
+"""Phase 3 (docs/design.md §6): imagination rollouts in the frozen world model and the PMPO / TD(lambda) losses.
 
 Public API:
     Imagined, imagine, recompute_features            -- rollouts (rollout.py)

@@ -1,4 +1,4 @@
-"""Phase-3 losses on an imagined batch (SPEC section 6): PMPO for the policy, two-hot TD(lambda) for the value.
+"""Phase-3 losses on an imagined batch (docs/design.md §6): PMPO for the policy, two-hot TD(lambda) for the value.
 
 Gradient flows only into the policy head (through log pi and KL(pi || pi_prior)) and the value head
 (through its two-hot logits). The features h come from the frozen trunk and carry no gradient; the
@@ -56,7 +56,7 @@ def phase3_terms(agent: Agent, prior: nn.Module, imagined: Imagined, rl: RLConfi
         prior_logits = prior(h[:, :H])
     logp = log_prob(logits, imagined.actions, imagined.action_mask)  # (B, H)
     kl_bh = kl(logits, prior_logits, imagined.action_mask)  # (B, H)
-    v_logits = agent.value(h)  # (B, H+1, K)
+    v_logits = agent.value(h)  # (B, H+1, num_bins)
     v_sg = twohot.decode(v_logits).detach()  # (B, H+1)
     returns = lambda_returns(imagined.rewards, v_sg, imagined.continues, rl.gamma(agent.chunk_len), rl.lam)
     adv = returns - v_sg[:, :H]  # (B, H), constant

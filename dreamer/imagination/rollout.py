@@ -1,6 +1,6 @@
-"""Imagined rollouts for phase 3 (SPEC section 6): the frozen world model dreams, the policy acts.
+"""Imagined rollouts for phase 3 (docs/design.md §6): the frozen world model dreams, the policy acts.
 
-For B contexts of C latent steps (a cache batch with clip_len = C) and t = 0 .. H-1:
+For B contexts of Tc latent steps (a cache batch with clip_len = Tc) and t = 0 .. H-1:
 
     h_t      = trunk(latents <= t)                 (the last agent.cfg.max_time steps)
     a_t      ~ pi(. | h_t)                          a chunk (S, D), every sub-step valid
@@ -36,7 +36,7 @@ class Imagined:
     rewards: Tensor  # (B, H) r_1..r_H: reward head on h_{t+1} (reward on entering z_{t+1})
     continues: Tensor  # (B, H) c_1..c_H: continue probability on h_{t+1}
     features: Tensor  # (B, H+1, d) h_0..h_H from the frozen trunk
-    context: Tensor  # (B, C, N, C) clean context latents; context[:, -1] == latents[:, 0]
+    context: Tensor  # (B, Tc, N, C) clean context latents; context[:, -1] == latents[:, 0]
 
     @property
     def horizon(self) -> int:
@@ -44,7 +44,7 @@ class Imagined:
 
     @property
     def history(self) -> Tensor:
-        """Context followed by the imagined latents, (B, C+H, N, C): what the trunk reads."""
+        """Context followed by the imagined latents, (B, Tc+H, N, C): what the trunk reads."""
         return torch.cat([self.context, self.latents[:, 1:]], 1)
 
 
@@ -54,7 +54,7 @@ def _check_context(dynamics: DynamicsModel, agent: Agent, batch: dict, horizon: 
             raise KeyError(f"imagine: context batch has no key {key!r} (expected a ClipSampler batch)")
     z, acts, mask = batch["latents"], batch["actions"], batch["action_mask"]
     if z.dim() != 4 or z.shape[2:] != (agent.num_tokens, agent.latent_dim):
-        raise ValueError(f"imagine: latents {tuple(z.shape)} must be (B, C, N={agent.num_tokens}, "
+        raise ValueError(f"imagine: latents {tuple(z.shape)} must be (B, Tc, N={agent.num_tokens}, "
                          f"C={agent.latent_dim})")
     if acts.shape[:2] != z.shape[:2] or mask.shape != acts.shape[:3]:
         raise ValueError(f"imagine: actions {tuple(acts.shape)} / action_mask {tuple(mask.shape)} do not "
@@ -87,7 +87,7 @@ def imagine(dynamics: DynamicsModel, agent: Agent, context_batch: dict, horizon:
     """
     _check_context(dynamics, agent, context_batch, horizon)
     trunk, window = (trunk if trunk is not None else agent.trunk), agent.trunk.max_time
-    ctx = context_batch["latents"].float()  # (B, C, N, C)
+    ctx = context_batch["latents"].float()  # (B, Tc, N, C)
     b = ctx.shape[0]
     ro = Rollout(dynamics, ctx, context_batch["actions"], context_batch["action_mask"], use_kv_cache=use_kv_cache,
                  generator=generator, sample_steps=sample_steps, context_noise=context_noise)
@@ -120,7 +120,7 @@ def imagine(dynamics: DynamicsModel, agent: Agent, context_batch: dict, horizon:
 def recompute_features(agent: Agent, imagined: Imagined) -> Tensor:
     """h_0..h_H (B, H+1, d) from the frozen trunk over ``imagined.history``, with the same sliding window
     as :func:`imagine` (one causal pass when the whole history fits in ``agent.trunk.max_time``)."""
-    hist = imagined.history  # (B, C+H, N, C)
+    hist = imagined.history  # (B, Tc+H, N, C)
     c, w = imagined.context.shape[1], agent.trunk.max_time
     if hist.shape[1] <= w:
         return agent.trunk(hist)[:, c - 1:].float()

@@ -1,4 +1,4 @@
-"""The Minecraft action spaces in the pipeline's MultiDiscrete form (SPEC sections 1 and 7).
+"""The Minecraft action spaces in the pipeline's MultiDiscrete form (docs/design.md §1 and §7).
 
 Two layouts, one per data source (they differ in what the player could do, so they are not mixed):
 
@@ -37,7 +37,7 @@ MINERL_ENUMS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 VPT_KEYS = MINERL_KEYS + ("use", "pickItem", "inventory", "drop") + tuple(f"hotbar.{i}" for i in range(1, 10))
-# VPT jsonl keyboard names → action keys (SPEC section 7); other keys (ESC, f, …) are ignored.
+# VPT jsonl keyboard names → action keys (docs/design.md §7); other keys (ESC, f, …) are ignored.
 VPT_KEYBOARD = {
     "key.keyboard.w": "forward", "key.keyboard.s": "back", "key.keyboard.a": "left", "key.keyboard.d": "right",
     "key.keyboard.space": "jump", "key.keyboard.left.shift": "sneak", "key.keyboard.left.control": "sprint",

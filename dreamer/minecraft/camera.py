@@ -1,4 +1,4 @@
-"""Camera discretisation as in VPT (SPEC section 7).
+"""Camera discretisation as in VPT (docs/design.md §7).
 
 Per axis: clip degrees to ±10, μ-law with μ = 10 (x/10 → sign(x)·ln(1+μ|x|)/ln(1+μ), then ×10),
 bin = round((x + 10) / 2). That gives 11 bins per axis; bin 5 is "no motion". The inverse maps a bin

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from dreamer.atomic import atomic_write_bytes
 from dreamer.data.episode import ActionSpace, Episode, EpisodeError, save_episode
 from dreamer.minecraft.actions import MINERL_V04, VPT, MinecraftLayout
 from dreamer.minecraft.minerl_v04 import find_minerl_trajectories, read_minerl_trajectory, task_of
@@ -123,12 +122,7 @@ def _count_existing(path: Path, layout: MinecraftLayout, summary: ConversionSumm
 
 def write_summary(out: Path, summary: ConversionSummary) -> Path:
     """Write ``conversion_summary.json`` atomically."""
-    path = out / SUMMARY_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".json.tmp", dir=out)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(summary.to_dict(), fh, indent=1)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(out / SUMMARY_NAME, json.dumps(summary.to_dict(), indent=1).encode())
 
 
 def convert(cfg: ConvertConfig) -> ConversionSummary:

@@ -1,7 +1,7 @@
 """Optional perception head: Gemma 3 reading Cosmos world latents (``pip install .[perception]``).
 
 ``WorldProjector`` and ``EmbeddingFusion`` need only torch; ``GemmaWorldFusion`` and the training
-entry point (``python -m dreamer.perception.train``) need transformers and are imported lazily.
+entry point (``python -m dreamer.perception.cli``) need transformers and are imported lazily.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from .splice import IGNORE_INDEX, EmbeddingFusion, SplicedInputs
 _LAZY = {
     "GemmaWorldFusion": "fusion",
     "FusionConfig": "fusion",
-    "ensure_grad_mode": "hf_utils",
     "tiny_gemma3": "tiny",
     "tiny_gemma3_config": "tiny",
     "byte_tokenizer": "tiny",
@@ -32,7 +31,6 @@ __all__ = [
     "WorldProjector",
     "WorldProjectorConfig",
     "byte_tokenizer",
-    "ensure_grad_mode",
     "make_qa_records",
     "read_records",
     "run_ablation",

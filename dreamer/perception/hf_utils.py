@@ -1,8 +1,9 @@
-"""Small helpers around transformers: the grad-mode guard and loading a tokenizer/processor offline.
+"""Small helpers around transformers: the grad-mode check at import and loading a tokenizer/processor offline.
 
 Importing this module imports transformers and then checks that grad mode is still on: an import
 that switches it off globally would make every later forward pass build no graph, so training would
-silently do nothing (or fail far from the cause).
+silently do nothing (or fail far from the cause). The guard is
+:func:`dreamer.training.gradmode.ensure_grad_enabled`.
 """
 
 from __future__ import annotations
@@ -11,24 +12,16 @@ import logging
 import os
 from pathlib import Path
 
-import torch
 from transformers import AutoProcessor, AutoTokenizer
+
+from dreamer.training.gradmode import ensure_grad_enabled
 
 logger = logging.getLogger(__name__)
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "processor_config.json")
 
 
-def ensure_grad_mode(context: str) -> bool:
-    """Turn grad mode back on if something switched it off globally; returns True if it had to."""
-    if torch.is_grad_enabled():
-        return False
-    logger.warning("grad mode was globally OFF after %s; turning it back on with torch.set_grad_enabled(True)", context)
-    torch.set_grad_enabled(True)
-    return True
-
-
-ensure_grad_mode("importing transformers")
+ensure_grad_enabled("importing transformers")
 
 
 def load_text_tools(src: str | os.PathLike, local: bool):

@@ -1,7 +1,7 @@
 """Projects pooled Cosmos latents into the language model's embedding space.
 
 The world model's pooled latents are (B, T_lat, N, C): T_lat latent steps, N spatial tokens per step
-(row-major grid), C channels, standardised per channel (SPEC section 3). The projector turns every
+(row-major grid), C channels, standardised per channel (docs/design.md §3). The projector turns every
 (step, token) pair into one language-model embedding, so a clip of T_lat steps becomes T_lat·N
 "world tokens". Each embedding is the sum of
 

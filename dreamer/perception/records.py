@@ -6,7 +6,7 @@ A record is one JSON object per line::
      "prompt": "How many wood does the player have?", "answer": "3"}
 
 ``step`` is a latent step k; the question is about the state at frame min(S·k, T), the last frame
-latent k covers (SPEC sections 2-3; S = the cache's chunk length), so the world tokens of steps ≤ k
+latent k covers (docs/design.md §2–3; S = the cache's chunk length), so the world tokens of steps ≤ k
 hold everything needed to answer it. Three kinds of question:
 
 - ``inventory``: the count of one inventory entry (health/food/drink/energy levels, materials, tools);
@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dreamer.atomic import atomic_write_bytes
 
 VITALS = ("health", "food", "drink", "energy")
 KINDS = ("inventory", "achievement", "death")
@@ -137,13 +139,7 @@ REQUIRED_KEYS = ("episode", "step", "prompt", "answer")
 
 def write_records(path: str | os.PathLike, records: Iterable[dict]) -> Path:
     """Write JSONL atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:

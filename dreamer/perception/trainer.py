@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dreamer.training.gradmode import ensure_grad_enabled
+
 from .data import Example, PromptFormat, answer_correct, collate, encode_record
-from .fusion import GemmaWorldFusion, ensure_grad_mode
+from .fusion import GemmaWorldFusion
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 def train_head(model: GemmaWorldFusion, examples: list[Example], cfg: TrainConfig, pad_id: int) -> list[float]:
     """AdamW on the model's trainable parameters; returns the loss per step."""
-    ensure_grad_mode("the start of training")
+    ensure_grad_enabled("the start of training")
     device = torch.device(cfg.device)
     if device.type != "cuda" and cfg.precision != "fp32":
         logger.warning("precision %s needs CUDA; training in fp32 on %s", cfg.precision, device)

@@ -1,4 +1,4 @@
-"""Configuration of the frozen tokenizer (SPEC section 2)."""
+"""Configuration of the frozen tokenizer (docs/design.md §2)."""
 
 from __future__ import annotations
 

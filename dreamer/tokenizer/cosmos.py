@@ -1,4 +1,4 @@
-"""The frozen Cosmos tokenizer (SPEC section 2).
+"""The frozen Cosmos tokenizer (docs/design.md §2).
 
 uint8 frames (B, T, H, W, 3) → [-1, 1], (B, 3, T, H, W), bicubic resize to ``resolution`` →
 ``AutoencoderKLCosmos.encode(x).latent_dist.mode()`` → raw latents (B, C, T_lat, G, G) →

@@ -5,7 +5,7 @@ the later phases read carry the information:
 
     uint8 frames (B, T, H, W, 3) → preprocess → encode → pool → unpool → decode → (B, 3, T, R, R)
 
-with T = 1 + S·k frames (a causal window of SPEC section 2). The same :func:`preprocess`,
+with T = 1 + S·k frames (a causal window of docs/design.md §2). The same :func:`preprocess`,
 :func:`pool_latents` and :func:`unpool_latents` as the frozen wrapper are used, here with gradients.
 """
 
@@ -15,8 +15,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dreamer.atomic import atomic_dir
+from dreamer.data.loader import UniformClipDraw
 from dreamer.tokenizer.cosmos import (
     build_vae,
     latent_steps,
@@ -198,15 +198,11 @@ class FrameClipSampler:
         self.clip_frames, self.S, self.batch_size, self.seed, self.rank = clip_frames, S, batch_size, seed, rank
         k = (clip_frames - 1) // S
         starts = np.array([max(1, latent_steps(len(episodes[n]), S) - k) for n in self.names], dtype=np.int64)
-        self._cum = np.cumsum(starts)  # clip index -> (episode, start latent)
+        self._draw = UniformClipDraw(starts, batch_size, seed, rank)  # start latents, drawn as the cache's clips
 
     def draw(self, step: int) -> list[tuple[str, int]]:
         """(episode, first frame) of each clip of batch ``step`` for this rank."""
-        rng = np.random.default_rng([self.seed, self.rank, step])
-        idx = rng.integers(0, int(self._cum[-1]), size=self.batch_size)
-        ep = np.searchsorted(self._cum, idx, side="right")
-        first = np.concatenate([[0], self._cum[:-1]])
-        return [(self.names[e], int(i - first[e]) * self.S) for e, i in zip(ep, idx)]
+        return [(self.names[e], s * self.S) for e, s in self._draw.draw(step)]
 
     def batch(self, step: int, device: str | torch.device = "cpu") -> dict:
         return self.collate(self.draw(step), device)
@@ -254,19 +250,7 @@ def save_tokenizer(vae: nn.Module, out_dir: str | os.PathLike, info: dict) -> Pa
     written to ``phase0.json`` in the folder.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    try:
+    with atomic_dir(out) as tmp:
         vae.save_pretrained(str(tmp))
         (tmp / "phase0.json").write_text(json.dumps(dict(info, weights_sha256=weights_hash(vae)), indent=1))
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
     return out

@@ -1,4 +1,4 @@
-"""Atomic writes, safe checkpoint loading and RNG state (SPEC section 9).
+"""Checkpoint files: atomic saves (through :mod:`dreamer.atomic`), safe loading and RNG state (docs/design.md §9).
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so that it loads with
 ``torch.load(weights_only=True)``: a checkpoint can never run code.
@@ -19,13 +19,6 @@ from dreamer.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 COMPILED_PREFIX = "_orig_mod."
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_open(path) as fh:
-        fh.write(data)
-    return Path(path)
 
 
 def atomic_save(obj: dict, path: str | os.PathLike) -> Path:

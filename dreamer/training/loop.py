@@ -1,5 +1,5 @@
 """Shared pieces of a training loop: optimiser and schedule, the non-finite guard, and the
-checkpoint payload every phase writes and resumes from (SPEC section 9)."""
+checkpoint payload every phase writes and resumes from (docs/design.md §9)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dreamer.configuration import to_dict
+from dreamer.presets import to_dict
 from dreamer.training import sharding
 from dreamer.training.checkpoint import (
     atomic_save,
@@ -23,6 +23,7 @@ from dreamer.training.checkpoint import (
     strip_compiled_prefix,
 )
 from dreamer.training.config import PhaseConfig
+from dreamer.training.runtime import unwrap
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +114,6 @@ def optimizer_step(opt, sched, loss: torch.Tensor, pc: PhaseConfig, guard: NonFi
 def _local(norm: torch.Tensor) -> torch.Tensor:
     """A norm over FSDP-sharded gradients is a DTensor: its full value (the same on every rank)."""
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The plain module behind DDP and torch.compile wrappers."""
-    while True:
-        if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel):
-            module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
-        else:
-            return module
 
 
 def payload(cfg, step: int, models: dict[str, nn.Module], opt=None, sched=None, data_info: dict | None = None,

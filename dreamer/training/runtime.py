@@ -1,10 +1,13 @@
-"""What every phase script needs from its surroundings: CLI, device, seeds, distributed setup, run
-directory (checked writable before training), TensorBoard, and the grad-mode guard."""
+"""What every phase script needs from its surroundings: device, seeds, distributed setup, run
+directory (checked writable before training), TensorBoard, and the DDP / torch.compile wrapping
+(:func:`wrap_model`, undone by :func:`unwrap`).
+
+The command line and the run's :class:`dreamer.config.Config` come from :mod:`dreamer.pipeline`; this
+module reads only the fields it names (``run_dir``, ``device``, ``seed``, ``threads``).
+"""
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
 import os
 import shutil
@@ -12,39 +15,17 @@ import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from dreamer.config import Config, load
-from dreamer.configuration import save_config
+from dreamer.presets import save_config
+from dreamer.training.gradmode import ensure_grad_enabled
 
 log = logging.getLogger(__name__)
-
-# Every time the global grad mode was found switched off and turned back on: (where, detail).
-GRAD_MODE_EVENTS: list[tuple[str, str]] = []
-
-
-def guarded_import(name: str):
-    """Import ``name``; if that import switched grad mode off globally, say so, name it, turn it back on."""
-    before = torch.is_grad_enabled()
-    module = importlib.import_module(name)
-    if before and not torch.is_grad_enabled():
-        torch.set_grad_enabled(True)
-        GRAD_MODE_EVENTS.append((f"import {name}", "importing it disabled grad mode globally"))
-        log.error("importing %s disabled torch grad mode globally; re-enabled it explicitly", name)
-    return module
-
-
-def ensure_grad_enabled(where: str) -> bool:
-    """Turn grad mode back on (logged) if something switched it off; returns whether it was on."""
-    if torch.is_grad_enabled():
-        return True
-    torch.set_grad_enabled(True)
-    GRAD_MODE_EVENTS.append((where, "grad mode was globally disabled"))
-    log.error("torch grad mode was disabled globally at %s; re-enabled it explicitly", where)
-    return False
 
 
 def setup_logging(rank: int = 0) -> None:
@@ -55,20 +36,9 @@ def setup_logging(rank: int = 0) -> None:
     )
 
 
-def parse_args(description: str, argv: list[str] | None = None, extra=None) -> tuple[Config, argparse.Namespace]:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", action="append", default=[], help="YAML preset (repeat to stack)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
-    p.add_argument("--no-diagnose", action="store_true", help="do not stop on a failed diagnose_phase() check")
-    if extra:
-        extra(p)
-    args = p.parse_args(argv)
-    return load(args.config, args.set), args
-
-
 @dataclass
 class Runtime:
-    cfg: Config
+    cfg: Any  # the run's dreamer.config.Config
     device: torch.device
     rank: int = 0
     world: int = 1
@@ -135,7 +105,7 @@ def check_run_dir(run_dir: Path, min_free_mb: int = 200) -> None:
         raise RuntimeError(f"only {free_mb:.0f} MiB free under {run_dir}; need at least {min_free_mb} MiB for checkpoints")
 
 
-def start(cfg: Config, phase: str) -> Runtime:
+def start(cfg, phase: str) -> Runtime:
     """Distributed init (torchrun env vars), logging, device, seeds, run dir, config.yaml, TensorBoard."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -184,3 +154,14 @@ def wrap_model(rt: Runtime, model: torch.nn.Module, compile: bool = False) -> to
         net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
                                       forward_sync_buffers=False)
     return net
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module behind DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        if isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        else:
+            return module

@@ -10,18 +10,13 @@ import torch
 from gymnasium import spaces
 
 from dreamer.agent import Agent, AgentConfig
-from dreamer.agent.acting import (
-    AgentPolicy,
-    ChunkActor,
-    FrequencyPolicy,
-    run_agent_episodes,
-    run_frequency_episodes,
-    run_random_episodes,
-)
+from dreamer.agent.acting import AgentPolicy, ChunkActor, run_agent_episodes
 from dreamer.data.cache import LatentCache, build_cache
 from dreamer.data.episode import ActionSpace, Episode, save_episode
 from dreamer.envs import evaluation
 from dreamer.envs.config import EnvConfig
+from dreamer.envs.evaluation import run_frequency_episodes, run_random_episodes
+from dreamer.envs.policies import FrequencyPolicy
 
 
 class FakeEnv(gym.Env):

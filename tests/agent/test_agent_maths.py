@@ -1,4 +1,4 @@
-"""symlog / symexp and the two-hot distribution (SPEC sec 8)."""
+"""symlog / symexp and the two-hot distribution (docs/design.md §8)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_config_validation():
         AgentConfig(d_model=130, num_heads=4)
     with pytest.raises(ValueError, match="AgentConfig.focal_gamma"):
         AgentConfig(focal_gamma=-1.0)
-    from dreamer.configuration import from_dict
+    from dreamer.presets import from_dict
 
     with pytest.raises(ValueError, match="unknown config key"):
         from_dict(AgentConfig, {"d_modle": 64}, "agent")

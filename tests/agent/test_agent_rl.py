@@ -1,4 +1,4 @@
-"""lambda-returns and the PMPO loss against hand computations (SPEC sec 6)."""
+"""lambda-returns and the PMPO loss against hand computations (docs/design.md §6)."""
 
 from __future__ import annotations
 

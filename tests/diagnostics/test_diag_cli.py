@@ -12,8 +12,8 @@ from diag_fixtures import CARDS, S
 from diagnostics.cli import main
 from dreamer.config import load
 from dreamer.data.cache import LatentCache, write_manifest_file
-from dreamer.data.prepare import make_tokenizer
 from dreamer.dynamics import DynamicsModel, ShortcutForcingLoss
+from dreamer.pipeline.data import make_tokenizer
 from dreamer.training import loop
 from dreamer.training.checkpoint import atomic_save
 from dreamer.training.runtime import seed_everything

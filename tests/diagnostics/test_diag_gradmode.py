@@ -11,7 +11,7 @@ from diag_fixtures import make_batch, phase1_setup
 
 from diagnostics import FAIL, OK, WARN, diagnose_phase
 from diagnostics.gradmode import static_suspects
-from dreamer.training.runtime import GRAD_MODE_EVENTS, guarded_import
+from dreamer.training.gradmode import GRAD_MODE_EVENTS, guarded_import
 
 BAD = "import torch\n\ntorch.set_grad_enabled(False)  # what a careless dependency does at import\n"
 

@@ -8,8 +8,9 @@ import logging
 import pytest
 import torch
 
-from dreamer.perception.fusion import FusionConfig, GemmaWorldFusion, ensure_grad_mode
+from dreamer.perception.fusion import FusionConfig, GemmaWorldFusion
 from dreamer.perception.tiny import BOI_ID, EOI_ID, IMAGE_ID, byte_tokenizer, tiny_gemma3
+from dreamer.training.gradmode import ensure_grad_enabled
 
 N, C, T = 4, 3, 2  # world: 2 latent steps of 4 tokens with 3 channels -> W = 8 world tokens
 W = T * N
@@ -202,10 +203,10 @@ def test_generate_matches_forward_argmax(fusion):
 def test_grad_mode_switched_off_is_turned_back_on_and_logged(caplog):
     torch.set_grad_enabled(False)
     try:
-        with caplog.at_level(logging.WARNING, logger="dreamer.perception.hf_utils"):
-            assert ensure_grad_mode("a test") is True
+        with caplog.at_level(logging.WARNING, logger="dreamer.training.gradmode"):
+            assert ensure_grad_enabled("a test") is True
         assert torch.is_grad_enabled()
-        assert "grad mode was globally OFF after a test" in caplog.text
-        assert ensure_grad_mode("again") is False
+        assert "grad mode was disabled globally at a test" in caplog.text
+        assert ensure_grad_enabled("again") is False
     finally:
         torch.set_grad_enabled(True)

@@ -143,7 +143,7 @@ def test_probe_measures_the_real_layout_not_the_config():
 def test_batched_windows_equal_one_by_one():
     torch.manual_seed(3)
     frames = torch.randint(0, 256, (2, 37, 64, 64, 3), dtype=torch.uint8)
-    kw = dict(preset="tiny", resolution=64, pool=2, window_latents=2)
+    kw = {"preset": "tiny", "resolution": 64, "pool": 2, "window_latents": 2}
     one = CosmosTokenizerWrapper(cfg=TokenizerConfig(batch_windows=1, **kw)).encode(frames)
     many = CosmosTokenizerWrapper(cfg=TokenizerConfig(batch_windows=3, **kw)).encode(frames)
     assert torch.allclose(one, many, atol=1e-5)

@@ -9,8 +9,8 @@ from torch import nn
 
 from dreamer.agent import Agent, AgentConfig
 from dreamer.config import load
-from dreamer.configuration import ConfigError
 from dreamer.dynamics import DynamicsConfig, DynamicsModel
+from dreamer.presets import ConfigError
 from dreamer.training import sharding
 from dreamer.training.runtime import Runtime
 

@@ -43,7 +43,7 @@ def test_answer_correct_needs_every_answer_token():
 
 
 def test_train_entry_point_runs_the_ablation(tmp_path):
-    from dreamer.perception.train import main
+    from dreamer.perception.cli import main
 
     out = tmp_path / "run"
     report = main(["--synthetic", "5", "--tiny", "--steps", "6", "--batch-size", "4", "--window", "2",
@@ -56,7 +56,7 @@ def test_train_entry_point_runs_the_ablation(tmp_path):
 
 
 def test_records_that_do_not_match_the_cache_are_refused(tmp_path):
-    from dreamer.perception.train import check_records
+    from dreamer.perception.cli import check_records
 
     lat = {"e": np.zeros((4, 2, 3), np.float32)}
     good = [{"episode": "e", "step": k, "frame": 8 * k, "prompt": "?", "answer": "0"} for k in range(3)]

@@ -1,10 +1,11 @@
-"""Typed configs from stacked YAML presets plus ``--set a.b=value`` overrides.
+"""Reading YAML presets into typed dataclass configs (the generic loader; the run's own config is
+:class:`dreamer.config.Config`).
 
 - A preset may start with ``include: [other.yaml, ...]`` (paths relative to it); later files and
   keys win. Several ``--config`` files stack in the order given.
 - ``--set data.clip_len=32`` overrides one key; the value is parsed as YAML (``null``, lists, …).
 - An unknown key is an error that names it and lists the valid keys at that level.
-- The resolved config is saved in the run directory (``config.yaml``) by every phase.
+- The resolved config is saved in the run directory (``config_<phase>.yaml``) by every phase.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from dreamer.atomic import atomic_write_bytes
 
 
 class ConfigError(ValueError):
@@ -123,8 +126,6 @@ def to_dict(cfg: Any) -> dict:
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:
-    from dreamer.training.checkpoint import atomic_write_bytes
-
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     return atomic_write_bytes(Path(path), text.encode())
 

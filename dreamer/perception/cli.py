@@ -1,9 +1,10 @@
-"""Train the perception head on Crafter QA records and report the with/without-world-tokens ablation.
+"""The command line of the perception head: build or read Crafter QA records, train, and report the
+with/without-world-tokens ablation (the training itself is :mod:`dreamer.perception.trainer`).
 
-    python -m dreamer.perception.train --cache data/crafter_tiny/cache --records data/crafter_tiny/qa.jsonl \\
+    python -m dreamer.perception.cli --cache data/crafter_tiny/cache --records data/crafter_tiny/qa.jsonl \\
         --model-dir /path/to/gemma-3-4b-it --out checkpoints/perception
-    python -m dreamer.perception.train --cache data/crafter_tiny/cache --records qa.jsonl --tiny   # no weights
-    python -m dreamer.perception.train --synthetic 60 --tiny                                     # no cache either
+    python -m dreamer.perception.cli --cache data/crafter_tiny/cache --records qa.jsonl --tiny   # no weights
+    python -m dreamer.perception.cli --synthetic 60 --tiny                                     # no cache either
 
 Records are built from the cache's source episodes when the JSONL does not exist yet (or with
 ``--rebuild-records``). Training uses the cache's train split, accuracy its validation split

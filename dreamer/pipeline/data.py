@@ -3,6 +3,7 @@ encode what is not cached yet (sharded across distributed ranks), and open the c
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -14,10 +15,12 @@ log = logging.getLogger(__name__)
 
 
 def make_tokenizer(cfg, device) -> CosmosTokenizerWrapper:
+    """The frozen tokenizer of ``cfg.tokenizer`` on ``device`` (random weights come from a fixed seed)."""
     return CosmosTokenizerWrapper(cfg=cfg.tokenizer).to(device)
 
 
 def episode_paths(cfg, rt) -> list[Path]:
+    """The episode files of ``cfg.data.episodes_dir``, collected first (rank 0) when too few and asked to."""
     root = Path(cfg.data.episodes_dir)
     found = list_episodes(root) if root.is_dir() else []
     if len(found) < cfg.collect.num_episodes and cfg.data.collect:
@@ -56,10 +59,16 @@ def prepare_data(cfg, rt, tokenizer: CosmosTokenizerWrapper | None = None) -> tu
     return tokenizer, cache
 
 
+def open_or_prepare(cfg, rt, tokenizer: CosmosTokenizerWrapper) -> LatentCache:
+    """The cache of ``cfg.data`` as it is when its manifest exists (checked against ``tokenizer``), else built."""
+    root = Path(cfg.data.cache_dir)
+    if (root / "manifest.json").is_file():
+        return LatentCache(root, expect_tokenizer=tokenizer.identity())
+    return prepare_data(cfg, rt, tokenizer)[1]
+
+
 def _stale(cache: LatentCache, paths: list[Path]) -> bool:
     """True when an episode was re-encoded since the manifest was written (its hash changed)."""
-    import json
-
     for p in paths:
         src = json.loads((cache.root / "episodes" / p.stem / "source.json").read_text())
         if src["sha256"] != cache.manifest["sources"][p.stem]["sha256"]:
@@ -68,8 +77,9 @@ def _stale(cache: LatentCache, paths: list[Path]) -> bool:
 
 
 def main(argv=None) -> None:
-    """``python -m dreamer.data.prepare --config …``: collect (when asked) and build the latent cache only."""
-    from dreamer.training.runtime import parse_args, start
+    """``python -m dreamer.pipeline.data --config …``: collect (when asked) and build the latent cache only."""
+    from dreamer.pipeline.cli import parse_args
+    from dreamer.training.runtime import start
 
     cfg, _ = parse_args("Collect episodes (when asked) and build the latent cache of a config.", argv)
     rt = start(cfg, "cache")

@@ -1,0 +1,100 @@
+"""Phase-2 held-out figures on the cache's val split: BC accuracy and NLL against the majority-action
+baseline, reward and continue errors, and the data's and the policy's actions for histograms.
+
+Every val latent step is counted exactly once (:func:`heldout_clips`); the baseline's action
+frequencies come from the training split (:func:`action_counts`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model import Agent
+from .policy import entry_log_probs, mode, sample
+
+MAX_HELDOUT_CLIPS = 512  # held-out figures use at most this many clips (evenly spread over the val split)
+
+
+def action_counts(cache, names: list[str]) -> list[np.ndarray]:
+    """How often each action of each component is taken at the valid sub-steps of ``names``: D arrays (card_d,)."""
+    counts = [np.zeros(c, dtype=np.int64) for c in cache.action_space.cards]
+    for n in names:
+        e = cache.episode(n)
+        valid = np.asarray(e.actions)[np.asarray(e.action_mask)]  # (V, D)
+        for d, c in enumerate(counts):
+            c += np.bincount(valid[:, d], minlength=len(c))
+    return counts
+
+
+def heldout_clips(cache, names: list[str], T: int) -> list[tuple[str, int, int, int]]:
+    """(episode, start, length, first_counted) covering every latent step of ``names`` exactly once."""
+    clips = []
+    for n in names:
+        L = len(cache.episode(n))
+        for s in range(0, L, T):
+            start = min(s, max(0, L - T))  # the last clip is shifted back to full length; count new rows only
+            clips.append((n, start, min(T, L), s - start))
+    if len(clips) > MAX_HELDOUT_CLIPS:
+        clips = [clips[i] for i in np.linspace(0, len(clips) - 1, MAX_HELDOUT_CLIPS).round().astype(int)]
+    return clips
+
+
+def _stack(cache, part: list, key: str, length: int, device) -> torch.Tensor:
+    """(B, length, ...) tensor of one cache array for the clips ``part`` [(episode, start, ...)]."""
+    rows = [np.asarray(getattr(cache.episode(n), key)[s : s + length]) for n, s, *_ in part]
+    return torch.from_numpy(np.stack(rows)).to(device)
+
+
+@torch.no_grad()
+def heldout(agent: Agent, cache, names: list[str], T: int, majority: np.ndarray, batch_size: int, device,
+            gen: torch.Generator) -> tuple[dict, dict]:
+    """Held-out BC accuracy / NLL, majority-action accuracy, reward and continue figures; and the
+    data's and the policy's (sampled) actions at the valid entries (V, D) for histograms."""
+    agent.eval()
+    sums = dict.fromkeys(("hit", "maj", "nll", "n", "rerr", "rerr_nz", "n_nz", "cont", "rows"), 0.0)
+    acts: dict[str, list] = {"data": [], "policy": []}
+    maj = torch.as_tensor(majority, device=device)
+    by_len: dict[int, list] = {}
+    for c in heldout_clips(cache, names, T):
+        by_len.setdefault(c[2], []).append(c)
+    for length, group in by_len.items():
+        for i in range(0, len(group), batch_size):
+            part = group[i : i + batch_size]
+            lat = cache.standardise(_stack(cache, part, "latents", length, device))  # (B, T, N, C)
+            actions, mask = _stack(cache, part, "actions", length, device), _stack(cache, part, "action_mask", length, device)
+            rewards, continues = (_stack(cache, part, k, length, device) for k in ("rewards", "continues"))
+            keep = torch.stack([torch.arange(length, device=device) >= f for *_, f in part])  # (B, T) rows counted
+            valid = (mask & keep[..., None])[..., None].expand(actions.shape)  # (B, T, S, D)
+            h = agent.trunk(lat)
+            logits = agent.policy(h)
+            err = (agent.reward.predict(h) - rewards).abs()
+            nonzero = keep & (rewards != 0)
+            sums["hit"] += ((mode(logits) == actions) & valid).sum().item()
+            sums["maj"] += ((actions == maj) & valid).sum().item()
+            sums["nll"] -= entry_log_probs(logits, actions, mask)[valid].sum().item()
+            sums["n"] += valid.sum().item()
+            sums["rerr"] += err[keep].sum().item()
+            sums["rerr_nz"] += err[nonzero].sum().item()
+            sums["n_nz"] += nonzero.sum().item()
+            sums["cont"] += ((agent.cont(h) > 0) == (continues > 0.5))[keep].sum().item()
+            sums["rows"] += keep.sum().item()
+            acts["data"].append(actions[valid].view(-1, actions.shape[-1]).cpu())
+            acts["policy"].append(sample(logits, gen)[valid].view(-1, actions.shape[-1]).cpu())
+    agent.train()
+    n, rows = max(sums["n"], 1.0), max(sums["rows"], 1.0)
+    metrics = {"bc_accuracy": sums["hit"] / n, "majority_accuracy": sums["maj"] / n, "bc_nll": sums["nll"] / n,
+               "reward_mae": sums["rerr"] / rows, "continue_accuracy": sums["cont"] / rows, "entries": sums["n"]}
+    if sums["n_nz"]:
+        metrics["reward_mae_nonzero"] = sums["rerr_nz"] / sums["n_nz"]
+    return metrics, {k: torch.cat(v) if v else torch.zeros(0, len(majority), dtype=torch.long) for k, v in acts.items()}
+
+
+def log_histograms(writer, names: tuple[str, ...], acts: dict, step: int) -> None:
+    """One TensorBoard histogram per action component and source (``acts`` from :func:`heldout`)."""
+    if writer is None:
+        return
+    for d, name in enumerate(names):
+        for who, a_vd in acts.items():
+            if a_vd.numel():
+                writer.add_histogram(f"actions/{name}/{who}", a_vd[:, d].float(), step)

@@ -1,0 +1,58 @@
+"""The phases' checkpoint files, named here once, and the handoff from one phase to the next.
+
+Every phase writes periodic checkpoints ``<prefix>_step<N>.pt`` (resumed by rerunning the command) and
+phases 1–3 a final one that the next phase starts from; phases 2 and 3 also write their real-env
+evaluation as JSON. The layout of a checkpoint is :func:`dreamer.training.loop.payload`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dreamer.agent import AgentConfig
+from dreamer.dynamics import DynamicsConfig
+from dreamer.presets import from_dict
+from dreamer.training import loop
+from dreamer.training.checkpoint import atomic_save, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+PREFIX = {0: "phase0", 1: "phase1", 2: "phase2", 3: "phase3"}  # periodic checkpoints <prefix>_step<N>.pt
+FINAL = {1: "phase1_cosmos_final.pt", 2: "phase2_final.pt", 3: "phase3_final.pt"}
+EVAL_JSON = {2: "phase2_eval.json", 3: "phase3_eval.json"}
+SCRIPT = {0: "train_phase0_tokenizer.py", 1: "train_phase1_cosmos.py", 2: "train_phase2.py", 3: "train_phase3.py"}
+# The models a phase's final checkpoint hands on, with the config section each was built from.
+HANDOFF = {1: {"dynamics": DynamicsConfig}, 2: {"dynamics": DynamicsConfig, "agent": AgentConfig}}
+
+
+def handoff_path(cfg, phase: int, given: str | None) -> Path:
+    """The final checkpoint of ``phase`` to start the next one from: ``given``, else the run directory's."""
+    return Path(given) if given else cfg.run_dir / FINAL[phase]
+
+
+def load_handoff(path: Path, cfg, phase: int) -> dict:
+    """The final checkpoint of ``phase``; ``cfg.dynamics`` (and ``cfg.agent``) become the ones its models
+    were trained with. Call it before ``runtime.start``, so the saved config names the models it carries."""
+    ckpt = load_checkpoint(path)
+    have = sorted(ckpt.get("models", {}))
+    missing = [k for k in HANDOFF[phase] if k not in have]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks models {missing} (has {have}); phase {phase + 1} needs the "
+                         f"{FINAL[phase]} written by {SCRIPT[phase]}")
+    for key, cls in HANDOFF[phase].items():
+        trained = from_dict(cls, ckpt["config"][key], key)
+        if trained != getattr(cfg, key):
+            log.warning("%s config of %s differs from the given config; using the checkpoint's: %s", key, path, trained)
+            setattr(cfg, key, trained)
+    return ckpt
+
+
+def save_final(rt, phase: int, state: dict) -> Path:
+    """Rank 0 writes the final checkpoint of ``phase`` (and it as the last periodic one, so a rerun of a
+    finished run resumes at its end)."""
+    path = rt.run_dir / FINAL[phase]
+    atomic_save(state, path)
+    loop.save_periodic(rt, PREFIX[phase], state, getattr(rt.cfg, f"phase{phase}").keep_checkpoints)
+    log.info("wrote %s", path)
+    return path

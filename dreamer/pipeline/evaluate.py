@@ -1,0 +1,106 @@
+"""The real-env evaluation that ends phases 2 and 3 (docs/design.md §6): the trained policies next to
+the baselines of :mod:`dreamer.envs.evaluation`, every policy playing episode i with seed
+``eval.seed + i``, summarised, logged to TensorBoard and written as JSON in the run directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from dreamer.agent import Agent
+from dreamer.agent.acting import run_agent_episodes
+from dreamer.atomic import atomic_write_bytes
+from dreamer.envs.evaluation import (
+    comparison_table,
+    flat_scalars,
+    run_frequency_episodes,
+    run_random_episodes,
+    summarise,
+)
+from dreamer.pipeline.build import build_agent
+from dreamer.pipeline.checkpoints import EVAL_JSON
+
+log = logging.getLogger(__name__)
+
+
+def eval_seeds(cfg, episodes: int) -> list[int]:
+    return [cfg.eval.seed + i for i in range(episodes)]
+
+
+def eval_context(cfg, agent_cfg=None) -> int:
+    """The latent steps of history the acting agent sees: the window length its trunk was trained on."""
+    return min(cfg.data.clip_len, (agent_cfg or cfg.agent).max_time)
+
+
+def compare_policies(env_cfg, seeds: Sequence[int], tokenizer, cache, agents: dict[str, Agent],
+                     max_steps: int, with_random: bool = True, context: int | None = None) -> dict:
+    """{"summaries": {policy: summary}, "episodes": {policy: [per-episode results]}}; every policy plays
+    episode i with seed ``seeds[i]`` (the random policy first, then ``agents`` in order, sampled)."""
+    episodes: dict[str, list[dict]] = {}
+    if with_random:
+        episodes["random"] = run_random_episodes(env_cfg, seeds, cache.action_space.cards, max_steps)
+    for name, agent in agents.items():
+        modes = {m: m.training for m in agent.modules()}  # restored one by one: frozen parts stay in eval
+        agent.eval()
+        try:
+            episodes[name] = run_agent_episodes(env_cfg, seeds, tokenizer, agent, cache.mean, cache.std,
+                                                max_steps=max_steps, context=context)
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+    return {"summaries": {k: summarise(v) for k, v in episodes.items()}, "episodes": episodes}
+
+
+def _write_json(rt, phase: int, out: dict) -> None:
+    atomic_write_bytes(rt.run_dir / EVAL_JSON[phase], json.dumps(out, indent=1, default=float).encode())
+
+
+def evaluate_bc(rt, tokenizer, agent: Agent, cache, counts: list[np.ndarray]) -> dict:
+    """Phase 2, on seeds eval.seed + i: the BC policy (sampled), the uniform random policy, and the data's
+    action frequencies sampled blindly (what BC gets without using the frames); writes phase2_eval.json."""
+    cfg = rt.cfg
+    seeds = eval_seeds(cfg, cfg.phase2.eval_episodes)
+    context = eval_context(cfg, agent.cfg)
+    t0 = time.perf_counter()
+    bc = run_agent_episodes(cfg.env, seeds, tokenizer, agent, cache.mean, cache.std, max_steps=cfg.eval.max_steps,
+                            context=context, progress=rt.is_main)
+    rnd = run_random_episodes(cfg.env, seeds, cards=cache.action_space.cards, max_steps=cfg.eval.max_steps,
+                              progress=rt.is_main)
+    freq = run_frequency_episodes(cfg.env, seeds, counts, max_steps=cfg.eval.max_steps, progress=rt.is_main)
+    runs = {"bc": bc, "random": rnd, "data_frequency": freq}
+    out = {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, "seconds": time.perf_counter() - t0,
+           **{who: summarise(r) for who, r in runs.items()}, "episodes": runs}
+    _write_json(rt, 2, out)
+    for who in runs:
+        s = out[who]
+        rt.scalars(cfg.phase2.steps, {k: v for k, v in s.items() if isinstance(v, (int, float))}, f"env/{who}/")
+        log.info("real env, %s policy over %d episodes: %s", who, len(seeds),
+                 {k: v for k, v in s.items() if isinstance(v, (int, float))})
+    return out
+
+
+def evaluate_policies(rt, tokenizer, cache, agents: dict[str, Agent], with_random: bool) -> dict:
+    """Phase 3: ``agents`` (and the random policy) on seeds eval.seed + i, as :func:`compare_policies`."""
+    cfg = rt.cfg
+    seeds = eval_seeds(cfg, cfg.phase3.eval_episodes)
+    context = eval_context(cfg)
+    out = compare_policies(cfg.env, seeds, tokenizer, cache, agents, cfg.eval.max_steps, with_random, context)
+    return {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, **out}
+
+
+def final_comparison(rt, tokenizer, cache, agent: Agent, phase2_agent_state: dict) -> tuple[dict, str]:
+    """Random, phase-2 (BC) and phase-3 policies on the same seeds: JSON (phase3_eval.json), TensorBoard
+    and the log; returns (the results, the comparison table)."""
+    bc = build_agent(rt.cfg, tokenizer, cache, rt.device, state=phase2_agent_state)
+    out = evaluate_policies(rt, tokenizer, cache, {"phase2_bc": bc, "phase3": agent}, with_random=True)
+    for name, s in out["summaries"].items():
+        rt.scalars(rt.cfg.phase3.steps, flat_scalars(s), f"eval/final/{name}/")
+    _write_json(rt, 3, out)
+    table = comparison_table(out["summaries"])
+    log.info("real-env comparison, %d episodes per policy (%s):\n%s", len(out["seeds"]), rt.run_dir / EVAL_JSON[3],
+             table)
+    return out, table
