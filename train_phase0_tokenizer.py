@@ -31,6 +31,7 @@ from dreamer.tokenizer.fit import (
     build_trainable_vae,
     evaluate_reconstruction,
     load_frames,
+    plateaued,
     reconstruction_loss,
     save_tokenizer,
     side_by_side,
@@ -113,8 +114,10 @@ def main(argv=None) -> dict:
     net = wrap_model(rt, model, pc.compile)
     guard = loop.NonFiniteGuard(pc.max_nonfinite)
     n_frames, t0, metrics = 0, time.perf_counter(), dict((ckpt or {}).get("eval") or {})
+    curve = [tuple(c) for c in (ckpt or {}).get("curve") or []]  # (step, held-out PSNR) of every evaluation
+    last = (ckpt or {}).get("stopped_at") or pc.steps  # where fitting ends: the last step, or a plateau
     extra = {"phase": 0, "baseline": baseline, "source": desc}
-    for step in trange(start_step, pc.steps, desc="phase0", disable=not rt.is_main, initial=start_step, total=pc.steps):
+    for step in trange(start_step, last, desc="phase0", disable=not rt.is_main, initial=start_step, total=pc.steps):
         batch = train.batch(step, rt.device)
         with rt.autocast(pc.bf16):
             recon, target, _ = net(batch["frames"])
@@ -128,25 +131,33 @@ def main(argv=None) -> dict:
                               "frames_per_s": n_frames / (time.perf_counter() - t0), "skipped_steps": guard.total},
                        "train/")
             n_frames, t0 = 0, time.perf_counter()
+        stop = False
         if rt.is_main and (done % pc.eval_every == 0 or done == pc.steps):
             metrics = evaluate(rt, model, heldout, done)
-            log.info("step %d: held-out PSNR %.2f dB (before fitting %.2f, pooled pixels %.2f), train mse %.4f", done,
-                     metrics["psnr"], baseline["psnr"], metrics["psnr_pooled_pixels"], m["mse"])
+            curve.append((done, metrics["psnr"]))
+            stop = plateaued(curve, pc.patience, pc.min_delta)
+            log.info("step %d: held-out PSNR %.2f dB (before fitting %.2f, pooled pixels %.2f), train mse %.4f%s", done,
+                     metrics["psnr"], baseline["psnr"], metrics["psnr_pooled_pixels"], m["mse"],
+                     f"; no gain of {pc.min_delta} dB in {pc.patience} evaluations: stopping" if stop else "")
+        if rt.broadcast_flag(stop):
+            last = done
+            break
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:  # none during a non-finite streak
-            loop.save_periodic(rt, PREFIX, loop.payload(cfg, done, models, opt, sched, None, dict(extra, eval=metrics)),
-                               pc.keep_checkpoints)
+            loop.save_periodic(rt, PREFIX, loop.payload(cfg, done, models, opt, sched, None,
+                                                        dict(extra, eval=metrics, curve=curve)), pc.keep_checkpoints)
 
-    if rt.is_main and start_step >= pc.steps and out.exists():
-        log.info("phase 0 already complete (%d steps): %s is up to date; raise phase0.steps to keep fitting", pc.steps,
+    if rt.is_main and start_step >= last and out.exists():
+        log.info("phase 0 already complete (%d steps): %s is up to date; raise phase0.steps to keep fitting", last,
                  out)
     elif rt.is_main:
         if not metrics:
-            metrics = evaluate(rt, model, heldout, pc.steps)
-        final = loop.payload(cfg, pc.steps, models, opt, sched, None, dict(extra, eval=metrics))
+            metrics = evaluate(rt, model, heldout, last)
+        stopped = {"stopped_at": last} if last < pc.steps else {}
+        final = loop.payload(cfg, last, models, opt, sched, None, dict(extra, eval=metrics, curve=curve, **stopped))
         loop.save_periodic(rt, PREFIX, final, pc.keep_checkpoints)
-        info = {"step": pc.steps, "source": desc, "preset": cfg.tokenizer.preset, "temporal_compression": S,
+        info = {"step": last, "source": desc, "preset": cfg.tokenizer.preset, "temporal_compression": S,
                 "resolution": cfg.tokenizer.resolution, "pool": cfg.tokenizer.pool, "eval": metrics,
-                "before_fitting": baseline, "episodes": {"train": train_names, "val": val_names},
+                "before_fitting": baseline, "curve": curve, "episodes": {"train": train_names, "val": val_names},
                 "phase0": to_dict(pc)}
         save_tokenizer(unwrap(vae), out, info)
         # The handoff: the wrapper loads the folder frozen and sees exactly these weights.

@@ -81,3 +81,19 @@ def test_fit_resume_and_handoff(tmp_path, episodes):
         p.unlink()
     with pytest.raises(FileExistsError, match="init_from"):
         phase0.main(_args(tmp_path, episodes, 6))
+
+
+def test_stops_on_a_plateau_at_one_latent_per_frame(tmp_path, episodes):
+    """S = 1 (tokenizer.temporal_compression=1, clips of 2 frames); a gain of 100 dB is never reached, so the
+    second evaluation ends the fit: the tokenizer is saved from that step and a rerun does nothing."""
+    out = tmp_path / "ckpt" / "p0" / "tokenizer"
+    args = _args(tmp_path, episodes, 10, "tokenizer.temporal_compression=1", "tokenizer.window_latents=1",
+                 "phase0.clip_frames=2", "phase0.patience=1", "phase0.min_delta=100")
+    phase0.main(args)
+    info = json.loads((out / "phase0.json").read_text())
+    assert info["step"] == 4 and [s for s, _ in info["curve"]] == [2, 4] and info["temporal_compression"] == 1
+    stamp = (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    phase0.main(args)
+    assert (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+    tok = CosmosTokenizerWrapper(cfg=load([TEST_CONFIG], args[3::2]).tokenizer)
+    assert tok.S == 1 and tok.identity()["weights_sha256"] == info["weights_sha256"]

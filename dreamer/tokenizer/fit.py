@@ -221,6 +221,15 @@ class FrameClipSampler:
                 "valid": torch.from_numpy(np.stack(valid)).to(device), "provenance": list(picks)}
 
 
+def plateaued(curve: list, patience: int, min_delta: float) -> bool:
+    """True when the last ``patience`` held-out PSNRs of ``curve`` ([(step, psnr), ...]) all stay below the
+    best one before them + ``min_delta``: fitting has stopped improving. Never with ``patience`` = 0."""
+    if patience <= 0 or len(curve) <= patience:
+        return False
+    best_before = max(p for _, p in curve[:-patience])
+    return all(p < best_before + min_delta for _, p in curve[-patience:])
+
+
 def side_by_side(originals_bthwc: torch.Tensor, recon_bthwc: torch.Tensor, max_items: int = 4) -> np.ndarray:
     """uint8 (H, W, 3) picture: per clip, a row of original frames above a row of reconstructions."""
     rows = [torch.cat(list(x[i]), dim=1) for i in range(min(max_items, len(originals_bthwc)))

@@ -41,6 +41,10 @@ class Phase0Config(PhaseConfig):
     init_from: str = ""
     perceptual_weight: float = 0.0  # weight of the structural term (1 - SSIM) added to the MSE
     eval_clips: int = 16  # held-out clips for the reconstruction PSNR
+    # Stop once `patience` held-out evaluations in a row gained less than `min_delta` dB over the best before
+    # them (0 = always run all `steps`); the tokenizer is then saved from the step it stopped at.
+    patience: int = 0
+    min_delta: float = 0.1
     gradient_checkpointing: bool = False  # trade compute for activation memory (large presets on a GPU)
 
     def __post_init__(self):
@@ -50,6 +54,8 @@ class Phase0Config(PhaseConfig):
         if self.fsdp:
             raise ValueError("phase0.fsdp is not supported: the tokenizer (at most ~106M parameters, cv8x8x8) fits one "
                              "device; under torchrun phase 0 uses DDP. Use phase0.gradient_checkpointing to save memory")
+        if self.patience < 0 or self.min_delta < 0:
+            raise ValueError(f"patience and min_delta must be >= 0, got {self.patience}, {self.min_delta}")
         if self.perceptual_weight < 0 or self.eval_clips < 1:
             raise ValueError(f"perceptual_weight must be >= 0 and eval_clips >= 1, got {self.perceptual_weight}, "
                              f"{self.eval_clips}")

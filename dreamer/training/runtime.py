@@ -67,6 +67,14 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def broadcast_flag(self, flag: bool) -> bool:
+        """Rank 0's ``flag`` on every rank (a decision only rank 0 can take, such as stopping)."""
+        if not self.distributed:
+            return bool(flag)
+        t = torch.tensor([int(flag)], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(t, src=0)
+        return bool(t.item())
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -157,3 +157,13 @@ def test_missing_phase0_output_names_the_script(tmp_path):
         CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=str(tmp_path / "ckpt" / "run" / "tokenizer")))
     with pytest.raises(FileNotFoundError, match="train_phase0_tokenizer.py"):
         CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained="checkpoints/crafter_small/tokenizer"))
+
+
+def test_plateau_rule():
+    from dreamer.tokenizer.fit import plateaued
+
+    rising = [(i * 50, 10.0 + i) for i in range(6)]
+    assert not plateaued(rising, 2, 0.1)
+    flat = rising + [(300, 15.05), (350, 14.9)]
+    assert plateaued(flat, 2, 0.1) and not plateaued(flat, 3, 0.1) and not plateaued(flat, 0, 0.1)
+    assert not plateaued(flat[:2], 2, 0.1)  # too few evaluations to judge

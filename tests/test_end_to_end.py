@@ -1,0 +1,49 @@
+"""The whole pipeline at one latent per frame (S = 1) and at the design's S = 8: Crafter episodes collected
+here, phase 0, the cache, phases 1-3 with their diagnostics, acting in the real env and the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import train_phase0_tokenizer
+import train_phase1_cosmos
+import train_phase2
+import train_phase3
+from dreamer.config import load
+from dreamer.data.cache import LatentCache
+from dreamer.summary import summarise_run
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = str(ROOT / "configs" / "test.yaml")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("S", [1, 8])
+def test_every_phase_at_decision_rate(tmp_path, S):
+    sets = [
+        f"checkpoint_root={tmp_path / 'ck'}", f"data.episodes_dir={tmp_path / 'eps'}", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.collect=true", "collect.num_episodes=3", "collect.workers=2", "env.max_steps=40", "eval.max_steps=20",
+        f"tokenizer.temporal_compression={S}", "tokenizer.window_latents=2", "data.clip_len=6" if S == 1 else "data.clip_len=3",
+        f"tokenizer.pretrained={tmp_path / 'ck' / 't' / 'tokenizer'}", f"phase0.clip_frames={1 + 2 * S}",
+        "phase0.steps=2", "phase0.eval_every=2", "phase0.eval_clips=2", "phase0.batch_size=1",
+        "phase1.steps=2", "phase1.eval_every=2", "phase1.diagnose=true",
+        "phase2.steps=2", "phase2.eval_every=2", "phase2.eval_episodes=2", "phase2.diagnose=true",
+        "phase3.steps=2", "phase3.eval_episodes=1", "phase3.diagnose=true", "phase3.context=3", "phase3.horizon=3",
+    ]
+    args = ["--config", TEST_CONFIG, *[a for s in sets for a in ("--set", s)]]
+    run = tmp_path / "ck" / "t"
+    fitted = train_phase0_tokenizer.main(args)
+    assert fitted["psnr"] > fitted["before_fitting"]["psnr"]
+    train_phase1_cosmos.main([*args, "--no-diagnose"])
+    cache = LatentCache(tmp_path / "cache")
+    assert cache.chunk_len == S and cache.episode(cache.names[0]).actions.shape[1] == S
+    p2 = train_phase2.main([*args, "--no-diagnose"])
+    assert p2["env"]["bc"]["episodes"] == 2 and p2["env"]["bc"]["length_mean"] > 0
+    p3 = train_phase3.main([*args, "--no-diagnose"])
+    assert set(p3["summaries"]) >= {"phase2_bc", "phase3"}
+    for name in ("phase1_cosmos_final.pt", "phase2_final.pt", "phase3_final.pt", "phase2_eval.json"):
+        assert (run / name).is_file(), name
+    summary = summarise_run(load([TEST_CONFIG], args[3::2]))
+    assert summary["heldout_reconstruction"]["psnr_db"] > 0 and (run / "reconstruction.png").is_file()
