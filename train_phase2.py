@@ -39,12 +39,12 @@ log = logging.getLogger("phase2")
 class Phase2Objective(nn.Module):
     """The agent with phase2_loss as its forward, so DDP / torch.compile wrap one module."""
 
-    def __init__(self, agent: Agent):
+    def __init__(self, agent: Agent, rl):
         super().__init__()
-        self.agent = agent
+        self.agent, self.rl = agent, rl
 
     def forward(self, batch: dict, compute_metrics: bool = True):
-        return phase2_loss(self.agent, batch, self.agent.cfg, compute_metrics)
+        return phase2_loss(self.agent, batch, self.agent.cfg, compute_metrics, self.rl)
 
 
 def main(argv=None) -> dict:
@@ -56,8 +56,7 @@ def main(argv=None) -> dict:
     dynamics = frozen(build_dynamics(cfg, tokenizer, cache, rt.device, state=phase1["models"]["dynamics"]))
     del phase1
     agent = build_agent(cfg, tokenizer, cache, rt.device)
-    agent.value.requires_grad_(False)  # created here (zero output), trained in phase 3
-    objective = Phase2Objective(agent)
+    objective = Phase2Objective(agent, cfg.rl)
     sharded = sharding.shard(rt, objective, pc.fsdp)  # before the optimizer, which must hold the shards
     opt = loop.make_optimizer(agent.parameters(), pc)
     sched = loop.make_scheduler(opt, pc)

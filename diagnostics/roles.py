@@ -6,8 +6,8 @@ a role; the longest matching prefix wins:
 * ``trainable``: every parameter requires grad, receives a finite non-zero gradient and sits in the
   optimiser;
 * ``frozen``: no parameter requires grad, receives a gradient or sits in the optimiser;
-* ``idle``: exists but is not trained in this phase (the phase-2 value head): requires_grad is not
-  judged, it must not receive a gradient (warn), and the optimiser may hold it.
+* ``idle``: exists but is not trained in this phase: requires_grad is not judged, it must not receive a
+  gradient (warn), and the optimiser may hold it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ TRAINABLE, FROZEN, IDLE = "trainable", "frozen", "idle"
 
 ROLES: dict[int, dict[str, str]] = {
     1: {"tokenizer": FROZEN, "dynamics": TRAINABLE, "loss": FROZEN},
-    2: {"tokenizer": FROZEN, "dynamics": FROZEN, "agent": TRAINABLE, "agent.value": IDLE},
+    2: {"tokenizer": FROZEN, "dynamics": FROZEN, "agent": TRAINABLE},
     3: {"tokenizer": FROZEN, "dynamics": FROZEN, "agent": FROZEN, "agent.policy": TRAINABLE,
         "agent.value": TRAINABLE, "prior": FROZEN},
 }

@@ -14,6 +14,7 @@ import torch
 
 import train_phase1_cosmos
 import train_phase2
+from dreamer.agent import RLConfig
 from dreamer.agent.heldout import action_counts, heldout, heldout_clips
 from dreamer.data.episode import save_episode
 from dreamer.data.synthetic import make_episode
@@ -94,8 +95,8 @@ def test_refuses_mismatched_checkpoint(phase1_run, tmp_path):
 
 
 def test_phase2_step_trains_agent_only(phase1_run, tiny_tokenizer):
-    """One optimizer step through the script's objective: trunk and heads get gradients; the frozen
-    dynamics, the tokenizer and the (idle) value head get none."""
+    """One optimizer step through the script's objective: trunk and heads (the value head too: the behaviour
+    policy's value) get gradients; the frozen dynamics and the tokenizer get none."""
     from dreamer.agent import Agent
     from dreamer.config import load
     from dreamer.data.cache import LatentCache
@@ -107,19 +108,17 @@ def test_phase2_step_trains_agent_only(phase1_run, tiny_tokenizer):
     cache = LatentCache(tmp / "cache")
     dyn = frozen(build_dynamics(cfg, tiny_tokenizer, cache, torch.device("cpu"), state=p1["models"]["dynamics"]))
     agent = Agent(cfg.agent, 16, 16, [17], cache.chunk_len)
-    agent.value.requires_grad_(False)
     opt = loop.make_optimizer(agent.parameters(), cfg.phase2)
     sched = loop.make_scheduler(opt, cfg.phase2)
     batch = ClipSampler(cache, cache.train_names, 4, 2).batch(0)
-    net = train_phase2.Phase2Objective(agent)
+    net = train_phase2.Phase2Objective(agent, RLConfig())
     loss, _ = net(batch)
     before = [p.detach().clone() for p in agent.trunk.parameters()]
     ok, _ = loop.optimizer_step(opt, sched, loss, cfg.phase2, loop.NonFiniteGuard(3), 0)
     assert ok and any(not torch.equal(a, b) for a, b in zip(before, agent.trunk.parameters()))
-    for name in ("trunk", "policy", "reward", "cont"):
+    for name in ("trunk", "policy", "reward", "cont", "value"):
         grads = [p.grad for p in getattr(agent, name).parameters()]
         assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), name
-    assert all(p.grad is None for p in agent.value.parameters())
     assert all(p.grad is None and not p.requires_grad for p in dyn.parameters()) and not dyn.training
     assert all(p.grad is None and not p.requires_grad for p in tiny_tokenizer.parameters())
 

@@ -44,6 +44,7 @@ class AgentConfig:
     bc_loss_weight: float = 1.0
     reward_loss_weight: float = 1.0
     continue_loss_weight: float = 1.0
+    value_loss_weight: float = 1.0  # the behaviour policy's value on the data's λ-returns (phase 3 starts from it)
 
     def __post_init__(self) -> None:
         c = "AgentConfig"
@@ -76,6 +77,8 @@ class AgentConfig:
         for name in ("bc_loss_weight", "reward_loss_weight", "continue_loss_weight"):
             v = getattr(self, name)
             _require(v >= 0.0, c, name, f"must be >= 0, got {v}")
+        _require(self.value_loss_weight > 0.0, c, "value_loss_weight",
+                 f"must be > 0 (phase 3 starts from the value phase 2 fits), got {self.value_loss_weight}")
 
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import AgentConfig
+from .config import AgentConfig, RLConfig
 from .model import Agent
 from .policy import entropy, entry_log_probs, max_prob, mode
+from .rl import lambda_returns, value_loss
 
 BATCH_KEYS = ("latents", "actions", "action_mask", "rewards", "continues")
 
@@ -80,19 +81,30 @@ def check_batch(batch: dict[str, Tensor], agent: Agent) -> None:
             raise ValueError(f"phase2 batch[{k!r}]: expected shape {tuple(bt)}, got {tuple(batch[k].shape)}")
 
 
-def phase2_loss(
-    agent: Agent, batch: dict[str, Tensor], cfg: AgentConfig, compute_metrics: bool = True
-) -> tuple[Tensor, dict[str, float]]:
-    """Phase-2 loss = bc_w * BC + reward_w * two-hot CE(rewards[t] | h_t) + continue_w * BCE.
+def data_value_loss(agent: Agent, h_btd: Tensor, rewards_bt: Tensor, continues_bt: Tensor, rl: RLConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """The value of the behaviour policy: two-hot CE of v(sg(h_t)) against the λ-returns of the clip's real
+    rewards, R_t = r_{t+1} + γ c_{t+1} ((1 − λ) v_{t+1} + λ R_{t+1}), bootstrapped from sg(v) at the clip's
+    last step (γ = rl.gamma(S)). The features are detached: the value never shapes the trunk. Returns
+    (loss, values (B, T) detached, returns (B, T−1))."""
+    v_logits = agent.value(h_btd.detach())  # (B, T, K)
+    v_sg = agent.value.twohot.decode(v_logits).detach()
+    returns = lambda_returns(rewards_bt[:, 1:], v_sg, continues_bt[:, 1:], rl.gamma(agent.chunk_len), rl.lam)
+    return value_loss(agent.value.twohot, v_logits[:, :-1], returns), v_sg, returns
 
-    The value head is not used (it has no gradient after backward; phase 3 trains it). Rows whose
-    action mask is all False (last latent of an episode) are excluded from BC but still train the
-    reward and continue heads. Returns (loss, metrics) where metrics holds python floats:
+
+def phase2_loss(
+    agent: Agent, batch: dict[str, Tensor], cfg: AgentConfig, compute_metrics: bool = True, rl: RLConfig | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """Phase-2 loss = bc_w * BC + reward_w * two-hot CE(rewards[t] | h_t) + continue_w * BCE
+    + value_w * the behaviour policy's value (:func:`data_value_loss`, discounts of ``rl``).
+
+    Rows whose action mask is all False (last latent of an episode) are excluded from BC but still train
+    the reward and continue heads. Returns (loss, metrics) where metrics holds python floats:
     loss, bc_loss, reward_loss, continue_loss, bc_accuracy, policy_entropy (nats per valid
     (sub-step, component) entry), max_action_prob (mean over valid entries), reward_mae,
     reward_pred_std (std of predicted rewards over the batch), continue_accuracy, and
-    reward_mae_nonzero only when the batch holds nonzero rewards. With compute_metrics=False the
-    metrics dict is empty (no host sync).
+    reward_mae_nonzero only when the batch holds nonzero rewards, value_loss and value_return_corr. With
+    compute_metrics=False the metrics dict is empty (no host sync).
     """
     check_batch(batch, agent)
     actions, mask = batch["actions"], batch["action_mask"]
@@ -105,10 +117,12 @@ def phase2_loss(
     reward_loss = agent.reward.loss(r_logits_btk, rewards).mean()
     c_logits_bt = agent.cont(h_btd).float()
     continue_loss = F.binary_cross_entropy_with_logits(c_logits_bt, continues)
+    v_loss, v_sg, v_returns = data_value_loss(agent, h_btd, rewards, continues, rl or RLConfig())
     loss = (
         cfg.bc_loss_weight * bc
         + cfg.reward_loss_weight * reward_loss
         + cfg.continue_loss_weight * continue_loss
+        + cfg.value_loss_weight * v_loss
     )
     if not compute_metrics:
         return loss, {}
@@ -129,12 +143,14 @@ def phase2_loss(
             err.mean(),
             r_pred.std(unbiased=False),
             ((c_logits_bt > 0) == (continues > 0.5)).float().mean(),
+            v_loss.detach(),
+            torch.corrcoef(torch.stack([v_sg[:, :-1].flatten(), v_returns.flatten()]))[0, 1].nan_to_num(0.0),
             (err * nonzero).sum(),
             nonzero.sum(),
         ]).tolist()
     names = [
         "loss", "bc_loss", "reward_loss", "continue_loss", "bc_accuracy", "policy_entropy",
-        "max_action_prob", "reward_mae", "reward_pred_std", "continue_accuracy",
+        "max_action_prob", "reward_mae", "reward_pred_std", "continue_accuracy", "value_loss", "value_return_corr",
     ]
     metrics = dict(zip(names, values[: len(names)], strict=True))
     err_nz, n_nz = values[len(names) :]

@@ -81,19 +81,18 @@ def test_reward_value_heads_start_at_zero():
     assert agent.cont.predict(h).min().item() > 0.0
 
 
-def test_phase2_gradients_reach_all_but_value():
+def test_phase2_gradients_reach_every_head():
     agent = _agent()
     loss, metrics = phase2_loss(agent, _batch(), agent.cfg)
     loss.backward()
-    for name in ("trunk", "policy", "reward", "cont"):
+    for name in ("trunk", "policy", "reward", "cont", "value"):
         grads = [p.grad for p in getattr(agent, name).parameters()]
         assert all(g is not None for g in grads), name
         assert sum(g.abs().sum().item() for g in grads) > 0, name
-    # the value head is trained in phase 3 only: phase 2 never touches it
-    assert all(p.grad is None for p in agent.value.parameters())
     expected = {
         "loss", "bc_loss", "reward_loss", "continue_loss", "bc_accuracy", "policy_entropy",
         "max_action_prob", "reward_mae", "reward_pred_std", "continue_accuracy", "reward_mae_nonzero",
+        "value_loss", "value_return_corr",
     }
     assert set(metrics) == expected
     assert all(isinstance(v, float) for v in metrics.values())
@@ -151,3 +150,22 @@ def test_act_uses_last_window_step():
     sampled = agent.act(lat, generator=g)
     assert sampled.shape == greedy.shape
     assert int(sampled[..., 0].max()) < CARDS[0] and int(sampled[..., 1].max()) < CARDS[1]
+
+
+def test_data_value_targets_are_the_clips_lambda_returns_and_leave_the_trunk_alone():
+    from dreamer.agent import RLConfig
+    from dreamer.agent.losses import data_value_loss
+
+    agent, rl = _agent(), RLConfig(gamma_env=0.9, lam=1.0)
+    b = _batch()
+    rewards = torch.zeros(b["rewards"].shape)
+    rewards[:, 2] = 1.0  # the reward on entering latent 2
+    h = agent.trunk(b["latents"])
+    loss, v, returns = data_value_loss(agent, h, rewards, torch.ones_like(rewards), rl)
+    g = rl.gamma(agent.chunk_len)
+    assert torch.all(v == 0)  # zero-initialised head: the targets are the discounted rewards of the clip
+    assert torch.allclose(returns[:, 0], torch.full_like(returns[:, 0], g)) and torch.all(returns[:, 1] == 1)
+    assert torch.all(returns[:, 2:] == 0)
+    loss.backward()
+    assert all(p.grad is None for p in agent.trunk.parameters())  # the value never shapes the trunk
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.value.parameters())
