@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
         diagnose_before_training(3, {"tokenizer": tokenizer, **models}, batch, rt.device, optimizer=opt, cache=cache,
                                  loss_fn=audit_loss, advantages=t0.advantages, imagined_rewards=im0.rewards,
                                  imagined_latents=im0.latents[:, 1:], policy_entropy=per_entry, rl_cfg=cfg.rl,
-                                 stop=not args.no_diagnose)
+                                 value_warmup=pc.value_warmup, step=start_step, stop=not args.no_diagnose)
 
     guard = loop.NonFiniteGuard(pc.max_nonfinite)
     info = loop.data_info(cache)
@@ -98,7 +98,10 @@ def main(argv=None) -> dict:
         im = dream(batch, step)
         with rt.autocast(pc.bf16):
             pol, val, m = phase3_losses(agent, prior, im, cfg.rl)
-        loss = val if step < pc.value_warmup else pol + val  # value warm-up: see Phase3Config.value_warmup
+        # The policy moves only after the value warm-up and on advantages of both signs (Phase3Config).
+        update_policy = step >= pc.value_warmup and min(m["adv/frac_pos"], 1 - m["adv/frac_pos"]) >= pc.min_sign_fraction
+        loss = pol + val if update_policy else val
+        m["policy/updated"] = float(update_policy)
         _, norms = grouped_step(opt, sched, loss, pc, guard, step, batch["provenance"])
         sums = {k: sums.get(k, 0.0) + v for k, v in m.items()}
         n_sum, imagined = n_sum + 1, imagined + im.rewards.numel() * rt.world
@@ -110,9 +113,11 @@ def main(argv=None) -> dict:
             rt.scalars(done, {"grad_norm_policy": norms["policy"], "grad_norm_value": norms["value"],
                               "lr_policy": lr_pol, "lr_value": lr_val, "skipped_steps": guard.total,
                               "imagined_steps_per_s": imagined / (time.perf_counter() - t_log)}, "train/phase3/")
-            log.info("step %d: policy loss %.4f, value loss %.4f, A>=0 %.0f / A<0 %.0f, entropy %.3f, KL %.4f, "
-                     "imagined reward %.3f", done, avg["loss/policy"], avg["loss/value"], avg["adv/num_pos"],
-                     avg["adv/num_neg"], avg["policy/entropy"], avg["policy/kl_prior"], avg["imagined/reward_mean"])
+            log.info("step %d: policy loss %.4f, value loss %.4f, A>=0 %.0f / A<0 %.0f, policy updated on %.0f%% of "
+                     "steps, value-return corr %.2f (|v-R| %.3f), entropy %.3f, KL %.4f, imagined reward %.3f", done,
+                     avg["loss/policy"], avg["loss/value"], avg["adv/num_pos"], avg["adv/num_neg"],
+                     100 * avg["policy/updated"], avg["value/return_corr"], avg["value/abs_error"],
+                     avg["policy/entropy"], avg["policy/kl_prior"], avg["imagined/reward_mean"])
             sums, n_sum, imagined, t_log = {}, 0, 0, time.perf_counter()
         if rt.is_main and (done % pc.eval_every == 0 or done == pc.steps):
             if rt.writer is not None:
@@ -122,6 +127,12 @@ def main(argv=None) -> dict:
             if done < pc.steps and pc.eval_episodes > 0:
                 ev = evaluate_policies(rt, tokenizer, cache, {"phase3": agent}, with_random=False)
                 rt.scalars(done, flat_scalars(ev["summaries"]["phase3"]), "eval/phase3/")
+        if pc.diagnose and done == max(pc.value_warmup, 1) and rt.is_main:  # the warm-up is over: signs are judged
+            from diagnostics import diagnose_periodic
+
+            diagnose_periodic(rt, done, 3, {"tokenizer": tokenizer, **models}, batch, audit=False,
+                              advantages=phase3_terms(agent, prior, im, cfg.rl).advantages, imagined_rewards=im.rewards,
+                              imagined_latents=im.latents[:, 1:], rl_cfg=cfg.rl, value_warmup=pc.value_warmup)
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:  # none during a non-finite streak
             loop.save_periodic(rt, PREFIX[3], loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 

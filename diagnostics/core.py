@@ -78,7 +78,7 @@ def diagnose_phase(phase: int, model_dict: dict[str, nn.Module], sample_batch: d
     ``thresholds.min_learning_steps`` on, or always when unknown. roles: overrides of the frozen /
     trainable table. compact: skip the slow parts (tokenizer encode, thorough import probe) for
     periodic runs. audit: run the forward/backward audit. phase_inputs (phase 3): ``advantages``,
-    ``imagined_rewards``, ``imagined_latents``, ``policy_entropy``, ``rl_cfg``.
+    ``imagined_rewards``, ``imagined_latents``, ``policy_entropy``, ``rl_cfg``, ``value_warmup``.
     """
     unknown = sorted(set(phase_inputs) - set(PHASE3_INPUTS))
     if unknown or (phase_inputs and phase != 3):
@@ -130,7 +130,7 @@ def diagnose_phase(phase: int, model_dict: dict[str, nn.Module], sample_batch: d
         elif phase == 2:
             report.run("phase2", lambda: phase2_checks(model_dict, sample_batch, judged, th))
         else:
-            report.run("phase3", lambda: phase3_checks(model_dict, sample_batch, phase_inputs, th, judged))
+            report.run("phase3", lambda: phase3_checks(model_dict, sample_batch, phase_inputs, th, judged, step))
     report.run("memory", lambda: check_memory(device, th.memory_frac_warn))
     n = report.counts()
     log.info("diagnose_phase(%d): %d ok, %d warn, %d fail%s", phase, n[OK], n[WARN], n[FAIL],

@@ -1,6 +1,8 @@
 """Phase-3 red flags (docs/design.md §6) from the imagination tensors the caller passes in:
 
-* ``advantages`` (B, H): A_t = R_t - v_t. All zero, or fewer than 10 in D+ (A >= 0) or D- (A < 0), fail.
+* ``advantages`` (B, H): A_t = R_t - v_t. All zero fails; so does one sign only (fewer than 10, or fewer than
+  ``min_advantage_fraction`` of the pairs, in D+ (A >= 0) or D- (A < 0)) once the value warm-up is over
+  (``value_warmup`` steps when given, else ``min_learning_steps``): before it, a warning.
 * ``imagined_rewards`` (B, H): always 0, non-finite, or carrying a graph, fail.
 * ``imagined_latents`` (B, H, N, C), the imagined steps (standardised like the data): non-finite or
   carrying a graph fail; drift away from the data's per-channel statistics over the horizon warns /
@@ -18,7 +20,7 @@ from diagnostics.report import FAIL, OK, WARN, Check, verdict
 from diagnostics.thresholds import Thresholds
 from dreamer.training.runtime import unwrap
 
-INPUTS = ("advantages", "imagined_rewards", "imagined_latents", "policy_entropy", "rl_cfg")
+INPUTS = ("advantages", "imagined_rewards", "imagined_latents", "policy_entropy", "rl_cfg", "value_warmup")
 
 
 def _absent(name: str, key: str) -> Check:
@@ -39,18 +41,19 @@ def latent_drift(imagined_bhnc: torch.Tensor, data_btnc: torch.Tensor) -> torch.
     return torch.maximum(shift, scale)
 
 
-def check_advantages(adv: torch.Tensor, th: Thresholds, judged: bool = True) -> list[Check]:
+def check_advantages(adv: torch.Tensor, th: Thresholds, judged: bool = True, judged_from: int | None = None) -> list[Check]:
     a = adv.detach().float()
     zero = bool((a.abs() <= th.advantage_zero).all())
     pos, neg = int((a >= 0).sum()), int((a < 0).sum())
+    need = max(th.min_advantage_count, int(th.min_advantage_fraction * a.numel()))
     out = [verdict(not zero, "phase3/advantages_nonzero", float(a.abs().max()), "some |A| > 0",
                    "all advantages are 0: returns equal values everywhere. Imagined rewards are 0 and the value head "
                    "predicts them perfectly, or R and v are the same tensor; check rewards and lambda_returns inputs")]
-    few = min(pos, neg) < th.min_advantage_count
-    # Before learning starts the zero-initialised value head makes every advantage >= 0: warn, don't stop.
-    later = "" if judged else f" (judged as a failure from step {th.min_learning_steps})"
+    few = min(pos, neg) < need
+    # During the value warm-up the value may not track the returns yet, and one sign is expected: warn, don't stop.
+    later = "" if judged else f" (judged as a failure from step {judged_from or th.min_learning_steps})"
     out.append(verdict(not few, "phase3/advantage_signs", min(pos, neg),
-                       f">= {th.min_advantage_count} in D+ (A>=0) and in D- (A<0); have {pos} / {neg}{later}",
+                       f">= {need} in D+ (A>=0) and in D- (A<0); have {pos} / {neg}{later}",
                        f"PMPO needs both signs: {pos} advantages >= 0 and {neg} < 0. Use more imagined (batch, time) "
                        "pairs (phase3.batch_size x horizon), and check that rewards and values are not constant; at the "
                        "start, a value head still at zero gives only A >= 0 (phase3.value_warmup helps)",
@@ -108,10 +111,14 @@ def policy_entropy_on_batch(agent, batch: dict) -> float:
     return float(entropy(logits, mask).sum()) / max(float(mask.sum()) * len(agent.action_cards), 1.0)
 
 
-def phase3_checks(model_dict: dict, batch: dict, inputs: dict, th: Thresholds, judged: bool = True) -> list[Check]:
+def phase3_checks(model_dict: dict, batch: dict, inputs: dict, th: Thresholds, judged: bool = True,
+                  step: int | None = None) -> list[Check]:
     out: list[Check] = []
     adv = inputs.get("advantages")
-    out += check_advantages(adv, th, judged) if adv is not None else [_absent("phase3/advantages", "advantages")]
+    warmup = inputs.get("value_warmup")
+    signs_judged = judged if warmup is None else (step is None or step >= warmup)
+    out += check_advantages(adv, th, signs_judged, warmup) if adv is not None else [
+        _absent("phase3/advantages", "advantages")]
     r = inputs.get("imagined_rewards")
     out += check_rewards(r, th) if r is not None else [_absent("phase3/imagined_rewards", "imagined_rewards")]
     z = inputs.get("imagined_latents")

@@ -25,6 +25,7 @@ class Thresholds:
     histogram_max_frac: float = 0.9  # one action class holding this fraction or more
     # phase 3
     min_advantage_count: int = 10  # fewer positive or negative advantages than this: fail
+    min_advantage_fraction: float = 0.05  # ... or fewer than this fraction of the (batch, time) pairs
     advantage_zero: float = 1e-8
     imagined_reward_zero: float = 1e-6  # max |imagined reward| below this counts as "always 0"
     entropy_min: float = 0.1  # policy entropy, nats per (sub-step, component) entry

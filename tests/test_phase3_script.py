@@ -98,6 +98,19 @@ def test_trains_heads_only_and_compares_in_the_real_env(setup, capsys):
     assert list((tmp / "ckpt" / "main" / "tb" / "phase3").glob("events.*"))
 
 
+def test_no_policy_update_on_one_signed_advantages_and_baselines_optional(setup):
+    """min_sign_fraction=0.5 asks for an exact 50/50 split of signs, which these batches never have: only the
+    value head learns. With eval_baselines=false the evaluation plays the phase-3 policy alone."""
+    tmp, p2_path, p2 = setup
+    args = overrides(tmp, "gate", 3, ("phase3.min_sign_fraction=0.5", "phase3.value_warmup=0", "phase3.eval_episodes=1",
+                                      "phase3.eval_baselines=false"))
+    result = train_phase3.main([*args, "--phase2-checkpoint", str(p2_path)])
+    agent = _final(tmp, "gate")["models"]["agent"]
+    assert all(torch.equal(agent[k], v) for k, v in p2["models"]["agent"].items() if k.startswith("policy."))
+    assert any(not torch.equal(agent[k], v) for k, v in p2["models"]["agent"].items() if k.startswith("value."))
+    assert list(result["summaries"]) == ["phase3"]
+
+
 def test_resume_matches_uninterrupted(setup, monkeypatch):
     tmp, p2_path, _ = setup
     argv = ["--phase2-checkpoint", str(p2_path)]

@@ -93,10 +93,13 @@ def evaluate_policies(rt, tokenizer, cache, agents: dict[str, Agent], with_rando
 
 
 def final_comparison(rt, tokenizer, cache, agent: Agent, phase2_agent_state: dict) -> tuple[dict, str]:
-    """Random, phase-2 (BC) and phase-3 policies on the same seeds: JSON (phase3_eval.json), TensorBoard
-    and the log; returns (the results, the comparison table)."""
-    bc = build_agent(rt.cfg, tokenizer, cache, rt.device, state=phase2_agent_state)
-    out = evaluate_policies(rt, tokenizer, cache, {"phase2_bc": bc, "phase3": agent}, with_random=True)
+    """Random, phase-2 (BC) and phase-3 policies on the same seeds (the phase-3 policy alone with
+    ``phase3.eval_baselines=false``, as the ladder bench runs it per training seed): JSON
+    (phase3_eval.json), TensorBoard and the log; returns (the results, the comparison table)."""
+    agents = {"phase3": agent}
+    if rt.cfg.phase3.eval_baselines:
+        agents = {"phase2_bc": build_agent(rt.cfg, tokenizer, cache, rt.device, state=phase2_agent_state), **agents}
+    out = evaluate_policies(rt, tokenizer, cache, agents, with_random=rt.cfg.phase3.eval_baselines)
     for name, s in out["summaries"].items():
         rt.scalars(rt.cfg.phase3.steps, flat_scalars(s), f"eval/final/{name}/")
     _write_json(rt, 3, out)

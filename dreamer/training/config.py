@@ -80,6 +80,15 @@ class Phase3Config(PhaseConfig):
     value_warmup: int = 0  # first steps train only the value head: a zero-initialised value makes every
     #                        advantage >= 0, so PMPO would otherwise only reinforce the policy's own samples
     eval_episodes: int = 10  # real-env episodes at the end (and periodically if eval_every < steps)
+    eval_baselines: bool = True  # the final evaluation also plays the random and the phase-2 (BC) policies
+    # After the warm-up the policy is updated only on batches where D+ (A >= 0) and D- (A < 0) each hold at
+    # least this fraction of the (batch, time) pairs: with one sign PMPO has no contrast to learn from.
+    min_sign_fraction: float = 0.05
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.min_sign_fraction <= 0.5:
+            raise ValueError(f"min_sign_fraction must be in [0, 0.5], got {self.min_sign_fraction}")
 
 
 @dataclass

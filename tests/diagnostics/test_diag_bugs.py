@@ -156,6 +156,21 @@ def test_degenerate_advantages():
     assert report.get("phase3/advantages_nonzero").status == "ok"
     check = failed(report, "phase3/advantage_signs")
     assert check.value == 3 and "45 advantages >= 0 and 3 < 0" in check.hint
+    # with the run's value warm-up given, one sign fails from the end of the warm-up on, however short the run
+    during = diagnose_phase(3, models, batch, "cpu", optimizer=opt, step=4, value_warmup=5, **inputs)
+    assert during.get("phase3/advantage_signs").status == "warn" and "from step 5" in during.get(
+        "phase3/advantage_signs").expected
+    failed(diagnose_phase(3, models, batch, "cpu", optimizer=opt, step=5, value_warmup=5, **inputs),
+           "phase3/advantage_signs")
+    adv = torch.ones(40, 4)
+    adv[:5, :3] = -1.0  # 15 of 160 negative: at least 10 and at least 5% (8)
+    inputs["advantages"] = adv
+    assert diagnose_phase(3, models, batch, "cpu", optimizer=opt, step=200, **inputs).get(
+        "phase3/advantage_signs").status == "ok"
+    adv = torch.ones(400, 4)
+    adv[:4, :3] = -1.0  # 12 of 1600 negative: more than 10, fewer than 5% (80)
+    inputs["advantages"] = adv
+    failed(diagnose_phase(3, models, batch, "cpu", optimizer=opt, step=200, **inputs), "phase3/advantage_signs")
 
 
 def test_imagination_red_flags():
