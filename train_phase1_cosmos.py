@@ -21,6 +21,7 @@ from dreamer.training import loop, sharding
 from dreamer.training.checkpoint import atomic_save
 from dreamer.training.pictures import latent_rows_to_grid
 from dreamer.training.runtime import parse_args, start, wrap_model
+from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase1")
 FINAL = "phase1_cosmos_final.pt"
@@ -112,6 +113,7 @@ def main(argv=None) -> dict:
         atomic_save(final, rt.run_dir / FINAL)
         loop.save_periodic(rt, "phase1", final, pc.keep_checkpoints)
         log.info("wrote %s", rt.run_dir / FINAL)
+        phase_video(rt, final, tokenizer, cache)  # <run>/phase1_dream.mp4 and TensorBoard; never fails the run
     rt.close()
     return metrics
 

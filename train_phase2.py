@@ -32,6 +32,7 @@ from dreamer.dynamics import DynamicsConfig, DynamicsModel
 from dreamer.training import loop, sharding
 from dreamer.training.checkpoint import atomic_save, atomic_write_bytes, load_checkpoint, strip_compiled_prefix
 from dreamer.training.runtime import parse_args, start, wrap_model
+from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase2")
 FINAL, EVAL_JSON, PHASE1_FINAL = "phase2_final.pt", "phase2_eval.json", "phase1_cosmos_final.pt"
@@ -256,6 +257,7 @@ def main(argv=None) -> dict:
             env = {k: result["env"][k] for k in ("bc", "random", "data_frequency")}
             final["eval"] = {"heldout": metrics, "env": json.loads(json.dumps(env, default=float))}  # plain types
             atomic_save(final, rt.run_dir / FINAL)
+        phase_video(rt, final, tokenizer, cache)  # <run>/phase2_dream.mp4 and TensorBoard; never fails the run
     rt.close()
     return result
 

@@ -32,6 +32,7 @@ from dreamer.training import loop, sharding
 from dreamer.training.checkpoint import atomic_save, atomic_write_bytes, load_checkpoint, strip_compiled_prefix
 from dreamer.training.pictures import latent_rows_to_grid
 from dreamer.training.runtime import parse_args, start
+from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase3")
 FINAL, PHASE2, EVAL_JSON = "phase3_final.pt", "phase2_final.pt", "phase3_eval.json"
@@ -173,6 +174,7 @@ def main(argv=None) -> dict:
             result = final_comparison(rt, tokenizer, cache, agent, p2)
         else:
             log.info("phase3.eval_episodes=0: no real-env comparison")
+        phase_video(rt, final, tokenizer, cache)  # <run>/phase3_dream.mp4 and TensorBoard; never fails the run
     rt.close()
     return result
 
