@@ -92,7 +92,10 @@ async function init() {
     o.value = name; o.textContent = name + " (" + len + " latents)";
     $("episode-select").appendChild(o);
   }
-  const rows = info.keymap.bindings.map((b) => "<tr><td><kbd>" + shown(b.key) + "</kbd></td><td>" + b.label + "</td></tr>");
+  const byLabel = new Map();  // one row per action, all its keys
+  for (const b of info.keymap.bindings) byLabel.set(b.label, [...(byLabel.get(b.label) || []), b.key]);
+  const rows = [...byLabel].map(([label, keys]) => "<tr><td>" + keys.map((k) => "<kbd>" + shown(k) + "</kbd>").join(" ")
+    + "</td><td>" + label + "</td></tr>");
   $("keys").innerHTML = rows.join("");
   $("restart").onclick = () => restart(false);
   $("restart-random").onclick = () => restart(true);
