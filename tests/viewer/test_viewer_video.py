@@ -34,6 +34,29 @@ def test_decode_frames_full_rate(world, T):
     assert np.abs(frames[:, 0].astype(int) - alone.astype(int)).max() <= 1  # up to float rounding
 
 
+class LabelDecoder:
+    """Decodes like a causal video tokenizer with temporal compression S, but each output frame holds
+    (latent index, sub-frame) in its pixels, so the window stitching can be read back for any S."""
+
+    def __init__(self, S: int, m: int):
+        self.S, self.cfg = S, types.SimpleNamespace(window_latents=m)
+
+    def decode(self, z, mean=None, std=None, size=None):
+        ids = z[0, :, 0, 0].round().long().tolist()  # latent k carries k in its first value
+        frames = [(ids[0], 0)] + [(k, i + 1) for k in ids[1:] for i in range(self.S)]
+        return torch.tensor(frames, dtype=torch.uint8)[None, :, None, None, :].expand(1, -1, 2, 2, 2)
+
+
+@pytest.mark.parametrize("S", [1, 2, 4, 8])
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_window_stitching_for_any_S(S, m):
+    T = 7
+    z = torch.arange(T, dtype=torch.float32)[None, :, None, None].expand(1, T, 1, 1)
+    frames = decode_frames(LabelDecoder(S, m), z, None, None, 2)[0, :, 0, 0]  # (F, 2): (latent, sub-frame)
+    expected = [(0, 0)] + [(k, i + 1) for k in range(1, T) for i in range(S)]
+    assert frames.tolist() == [list(e) for e in expected]
+
+
 @pytest.mark.parametrize("run", ["crafter_run", "s4_run"])
 def test_dream_clip_panels_and_captions(run, request):
     w = load_world(request.getfixturevalue(run)["phase2"], device="cpu")
