@@ -61,8 +61,11 @@ def main(argv=None) -> list[Path]:
     gen = torch.Generator(device=world.device).manual_seed(args.seed)
     written = []
     for name in names:
-        clip = dream_clip(world.tokenizer, cache, world.dynamics, world.agent, name, args.start, args.context,
-                          args.horizon, world.cfg.env.size, keymap, gen, args.max_frames)
+        try:
+            clip = dream_clip(world.tokenizer, cache, world.dynamics, world.agent, name, args.start, args.context,
+                              args.horizon, world.cfg.env.size, keymap, gen, args.max_frames)
+        except ValueError as e:  # a start outside the episode, no room to dream
+            sys.exit(f"dream: {e}")
         frames = compose(clip.panels, clip.captions, scale=args.scale)
         path = write_mp4(frames, out_dir / f"{world.path.stem}_{name}_s{clip.start}.mp4",
                          args.fps or episode_fps(cache, name))

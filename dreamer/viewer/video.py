@@ -181,7 +181,10 @@ def phase_video(rt, payload: dict, tokenizer, cache, scale: int = 2) -> Path | N
         t0 = time.perf_counter()
         dynamics, agent = models_from_checkpoint(payload, rt.cfg, tokenizer.num_tokens, tokenizer.channels,
                                                  cache.action_space, cache.chunk_len, rt.device)
-        name = (cache.val_names or cache.train_names)[0]
+        names = [n for n in cache.val_names + cache.train_names if len(cache.episode(n)) >= 2]
+        if not names:
+            raise ValueError(f"latent cache {cache.root}: no episode with two latent steps")
+        name = names[0]
         gen = torch.Generator(device=rt.device).manual_seed(rt.cfg.seed)
         clip = dream_clip(tokenizer, cache, dynamics, agent, name, keymap=keymap_for(cache.action_space,
                           rt.cfg.env.env_id), size=rt.cfg.env.size, generator=gen, max_frames=PHASE_FRAMES)

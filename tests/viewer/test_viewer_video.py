@@ -125,6 +125,8 @@ def test_dream_cli(s4_run, tmp_path, capsys):
     assert str(paths[0]) in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"episodes \['nope'\] are not in the cache"):
         dream.main(["--checkpoint", str(s4_run["phase1"]), "--episode", "nope", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"dream: episode ep0: start latent 40 must lie in \[1, "):
+        dream.main(["--checkpoint", str(s4_run["phase1"]), "--episode", "ep0", "--start", "40", "--out", str(tmp_path)])
     bad = tmp_path / "x.pt"
     torch.save({"models": {}}, bad)
     with pytest.raises(SystemExit, match=r"dream: checkpoint .*x\.pt holds no world model"):
