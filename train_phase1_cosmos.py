@@ -23,6 +23,7 @@ from dreamer.pipeline.data import prepare_data
 from dreamer.training import loop, sharding
 from dreamer.training.pictures import latent_rows_to_grid
 from dreamer.training.runtime import start, wrap_model
+from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase1")
 
@@ -110,6 +111,7 @@ def main(argv=None) -> dict:
     final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 1, "eval": metrics})  # every rank
     if rt.is_main:
         save_final(rt, 1, final)
+        phase_video(rt, final, tokenizer, cache)  # <run>/phase1_dream.mp4 and TensorBoard; never fails the run
     rt.close()
     return metrics
 

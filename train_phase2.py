@@ -32,6 +32,7 @@ from dreamer.pipeline.evaluate import evaluate_bc
 from dreamer.training import loop, sharding
 from dreamer.training.checkpoint import atomic_save
 from dreamer.training.runtime import start, wrap_model
+from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase2")
 
@@ -118,6 +119,7 @@ def main(argv=None) -> dict:
             env = {k: result["env"][k] for k in ("bc", "random", "data_frequency")}
             final["eval"] = {"heldout": metrics, "env": json.loads(json.dumps(env, default=float))}  # plain types
             atomic_save(final, rt.run_dir / FINAL[2])
+        phase_video(rt, final, tokenizer, cache)  # <run>/phase2_dream.mp4 and TensorBoard; never fails the run
     rt.close()
     return result
 

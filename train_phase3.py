@@ -31,6 +31,7 @@ from dreamer.pipeline.evaluate import evaluate_policies, final_comparison
 from dreamer.training import loop, sharding
 from dreamer.training.pictures import latent_rows_to_grid
 from dreamer.training.runtime import start
+from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase3")
 
@@ -145,6 +146,7 @@ def main(argv=None) -> dict:
             print(table)  # the script's final output
         else:
             log.info("phase3.eval_episodes=0: no real-env comparison")
+        phase_video(rt, final, tokenizer, cache)  # <run>/phase3_dream.mp4 and TensorBoard; never fails the run
     rt.close()
     return result
 

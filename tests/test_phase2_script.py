@@ -67,6 +67,7 @@ def test_train_resume_and_evaluate(phase1_run):
         assert ep["seed"] == 7 and 1 <= ep["length"] <= 10
     assert final["eval"]["env"]["bc"] == ev["bc"]
     assert any(p.name.startswith("events") for p in (run / "tb" / "phase2").iterdir())
+    assert (run / "phase1_dream.mp4").stat().st_size > 0 and (run / "phase2_dream.mp4").stat().st_size > 0
 
     # resume: drop the last checkpoint and the final one, rerun the same command -> same weights
     (run / "phase2_step4.pt").unlink()

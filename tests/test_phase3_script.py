@@ -96,6 +96,7 @@ def test_trains_heads_only_and_compares_in_the_real_env(setup, capsys):
     out = capsys.readouterr().out
     assert "phase2_bc" in out and "success rate (%)" in out and "collect_wood" in out
     assert list((tmp / "ckpt" / "main" / "tb" / "phase3").glob("events.*"))
+    assert (tmp / "ckpt" / "main" / "phase3_dream.mp4").stat().st_size > 0  # the end-of-phase video
 
 
 def test_no_policy_update_on_one_signed_advantages_and_baselines_optional(setup):

@@ -1,0 +1,124 @@
+"""A trained world model, ready to watch: models, tokenizer and latent cache from one checkpoint.
+
+:func:`models_from_checkpoint` is the one place the viewers build models from a checkpoint payload;
+:func:`load_world` adds the config, the tokenizer and the latent cache around it, and refuses a
+checkpoint of the wrong kind, a missing tokenizer folder or cache, and a checkpoint that does not fit
+the cache, each with an error naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dreamer.agent import Agent, AgentConfig
+from dreamer.config import Config
+from dreamer.data.cache import LatentCache
+from dreamer.data.episode import ActionSpace
+from dreamer.dynamics import DynamicsConfig, DynamicsModel
+from dreamer.pipeline.build import build_agent, build_dynamics, frozen
+from dreamer.presets import apply_override, from_dict, load_config
+from dreamer.tokenizer import CosmosTokenizerWrapper
+from dreamer.training import loop
+from dreamer.training.checkpoint import load_checkpoint
+from dreamer.training.runtime import pick_device
+
+log = logging.getLogger(__name__)
+FINALS = "phase1_cosmos_final.pt, phase2_final.pt or phase3_final.pt"
+
+
+class CheckpointKindError(ValueError):
+    """The file is a checkpoint, but not one holding a world model (and, when needed, an agent)."""
+
+
+@dataclass
+class World:
+    """Everything the viewers need; ``agent`` is None for a phase-1 (dynamics only) checkpoint."""
+
+    path: Path
+    cfg: Config
+    tokenizer: CosmosTokenizerWrapper
+    cache: LatentCache
+    dynamics: DynamicsModel
+    agent: Agent | None
+    device: torch.device
+
+    @property
+    def S(self) -> int:
+        return self.cache.chunk_len
+
+    @property
+    def action_space(self) -> ActionSpace:
+        return self.cache.action_space
+
+
+def check_kind(ckpt: dict, path: Path, need_agent: bool = False) -> None:
+    models = ckpt.get("models") if isinstance(ckpt, dict) else None
+    if not isinstance(models, dict) or "dynamics" not in models or "config" not in ckpt:
+        found = sorted(models) if isinstance(models, dict) else sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt)
+        raise CheckpointKindError(f"checkpoint {path} holds no world model (found {found}, no models['dynamics']); "
+                                  f"pass a phase-1/2/3 checkpoint ({FINALS})")
+    if need_agent and "agent" not in models:
+        raise CheckpointKindError(f"checkpoint {path} holds no agent (models {sorted(models)}); pass a phase-2 or "
+                                  "phase-3 checkpoint (phase2_final.pt, phase3_final.pt)")
+
+
+def config_for(ckpt: dict, configs: Sequence[str] = (), overrides: Sequence[str] = ()) -> Config:
+    """The checkpoint's saved config, or the given presets instead; ``--set`` overrides on top. The
+    dynamics and agent configs are always the checkpoint's (they must match its weights)."""
+    if configs:
+        cfg = load_config(Config, list(configs), list(overrides))
+    else:
+        data = copy.deepcopy(ckpt["config"])
+        for o in overrides:
+            data = apply_override(data, o)
+        cfg = from_dict(Config, data)
+    cfg.dynamics = from_dict(DynamicsConfig, ckpt["config"]["dynamics"], "dynamics")
+    cfg.agent = from_dict(AgentConfig, ckpt["config"]["agent"], "agent")
+    return cfg
+
+
+def models_from_checkpoint(ckpt: dict, cfg: Config, tokenizer, cache,
+                           device: torch.device | str = "cpu") -> tuple[DynamicsModel, Agent | None]:
+    """Dynamics (and the agent, when the checkpoint holds one) with the checkpoint's weights, in eval mode,
+    frozen, on ``device``; built by :mod:`dreamer.pipeline.build` from the tokenizer's and cache's sizes."""
+    dynamics = frozen(build_dynamics(cfg, tokenizer, cache, device, ckpt["models"]["dynamics"]))
+    agent = None
+    if "agent" in ckpt["models"]:
+        agent = frozen(build_agent(cfg, tokenizer, cache, device, ckpt["models"]["agent"]))
+    return dynamics, agent
+
+
+def load_world(path: str | Path, configs: Sequence[str] = (), overrides: Sequence[str] = (), device: str = "auto",
+               need_agent: bool = False) -> World:
+    """Checkpoint → :class:`World` (tokenizer and cache from the checkpoint's config unless overridden)."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    check_kind(ckpt, path, need_agent)
+    cfg = config_for(ckpt, configs, overrides)
+    dev = pick_device(device)
+    try:
+        tokenizer = CosmosTokenizerWrapper(cfg=cfg.tokenizer).to(dev)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"checkpoint {path}: its tokenizer is missing: {e}. Point "
+                                "--set tokenizer.pretrained=<folder> at the tokenizer it was trained with") from e
+    if ckpt.get("tokenizer") is not None and ckpt["tokenizer"] != tokenizer.identity():
+        raise loop.CheckpointMismatchError(
+            f"checkpoint {path} was trained on latents of another tokenizer than tokenizer.preset="
+            f"{cfg.tokenizer.preset!r} pretrained={cfg.tokenizer.pretrained!r} resolution={cfg.tokenizer.resolution} "
+            f"pool={cfg.tokenizer.pool} gives; pass the config it was trained with (--config / --set tokenizer.*)")
+    try:
+        cache = LatentCache(cfg.data.cache_dir, expect_tokenizer=tokenizer.identity())
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}. The viewers start from real latents of data.cache_dir; run the phase "
+                                "scripts first or pass --set data.cache_dir=<folder>") from e
+    loop.check_compatible(ckpt, cache, path)
+    dynamics, agent = models_from_checkpoint(ckpt, cfg, tokenizer, cache, dev)
+    log.info("%s: phase %s, S=%d, N=%d, C=%d, actions %s, agent %s", path, ckpt.get("phase", "?"), cache.chunk_len,
+             tokenizer.num_tokens, tokenizer.channels, list(cache.action_space.cards), agent is not None)
+    return World(path, cfg, tokenizer, cache, dynamics, agent, dev)
