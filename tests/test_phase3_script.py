@@ -155,7 +155,8 @@ def test_two_processes_with_and_without_fsdp_agree(setup):
     changed from phase 2, and hand the frozen dynamics on unchanged (gathered into a plain checkpoint)."""
     tmp, p2_path, p2 = setup
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-    for run, extra in (("ddp", ("phase3.diagnose=true",)), ("fsdp", ("phase3.diagnose=true", "phase3.fsdp=true"))):
+    gate = ("phase3.diagnose=true", "phase3.value_warmup=1", "phase3.min_sign_fraction=0")  # signs: not this test's
+    for run, extra in (("ddp", gate), ("fsdp", (*gate, "phase3.fsdp=true"))):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29521",
                "train_phase3.py", *overrides(tmp, run, 3, extra), "--phase2-checkpoint", str(p2_path)]
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
