@@ -113,9 +113,11 @@ def make_dynamics(device, seed: int = 0, **kw) -> DynamicsModel:
     return DynamicsModel(dyn_cfg(**kw), N, C, CARDS, S).to(device)
 
 
-def make_agent(device, seed: int = 0) -> Agent:
+def make_agent(device, seed: int = 0, **kw) -> Agent:
     torch.manual_seed(seed)
-    cfg = AgentConfig(d_model=64, num_layers=2, num_heads=4, max_time=24, mlp_hidden=128, head_hidden=64, num_bins=41)
+    base = {"d_model": 64, "num_layers": 2, "num_heads": 4, "max_time": 24, "mlp_hidden": 128, "head_hidden": 64,
+            "num_bins": 41}
+    cfg = AgentConfig(**{**base, **kw})
     agent = Agent(cfg, N, C, CARDS, S).to(device)
     with torch.no_grad():  # non-zero reward / value outputs, as after phase 2
         for p in list(agent.reward.mlp.out.parameters()) + list(agent.value.mlp.out.parameters()):

@@ -1,6 +1,6 @@
 """The phase scripts on the GPU with bf16 autocast, and checkpoints crossing devices through the real handoffs:
 phase 0 on the GPU; phase 1 on the GPU -> phase 2 on the CPU (a checkpoint written on CUDA loads on the CPU) ->
-phase 3 on the GPU with its compiled trunk and the real-env comparison (written on the CPU, loaded on CUDA);
+phase 3 on the GPU with the real-env comparison (written on the CPU, loaded on CUDA);
 then runs resumed on the other device: phase 1 on the CPU from its CUDA checkpoint, phase 2 on the GPU from its
 CPU checkpoint. Every script runs its diagnostics too (reported, not a stop)."""
 
@@ -30,8 +30,7 @@ PHASES = {
     2: ["phase2.steps=2", "phase2.batch_size=2", "phase2.warmup=1", "phase2.log_every=1", "phase2.eval_every=2",
         "phase2.ckpt_every=2", "phase2.keep_checkpoints=5", "phase2.eval_episodes=0"],
     3: ["phase3.steps=2", "phase3.batch_size=2", "phase3.warmup=1", "phase3.log_every=1", "phase3.eval_every=1000",
-        "phase3.ckpt_every=2", "phase3.horizon=3", "phase3.context=3", "phase3.eval_episodes=1",
-        "phase3.compile=true"],
+        "phase3.ckpt_every=2", "phase3.horizon=3", "phase3.context=3", "phase3.eval_episodes=1"],
 }
 
 
