@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export OMP_WAIT_POLICY ?= PASSIVE
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install lint bench clean-demo
+.PHONY: demo test install lint bench clean-demo gpu-check gpu-wheels
 
 install: $(STAMP)
 
@@ -43,3 +43,17 @@ bench: $(STAMP)
 
 clean-demo:
 	rm -rf data/crafter_tiny checkpoints/crafter_tiny
+
+# The GPU path, offline, on a machine whose Python already holds a CUDA PyTorch (README, "Checking the GPU path"):
+# the CUDA tests, then bench/gpu_bench.py. No .venv is made; GPU_PYTHON is this project's .venv Python when there is
+# one, else python3. The project's other dependencies come from wheels/, made beforehand by `make gpu-wheels`
+# where PyPI is reachable, for the GPU machine's Python version (GPU_PYVER).
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_PYVER ?= 3.12
+GPU_WHEELS_ARGS ?=
+
+gpu-check:
+	PYTHON="$(GPU_PYTHON)" bash bench/gpu_check.sh
+
+gpu-wheels:
+	$(GPU_PYTHON) bench/gpu_wheels.py --dest wheels --python-version $(GPU_PYVER) $(GPU_WHEELS_ARGS)

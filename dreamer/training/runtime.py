@@ -8,6 +8,7 @@ module reads only the fields it names (``run_dir``, ``device``, ``seed``, ``thre
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import shutil
@@ -83,11 +84,15 @@ class Runtime:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: this rank's GPU, else the CPU. ``cuda`` without an index is this rank's GPU too (under torchrun
+    every rank would otherwise land on GPU 0); ``cuda:N`` is taken as given."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={name!r} asked for, but CUDA is not available; use device=cpu or auto")
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device(f"cuda:{local_rank}")
     return dev
 
 
@@ -155,12 +160,7 @@ def wrap_model(rt: Runtime, model: torch.nn.Module, compile: bool = False) -> to
         else:
             log.warning("compile=true ignored on %s (torch.compile is used on CUDA only)", rt.device)
     if rt.distributed and not is_sharded(model):
-        from torch.nn.parallel import DistributedDataParallel
-
-        # forward_sync_buffers=False: buffers here are constants (RoPE tables), and a loss may call the model a
-        # different number of times per rank (shortcut teacher passes), which must not need a collective.
-        net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
-                                      forward_sync_buffers=False)
+        net = ddp_wrap(net, rt.device)
     return net
 
 
@@ -173,3 +173,20 @@ def unwrap(module: nn.Module) -> nn.Module:
             module = module._orig_mod
         else:
             return module
+
+
+def ddp_wrap(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel as every phase uses it (needs an initialised process group).
+
+    No buffer sync in forward: buffers here are constants (RoPE tables), and a loss may call the model a
+    different number of times per rank (shortcut teacher passes), which must not need a collective. torch 2.13
+    renamed that switch from ``broadcast_buffers`` to ``forward_sync_buffers``; older versions only know the first.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    known = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers": False}
+    ids = None
+    if device.type == "cuda":
+        ids = [device.index if device.index is not None else torch.cuda.current_device()]
+    return DistributedDataParallel(net, device_ids=ids, **no_sync)
