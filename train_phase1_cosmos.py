@@ -60,8 +60,9 @@ def main(argv=None) -> dict:
     loss_fn.same_calls_on_every_rank = sharded
     opt = loop.make_optimizer(model.parameters(), pc)
     sched = loop.make_scheduler(opt, pc)
-    train = ClipSampler(cache, cache.train_names, cfg.data.clip_len, pc.batch_size, cfg.seed, rt.rank, rt.device)
-    val = ClipSampler(cache, cache.val_names or cache.train_names, cfg.data.clip_len, pc.batch_size, cfg.seed + 1,
+    clip_len = pc.clip_len or cfg.data.clip_len
+    train = ClipSampler(cache, cache.train_names, clip_len, pc.batch_size, cfg.seed, rt.rank, rt.device)
+    val = ClipSampler(cache, cache.val_names or cache.train_names, clip_len, pc.batch_size, cfg.seed + 1,
                       0, rt.device)
     models = {"dynamics": model, "loss": loss_fn}
     start_step, _ = loop.resume(rt, PREFIX[1], models, opt, sched, cache)

@@ -65,6 +65,12 @@ class Phase0Config(PhaseConfig):
 class Phase1Config(PhaseConfig):
     eval_batches: int = 4  # held-out batches for the quality figures
     eval_context: int = 4  # context latent steps for open-loop evaluation
+    clip_len: int = 0  # latent steps per dynamics training clip; 0 = data.clip_len (the agent's history)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.clip_len != 0 and self.clip_len < 2:
+            raise ValueError(f"clip_len must be 0 (data.clip_len) or >= 2, got {self.clip_len}")
 
 
 @dataclass
