@@ -24,10 +24,12 @@ test: $(STAMP)
 
 DEMO ?= configs/crafter_tiny.yaml
 DEMO_RUN ?= checkpoints/crafter_tiny
-# The whole pipeline on the embedded default: collect Crafter episodes and build the latent cache
-# (inside phase 1), a data summary with a reconstruction picture, then phases 1, 2 and 3, ending with
-# the comparison table (random vs BC vs PMPO) in the real environment. Rerunning resumes / reuses.
+# The whole pipeline on the embedded default: collect Crafter episodes and fit the tokenizer (phase 0),
+# build the latent cache (inside phase 1), a data summary with a reconstruction picture and the held-out
+# PSNR, then phases 1, 2 and 3, ending with the comparison table (random vs BC vs PMPO) in the real
+# environment. Rerunning resumes / reuses.
 demo: $(STAMP)
+	$(PY) train_phase0_tokenizer.py --config $(DEMO)
 	$(PY) train_phase1_cosmos.py --config $(DEMO)
 	$(PY) -m dreamer.summary --config $(DEMO)
 	$(PY) train_phase2.py --config $(DEMO) --checkpoint $(DEMO_RUN)/phase1_cosmos_final.pt
