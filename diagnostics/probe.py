@@ -156,9 +156,9 @@ def run_probe(cache, pixels: bool = False, epochs: int = 30, seed: int = 0) -> d
 
 
 def main(argv=None) -> dict:
-    from dreamer.data.prepare import prepare_data
-
-    from dreamer.training.runtime import parse_args, start
+    from dreamer.pipeline.cli import parse_args
+    from dreamer.pipeline.data import prepare_data
+    from dreamer.training.runtime import start
 
     def extra(p: argparse.ArgumentParser):
         p.add_argument("--pixels", action="store_true", help="probe the frames' token-grid colours instead")
