@@ -69,8 +69,8 @@ def evaluate(rt, model, batches, step: int, tag: str = "eval/tokenizer/") -> dic
 
 
 def main(argv=None) -> dict:
-    cfg, _ = parse_args(__doc__, argv)
-    rt = start(cfg, "phase0")
+    cfg, args = parse_args(__doc__, argv)
+    rt = start(cfg, "phase0", fresh=args.fresh)
     pc = cfg.phase0
     out = output_dir(cfg)
     if latest_checkpoint(rt.run_dir, PREFIX) is None and out.exists() and not pc.init_from:

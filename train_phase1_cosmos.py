@@ -50,7 +50,7 @@ def evaluate(rt, model, loss_fn, tokenizer, cache, val: ClipSampler, step: int) 
 
 def main(argv=None) -> dict:
     cfg, args = parse_args(__doc__, argv)
-    rt = start(cfg, "phase1")
+    rt = start(cfg, "phase1", fresh=args.fresh)
     pc = cfg.phase1
     tokenizer, cache = prepare_data(cfg, rt)
     model = build_dynamics(cfg, tokenizer, cache, rt.device)

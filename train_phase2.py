@@ -49,7 +49,7 @@ class Phase2Objective(nn.Module):
 
 def main(argv=None) -> dict:
     cfg, args, ckpt_path, phase1 = parse_args_after(1, "--checkpoint", __doc__, argv)  # the phase-1 final
-    rt = start(cfg, "phase2")
+    rt = start(cfg, "phase2", inputs=args.inputs, fresh=args.fresh)
     pc = cfg.phase2
     tokenizer, cache = prepare_data(cfg, rt)
     loop.check_compatible(phase1, cache, ckpt_path)

@@ -42,7 +42,7 @@ def step_generator(cfg, rank: int, step: int, device) -> torch.Generator:
 
 def main(argv=None) -> dict:
     cfg, args, p2_path, p2 = parse_args_after(2, "--phase2-checkpoint", __doc__, argv)  # the phase-2 final
-    rt = start(cfg, "phase3")
+    rt = start(cfg, "phase3", inputs=args.inputs, fresh=args.fresh)
     pc = cfg.phase3
     tokenizer, cache = prepare_data(cfg, rt)
     loop.check_compatible(p2, cache, p2_path)  # refused when the checkpoint does not fit the cache
