@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+
+def _check(cond: bool, section: str, key: str, value, want: str) -> None:
+    if not cond:
+        raise ValueError(f"{section}.{key} must be {want}, got {value!r}")
 
 
 @dataclass
@@ -25,11 +31,18 @@ class PhaseConfig:
     max_nonfinite: int = 5  # stop after this many non-finite losses/gradients in a row
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        sec = type(self).__name__.removesuffix("Config").lower()  # phase1, ... (PhaseConfig: "phase")
+        for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "keep_checkpoints",
+                     "max_nonfinite"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, sec, name, v, "an int >= 1")
+        _check(isinstance(self.warmup, int) and self.warmup >= 0, sec, "warmup", self.warmup, "an int >= 0 (steps)")
+        _check(math.isfinite(self.lr) and self.lr > 0, sec, "lr", self.lr, "> 0")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, sec, "weight_decay", self.weight_decay,
+               ">= 0")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, sec, "min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
+        _check(math.isfinite(self.grad_clip) and self.grad_clip >= 0, sec, "grad_clip", self.grad_clip,
+               ">= 0 (0 = no clipping)")
 
 
 @dataclass
@@ -50,7 +63,7 @@ class Phase0Config(PhaseConfig):
         if self.fsdp:
             raise ValueError("phase0.fsdp is not supported: the tokenizer (at most ~106M parameters, cv8x8x8) fits one "
                              "device; under torchrun phase 0 uses DDP. Use phase0.gradient_checkpointing to save memory")
-        if self.perceptual_weight < 0 or self.eval_clips < 1:
+        if not self.perceptual_weight >= 0 or self.eval_clips < 1:
             raise ValueError(f"perceptual_weight must be >= 0 and eval_clips >= 1, got {self.perceptual_weight}, "
                              f"{self.eval_clips}")
 
@@ -60,10 +73,19 @@ class Phase1Config(PhaseConfig):
     eval_batches: int = 4  # held-out batches for the quality figures
     eval_context: int = 4  # context latent steps for open-loop evaluation
 
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("eval_batches", "eval_context"):
+            _check(getattr(self, name) >= 1, "phase1", name, getattr(self, name), ">= 1")
+
 
 @dataclass
 class Phase2Config(PhaseConfig):
     eval_episodes: int = 10  # real-env episodes for BC and random policies at the end (0 = skip)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.eval_episodes >= 0, "phase2", "eval_episodes", self.eval_episodes, ">= 0 (0 = skip)")
 
 
 @dataclass
@@ -75,8 +97,20 @@ class Phase3Config(PhaseConfig):
     #                        advantage >= 0, so PMPO would otherwise only reinforce the policy's own samples
     eval_episodes: int = 10  # real-env episodes at the end (and periodically if eval_every < steps)
 
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("horizon", "context"):
+            _check(getattr(self, name) >= 1, "phase3", name, getattr(self, name), ">= 1")
+        _check(math.isfinite(self.value_lr) and self.value_lr > 0, "phase3", "value_lr", self.value_lr, "> 0")
+        _check(self.value_warmup >= 0, "phase3", "value_warmup", self.value_warmup, ">= 0 (steps)")
+        _check(self.eval_episodes >= 0, "phase3", "eval_episodes", self.eval_episodes, ">= 0 (0 = skip)")
+
 
 @dataclass
 class EvalConfig:
     seed: int = 10_000  # episode i of an evaluation uses seed + i, for every policy compared
     max_steps: int = 500  # env steps per evaluation episode
+
+    def __post_init__(self):
+        _check(self.seed >= 0, "eval", "seed", self.seed, ">= 0 (episode i is reset with seed + i)")
+        _check(self.max_steps >= 1, "eval", "max_steps", self.max_steps, ">= 1")
