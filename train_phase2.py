@@ -31,7 +31,7 @@ from dreamer.pipeline.data import prepare_data
 from dreamer.pipeline.evaluate import evaluate_bc
 from dreamer.training import loop, sharding
 from dreamer.training.checkpoint import atomic_save
-from dreamer.training.runtime import start, wrap_model
+from dreamer.training.runtime import releases_on_error, start, wrap_model
 
 log = logging.getLogger("phase2")
 
@@ -47,6 +47,7 @@ class Phase2Objective(nn.Module):
         return phase2_loss(self.agent, batch, self.agent.cfg, compute_metrics)
 
 
+@releases_on_error
 def main(argv=None) -> dict:
     cfg, args, ckpt_path, phase1 = parse_args_after(1, "--checkpoint", __doc__, argv)  # the phase-1 final
     rt = start(cfg, "phase2", inputs=args.inputs, fresh=args.fresh)

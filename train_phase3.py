@@ -30,7 +30,7 @@ from dreamer.pipeline.data import prepare_data
 from dreamer.pipeline.evaluate import evaluate_policies, final_comparison
 from dreamer.training import loop, sharding
 from dreamer.training.pictures import latent_rows_to_grid
-from dreamer.training.runtime import start
+from dreamer.training.runtime import releases_on_error, start
 
 log = logging.getLogger("phase3")
 
@@ -40,6 +40,7 @@ def step_generator(cfg, rank: int, step: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + rank * 7_919 + step)
 
 
+@releases_on_error
 def main(argv=None) -> dict:
     cfg, args, p2_path, p2 = parse_args_after(2, "--phase2-checkpoint", __doc__, argv)  # the phase-2 final
     rt = start(cfg, "phase3", inputs=args.inputs, fresh=args.fresh)

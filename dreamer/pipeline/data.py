@@ -11,6 +11,7 @@ from dreamer.atomic import remove_stale_temps
 from dreamer.data.cache import LatentCache, build_cache, write_manifest_file
 from dreamer.data.episode import list_episodes
 from dreamer.tokenizer import CosmosTokenizerWrapper
+from dreamer.training.runtime import releases_on_error
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def _stale(cache: LatentCache, paths: list[Path]) -> bool:
     return False
 
 
+@releases_on_error
 def main(argv=None) -> None:
     """``python -m dreamer.pipeline.data --config …``: collect (when asked) and build the latent cache only."""
     from dreamer.pipeline.cli import parse_args

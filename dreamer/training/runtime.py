@@ -13,6 +13,7 @@ module reads only the fields it names (``run_dir``, ``device``, ``seed``, ``thre
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -108,14 +109,42 @@ class Runtime:
 
         self.writer = SummaryWriter(str(self.run_dir / "tb" / self.phase))
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """Flush TensorBoard and let go of the run folder (what :meth:`close` does short of tearing down the
+        process group; also what :func:`releases_on_error` does when a phase fails)."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+        _OPEN[:] = [rt for rt in _OPEN if rt is not self]
+
+    def close(self) -> None:
+        self.release()
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+_OPEN: list[Runtime] = []  # started and not yet released, in this process
+
+
+def releases_on_error(main):
+    """Decorate a phase script's ``main``: when it raises, every Runtime it started is released (run folder
+    unlocked, TensorBoard flushed), so the same process can go on (a test, a notebook) and a second command
+    is not refused. A process that ends releases its lock anyway."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        opened = len(_OPEN)
+        try:
+            return main(*args, **kwargs)
+        except BaseException:
+            for rt in _OPEN[opened:]:
+                rt.release()
+            raise
+
+    return run
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -187,8 +216,10 @@ def start(cfg, phase: str, inputs: dict | None = None, fresh: bool = False) -> R
             raise
     log.info("%s: run dir %s, device %s, threads %d, command: %s", phase, run_dir, device,
              torch.get_num_threads(), " ".join(sys.argv))
-    return Runtime(cfg=cfg, device=device, rank=rank, world=world, run_dir=run_dir, phase=phase,
-                   inputs=dict(inputs or {}), fresh=fresh, lock=lock)
+    rt = Runtime(cfg=cfg, device=device, rank=rank, world=world, run_dir=run_dir, phase=phase,
+                 inputs=dict(inputs or {}), fresh=fresh, lock=lock)
+    _OPEN.append(rt)
+    return rt
 
 
 def wrap_model(rt: Runtime, model: torch.nn.Module, compile: bool = False) -> torch.nn.Module:
