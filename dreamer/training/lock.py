@@ -67,7 +67,11 @@ class RunLock:
         if previous.get("pid") is not None:
             log.warning("taking over the lock %s left by %s, which is no longer running", path, _describe(previous))
         lock = cls(path, fd)
-        lock._write(phase)
+        try:
+            lock._write(phase)
+        except OSError:
+            os.close(fd)
+            raise
         _HELD[path] = lock
         return lock
 
