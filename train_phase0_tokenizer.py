@@ -38,7 +38,7 @@ from dreamer.tokenizer.fit import (
 )
 from dreamer.training import loop
 from dreamer.training.checkpoint import latest_checkpoint
-from dreamer.training.runtime import start, unwrap, wrap_model
+from dreamer.training.runtime import releases_on_error, start, unwrap, wrap_model
 
 log = logging.getLogger("phase0")
 PREFIX = PHASE_PREFIX[0]
@@ -69,9 +69,10 @@ def evaluate(rt, model, batches, step: int, tag: str = "eval/tokenizer/") -> dic
     return metrics
 
 
+@releases_on_error
 def main(argv=None) -> dict:
-    cfg, _ = parse_args(__doc__, argv)
-    rt = start(cfg, "phase0")
+    cfg, args = parse_args(__doc__, argv)
+    rt = start(cfg, "phase0", fresh=args.fresh)
     pc = cfg.phase0
     out = output_dir(cfg)
     if latest_checkpoint(rt.run_dir, PREFIX) is None and out.exists() and not pc.init_from:

@@ -22,7 +22,7 @@ from dreamer.pipeline.cli import parse_args
 from dreamer.pipeline.data import prepare_data
 from dreamer.training import loop, sharding
 from dreamer.training.pictures import latent_rows_to_grid
-from dreamer.training.runtime import start, wrap_model
+from dreamer.training.runtime import releases_on_error, start, wrap_model
 from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase1")
@@ -49,9 +49,10 @@ def evaluate(rt, model, loss_fn, tokenizer, cache, val: ClipSampler, step: int) 
     return sums
 
 
+@releases_on_error
 def main(argv=None) -> dict:
     cfg, args = parse_args(__doc__, argv)
-    rt = start(cfg, "phase1")
+    rt = start(cfg, "phase1", fresh=args.fresh)
     pc = cfg.phase1
     tokenizer, cache = prepare_data(cfg, rt)
     model = build_dynamics(cfg, tokenizer, cache, rt.device)

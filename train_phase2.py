@@ -31,7 +31,7 @@ from dreamer.pipeline.data import prepare_data
 from dreamer.pipeline.evaluate import evaluate_bc
 from dreamer.training import loop, sharding
 from dreamer.training.checkpoint import atomic_save
-from dreamer.training.runtime import start, wrap_model
+from dreamer.training.runtime import releases_on_error, start, wrap_model
 from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase2")
@@ -48,9 +48,10 @@ class Phase2Objective(nn.Module):
         return phase2_loss(self.agent, batch, self.agent.cfg, compute_metrics, self.rl)
 
 
+@releases_on_error
 def main(argv=None) -> dict:
     cfg, args, ckpt_path, phase1 = parse_args_after(1, "--checkpoint", __doc__, argv)  # the phase-1 final
-    rt = start(cfg, "phase2")
+    rt = start(cfg, "phase2", inputs=args.inputs, fresh=args.fresh)
     pc = cfg.phase2
     tokenizer, cache = prepare_data(cfg, rt)
     loop.check_compatible(phase1, cache, ckpt_path)

@@ -30,7 +30,7 @@ from dreamer.pipeline.data import prepare_data
 from dreamer.pipeline.evaluate import evaluate_policies, final_comparison
 from dreamer.training import loop, sharding
 from dreamer.training.pictures import latent_rows_to_grid
-from dreamer.training.runtime import start
+from dreamer.training.runtime import releases_on_error, start
 from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase3")
@@ -41,9 +41,10 @@ def step_generator(cfg, rank: int, step: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + rank * 7_919 + step)
 
 
+@releases_on_error
 def main(argv=None) -> dict:
     cfg, args, p2_path, p2 = parse_args_after(2, "--phase2-checkpoint", __doc__, argv)  # the phase-2 final
-    rt = start(cfg, "phase3")
+    rt = start(cfg, "phase3", inputs=args.inputs, fresh=args.fresh)
     pc = cfg.phase3
     tokenizer, cache = prepare_data(cfg, rt)
     loop.check_compatible(p2, cache, p2_path)  # refused when the checkpoint does not fit the cache

@@ -1,6 +1,7 @@
-"""Resilience figures (issue: scale out and hold up). Prints JSON.
+"""Resilience figures (issues: scale out and hold up; a hostile tester's cases). Prints JSON.
 
     OMP_WAIT_POLICY=PASSIVE python bench/bench_resilience.py [--trials 10] [--skip-kill] [--skip-rss] [--fsdp]
+        [--hostile-trials 4] [--skip-hostile]
 
 - kill_resume: N trials of phase 1 on synthetic episodes (tiny models, 1 thread), each SIGKILLed at a
   random moment after its first checkpoint, then resumed by rerunning the same command; counts trials
@@ -8,6 +9,15 @@
   with phase1.fsdp=true, and the launcher and its workers are killed together.
 - peak_rss: peak resident memory of a process that draws 300 training batches from a latent cache,
   for a small cache and one 10x larger (memory-mapped reading keeps it flat).
+- hostile (tried / survived / lost per kind):
+  - kill_while_writing: phase 1 SIGKILLed the moment a checkpoint's temporary file appears (mid-write),
+    then rerun: survived = the rerun ends bitwise equal to an uninterrupted run and no leftover remains;
+  - truncated_latest: the newest periodic checkpoint cut to a random length (0 bytes included), then
+    rerun: survived = reported as damaged, moved aside, resumed from the previous one, bitwise equal end;
+  - swapped_input: phase 2 rerun in its run folder with another input: another run's phase-1 final, an
+    earlier phase-1 checkpoint, a phase-2 final (wrong phase), a copy of the original (same weights:
+    must resume), and --fresh with another one (must start over on it). Survived = the expected refusal
+    or run; lost = a silent resume on the old dynamics or a rewritten config.
 """
 
 from __future__ import annotations
@@ -79,6 +89,144 @@ def kill_resume(trials: int, fsdp: bool = False) -> dict:
             "detail": results}
 
 
+ENV = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+
+
+def _phase1(r: Path, steps: int = 12) -> list[str]:
+    from test_resilience import tiny_overrides
+
+    return [sys.executable, "train_phase1_cosmos.py", *tiny_overrides(r, steps)]
+
+
+def _trial_dir(d: Path, name: str) -> Path:
+    r = d / name
+    r.mkdir()
+    os.symlink(d / "eps", r / "eps")
+    return r
+
+
+def _same_final(a: Path, b: Path) -> bool:
+    import torch
+
+    from dreamer.training.checkpoint import load_checkpoint
+
+    x, y = load_checkpoint(a)["models"]["dynamics"], load_checkpoint(b)["models"]["dynamics"]
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def kill_while_writing(d: Path, ref: Path, trials: int) -> dict:
+    caught, survived, detail = 0, 0, []
+    for t in range(trials):
+        r = _trial_dir(d, f"kw{t}")
+        run = r / "ckpt" / "t"
+        proc = subprocess.Popen(_phase1(r), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seen, skip = None, t  # trial t kills during the (t+1)-th checkpoint write it sees
+        while proc.poll() is None and seen is None:
+            tmps = [e.name for e in os.scandir(run)] if run.is_dir() else []
+            tmps = [n for n in tmps if n.startswith(".phase1_") and n.endswith(".tmp")]
+            if tmps and skip == 0:
+                proc.send_signal(signal.SIGKILL)
+                seen = tmps[0]
+            elif tmps:
+                skip -= 1
+                while any(e.name in tmps for e in os.scandir(run)):
+                    time.sleep(0.0002)
+            time.sleep(0.0002)
+        proc.wait()
+        left = [p.name for p in run.glob(".*.tmp")]
+        caught += bool(seen and left)
+        out = subprocess.run(_phase1(r), cwd=ROOT, env=ENV, capture_output=True, text=True, check=False)
+        ok = (out.returncode == 0 and _same_final(ref, run / "phase1_cosmos_final.pt")
+              and not list(run.glob(".*.tmp")) and all(n in out.stderr for n in left))
+        survived += ok
+        detail.append({"killed_during": seen, "leftovers_at_kill": left, "stale_lock_taken_over": "no longer running" in
+                       out.stderr, "survived": ok})
+    return {"tried": trials, "killed_mid_write": caught, "survived": survived, "lost": trials - survived,
+            "detail": detail}
+
+
+def truncated_latest(d: Path, ref: Path, trials: int) -> dict:
+    rng, survived, detail = random.Random(1), 0, []
+    for t in range(trials):
+        r = _trial_dir(d, f"tr{t}")
+        run = r / "ckpt" / "t"
+        subprocess.run(_phase1(r), cwd=ROOT, env=ENV, check=True, capture_output=True)
+        latest = max(run.glob("phase1_step*.pt"), key=lambda p: int(p.stem.split("step")[1]))
+        data = latest.read_bytes()
+        cut = 0 if t == 0 else rng.randrange(1, len(data))
+        latest.write_bytes(data[:cut])
+        (run / "phase1_cosmos_final.pt").unlink()  # as if killed before the final save
+        out = subprocess.run(_phase1(r), cwd=ROOT, env=ENV, capture_output=True, text=True, check=False)
+        ok = (out.returncode == 0 and f"{latest} is damaged" in out.stderr and "unsafe" not in out.stderr
+              and latest.with_name(latest.name + ".damaged").is_file()
+              and _same_final(ref, run / "phase1_cosmos_final.pt"))
+        survived += ok
+        detail.append({"file": latest.name, "cut_to_bytes": cut, "of": len(data), "survived": ok})
+    return {"tried": trials, "survived": survived, "lost": trials - survived, "detail": detail}
+
+
+def swapped_input(d: Path) -> dict:
+    import torch
+    from test_resilience import tiny_overrides
+
+    from dreamer.training.checkpoint import load_checkpoint
+
+    r = _trial_dir(d, "sw")
+    other = _trial_dir(d, "sw_other")
+    p2 = ["--set", "phase2.steps=4", "--set", "phase2.ckpt_every=2", "--set", "phase2.eval_every=4",
+          "--set", "phase2.eval_episodes=0"]
+    subprocess.run(_phase1(r, 4), cwd=ROOT, env=ENV, check=True, capture_output=True)
+    subprocess.run([*_phase1(other, 4), "--set", "seed=1", "--set", f"data.cache_dir={r / 'cache'}"], cwd=ROOT,
+                   env=ENV, check=True, capture_output=True)
+    run, base = r / "ckpt" / "t", [sys.executable, "train_phase2.py", *tiny_overrides(r, 4), *p2]
+    final1 = run / "phase1_cosmos_final.pt"
+    subprocess.run([*base, "--checkpoint", str(final1)], cwd=ROOT, env=ENV, check=True, capture_output=True)
+    copy = d / "copy_of_phase1_final.pt"
+    copy.write_bytes(final1.read_bytes())
+    wrong = d / "phase2_final_copy.pt"
+    wrong.write_bytes((run / "phase2_final.pt").read_bytes())
+    cases = [("other run's phase-1 final", other / "ckpt" / "t" / "phase1_cosmos_final.pt", "refused",
+              "was started from phase1 checkpoint"),
+             ("earlier phase-1 checkpoint", run / "phase1_step2.pt", "refused", "was started from phase1 checkpoint"),
+             ("phase-2 final as phase-1 input", wrong, "refused", "is a phase-2 checkpoint"),
+             ("copy of the original (same weights)", copy, "resumed", "resumed from"),
+             ("--fresh with another run's final", other / "ckpt" / "t" / "phase1_cosmos_final.pt", "fresh", "")]
+    detail, survived = [], 0
+    for name, given, expect, says in cases:
+        config = (run / "config_phase2.yaml").read_bytes()
+        out = subprocess.run([*base, "--checkpoint", str(given), *(["--fresh"] if expect == "fresh" else [])], cwd=ROOT,
+                             env=ENV, capture_output=True, text=True, check=False)
+        if expect == "refused":
+            ok = out.returncode != 0 and says in out.stderr and (run / "config_phase2.yaml").read_bytes() == config
+        elif expect == "resumed":
+            ok = out.returncode == 0 and says in out.stderr
+        else:
+            want, got = load_checkpoint(given)["models"]["dynamics"], load_checkpoint(run / "phase2_final.pt")
+            ok = (out.returncode == 0 and "resumed from" not in out.stderr and (run / "superseded").is_dir()
+                  and all(torch.equal(want[k], got["models"]["dynamics"][k]) for k in want)
+                  and got["inputs"]["phase1"]["path"] == str(given.resolve()))
+        survived += ok
+        detail.append({"case": name, "expected": expect, "survived": ok,
+                       "message": (out.stderr.strip().splitlines() or [""])[-1][:300]})
+    return {"tried": len(cases), "survived": survived, "lost": len(cases) - survived, "detail": detail}
+
+
+def hostile(trials: int) -> dict:
+    from dreamer.data.episode import save_episode
+    from dreamer.data.synthetic import make_episode
+
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        for i in range(4):
+            save_episode(d / "eps" / f"ep_{i}.npz", make_episode(T=40, seed=i))
+        ref = _trial_dir(d, "ref")
+        subprocess.run(_phase1(ref), cwd=ROOT, env=ENV, check=True, capture_output=True)
+        ref_final = ref / "ckpt" / "t" / "phase1_cosmos_final.pt"
+        return {"kill_while_writing": kill_while_writing(d, ref_final, trials),
+                "truncated_latest": truncated_latest(d, ref_final, trials),
+                "swapped_input": swapped_input(d)}
+
+
 def rss_child(cache_dir: str) -> None:
     from dreamer.data.cache import LatentCache
     from dreamer.data.loader import ClipSampler
@@ -130,6 +278,8 @@ def main() -> None:
     p.add_argument("--skip-kill", action="store_true")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--fsdp", action="store_true", help="kill/resume 2-process torchrun runs with phase1.fsdp=true")
+    p.add_argument("--hostile-trials", type=int, default=4, help="trials of kill-while-writing and truncated-latest")
+    p.add_argument("--skip-hostile", action="store_true")
     p.add_argument("--rss-child")
     args = p.parse_args()
     if args.rss_child:
@@ -139,6 +289,8 @@ def main() -> None:
         out["peak_rss"] = peak_rss()
     if not args.skip_kill:
         out["kill_resume"] = kill_resume(args.trials, args.fsdp)
+    if not args.skip_hostile:
+        out["hostile"] = hostile(args.hostile_trials)
     print(json.dumps(out, indent=1))
 
 

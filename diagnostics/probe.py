@@ -156,26 +156,28 @@ def run_probe(cache, pixels: bool = False, epochs: int = 30, seed: int = 0) -> d
 
 
 def main(argv=None) -> dict:
+    """The command line: an inspection that reads the run's cache (building it when missing) and writes
+    one JSON file; it does not take the run folder's lock, so it may run beside training."""
+    from dreamer.atomic import atomic_write_bytes
     from dreamer.pipeline.cli import parse_args
     from dreamer.pipeline.data import prepare_data
-    from dreamer.training.runtime import start
+    from dreamer.training.runtime import Runtime, pick_device, setup_logging
 
     def extra(p: argparse.ArgumentParser):
         p.add_argument("--pixels", action="store_true", help="probe the frames' token-grid colours instead")
         p.add_argument("--epochs", type=int, default=30)
-        p.add_argument("--out", default=None, help="write the figures here as JSON (default <run dir>/probe*.json)")
+        p.add_argument("--out", default=None, help="write the figures here as JSON (default <run dir>/probe_*.json)")
 
     cfg, args = parse_args(__doc__, argv, extra)
-    rt = start(cfg, "probe")
-    _, cache = prepare_data(cfg, rt)
+    setup_logging()
+    _, cache = prepare_data(cfg, Runtime(cfg=cfg, device=pick_device(cfg.device)))
     out = run_probe(cache, args.pixels, args.epochs, cfg.seed)
-    path = Path(args.out) if args.out else rt.run_dir / f"probe_{out['input']}.json"
-    path.write_text(json.dumps(out, indent=1))
+    path = Path(args.out) if args.out else cfg.run_dir / f"probe_{out['input']}.json"
+    atomic_write_bytes(path, json.dumps(out, indent=1).encode())
     log.info("state probe on %s (%s): inventory accuracy %.3f (majority %.3f); near-material accuracy %.3f "
              "(majority %.3f, balanced %.3f); written to %s", out["input"], cache.root,
              out["inventory_mean"]["accuracy"], out["inventory_mean"]["majority"], out["near_mean"]["accuracy"],
              out["near_mean"]["majority"], out["near_mean"]["balanced_accuracy"], path)
-    rt.close()
     return out
 
 

@@ -38,6 +38,19 @@ class Config:
     phase3: Phase3Config = field(default_factory=Phase3Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self):
+        if not self.run.strip() or ".." in Path(self.run).parts or Path(self.run).is_absolute():
+            raise ValueError(f"run must name a folder under checkpoint_root (no '..', not absolute), got {self.run!r}")
+        if not self.checkpoint_root.strip():
+            raise ValueError("checkpoint_root must not be empty")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = PyTorch's default), got {self.threads}")
+        clip_len = self.phase1.clip_len or self.data.clip_len  # the clips phase 1 evaluates on
+        if self.phase1.eval_context >= clip_len:  # both from this config (dynamics may come from a checkpoint)
+            raise ValueError(f"phase1.eval_context={self.phase1.eval_context} must be < the phase-1 clip length "
+                             f"{clip_len} (phase1.clip_len or data.clip_len): the held-out rollout predicts the rest "
+                             "of each clip")
+
     @property
     def run_dir(self) -> Path:
         return Path(self.checkpoint_root) / self.run

@@ -57,9 +57,28 @@ def test_two_process_gloo_then_single_process_resume(episodes):
     assert "rank 1 of 2" in out.stderr or "distributed: rank 0 of 2" in out.stderr
     final = tmp / "ckpt" / "t" / "phase1_cosmos_final.pt"
     assert load_checkpoint(final)["step"] == 4
+    assert not (tmp / "ckpt" / "t" / "run.lock").exists()  # rank 0 held it for both ranks, and let go
     out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=6)], timeout=300)  # single process resumes
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed from" in out.stderr and load_checkpoint(final)["step"] == 6
+
+
+def test_two_identical_commands_one_run_folder(episodes):
+    """The second of two identical commands on one run folder stops at once, naming the first; the first
+    runs to its end and lets go of the folder (a failing one lets go too: tests/training/test_lock.py)."""
+    tmp = episodes
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    cmd = ["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=1000, ckpt_every=500)]  # ~10 s of training
+    first = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    lock = tmp / "ckpt" / "t" / "run.lock"
+    deadline = time.time() + 120
+    while time.time() < deadline and not lock.exists():
+        time.sleep(0.05)
+    second = run(cmd, timeout=300)
+    assert first.wait(timeout=300) == 0
+    assert second.returncode != 0 and f"is in use by pid {first.pid} on host" in second.stderr, second.stderr[-2000:]
+    assert not lock.exists()
 
 
 def test_sigkill_then_resume_matches_uninterrupted(episodes, tmp_path_factory):

@@ -11,7 +11,8 @@ Layout of ``<cache_dir>``::
                     source.json         the episode's content hash and the tokenizer hash
 
 Each episode folder is written to a temporary folder and renamed, and the manifest is written last,
-atomically: an interrupted build resumes by skipping episodes that are already complete. A cache
+atomically: an interrupted build resumes by skipping episodes that are already complete, after removing
+the half-built folders its killed writers left (:func:`dreamer.atomic.remove_stale_temps`). A cache
 built by another tokenizer is refused; an episode whose source changed is re-encoded.
 """
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dreamer.atomic import atomic_dir, atomic_write_bytes
+from dreamer.atomic import atomic_dir, atomic_write_bytes, remove_stale_temps
 from dreamer.data.episode import ActionSpace, Episode, load_episode
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,9 @@ def build_cache(
     """
     cache_dir = Path(cache_dir)
     (cache_dir / "episodes").mkdir(parents=True, exist_ok=True)
+    if shard[0] == 0:  # leftovers of killed builds (a live writer's, even another run's, are kept)
+        remove_stale_temps(cache_dir / "episodes")
+        remove_stale_temps(cache_dir)
     ident = tokenizer.identity()
     manifest_path = cache_dir / "manifest.json"
     if manifest_path.is_file():

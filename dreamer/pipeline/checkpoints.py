@@ -14,9 +14,13 @@ from dreamer.agent import AgentConfig
 from dreamer.dynamics import DynamicsConfig
 from dreamer.presets import from_dict
 from dreamer.training import loop
-from dreamer.training.checkpoint import atomic_save, load_checkpoint
+from dreamer.training.checkpoint import CheckpointError, atomic_save, load_checkpoint, state_sha256
 
 log = logging.getLogger(__name__)
+
+
+class WrongPhaseError(CheckpointError):
+    """A checkpoint of another phase than the one a phase starts from."""
 
 PREFIX = {0: "phase0", 1: "phase1", 2: "phase2", 3: "phase3"}  # periodic checkpoints <prefix>_step<N>.pt
 FINAL = {1: "phase1_cosmos_final.pt", 2: "phase2_final.pt", 3: "phase3_final.pt"}
@@ -33,13 +37,20 @@ def handoff_path(cfg, phase: int, given: str | None) -> Path:
 
 def load_handoff(path: Path, cfg, phase: int) -> dict:
     """The final checkpoint of ``phase``; ``cfg.dynamics`` (and ``cfg.agent``) become the ones its models
-    were trained with. Call it before ``runtime.start``, so the saved config names the models it carries."""
+    were trained with. Call it before ``runtime.start``, so the saved config names the models it carries.
+    A checkpoint of another phase (checkpoints carry ``phase``) is refused, naming the phase it is."""
     ckpt = load_checkpoint(path)
     have = sorted(ckpt.get("models", {}))
     missing = [k for k in HANDOFF[phase] if k not in have]
     if missing:
         raise ValueError(f"checkpoint {path} lacks models {missing} (has {have}); phase {phase + 1} needs the "
                          f"{FINAL[phase]} written by {SCRIPT[phase]}")
+    found = ckpt.get("phase")
+    if found != phase:
+        what = (f"a phase-{found} checkpoint (written by {SCRIPT.get(found, '?')})" if found is not None
+                else "a checkpoint that does not say its phase")
+        raise WrongPhaseError(f"checkpoint {path} is {what}; phase {phase + 1} starts from a phase-{phase} "
+                              f"checkpoint: the {FINAL[phase]} written by {SCRIPT[phase]}")
     for key, cls in HANDOFF[phase].items():
         trained = from_dict(cls, ckpt["config"][key], key)
         if trained != getattr(cfg, key):
@@ -48,9 +59,18 @@ def load_handoff(path: Path, cfg, phase: int) -> dict:
     return ckpt
 
 
+def input_record(path: Path, ckpt: dict, phase: int) -> dict:
+    """What a run started from ``ckpt`` (``phase``'s checkpoint at ``path``) remembers of it: the path and a
+    content hash of the models it hands on (so a rewrite with new evaluation figures is the same input)."""
+    models = {k: ckpt["models"][k] for k in HANDOFF[phase]}
+    return {PREFIX[phase]: {"path": str(Path(path).resolve()), "sha256": state_sha256(models),
+                            "step": ckpt.get("step")}}
+
+
 def save_final(rt, phase: int, state: dict) -> Path:
     """Rank 0 writes the final checkpoint of ``phase`` (and it as the last periodic one, so a rerun of a
-    finished run resumes at its end)."""
+    finished run resumes at its end). ``state`` is stamped with the phase and the run's inputs first."""
+    state.update(getattr(rt, "stamp", {}), phase=phase)
     path = rt.run_dir / FINAL[phase]
     atomic_save(state, path)
     loop.save_periodic(rt, PREFIX[phase], state, getattr(rt.cfg, f"phase{phase}").keep_checkpoints)

@@ -1,6 +1,8 @@
-"""The phase scripts' command line: ``--config`` presets (stacked), ``--set key=value`` overrides, and
-``--no-diagnose``; the result is the run's :class:`dreamer.config.Config`. Phases 2 and 3 also name the
-checkpoint they start from (:func:`parse_args_after`)."""
+"""The phase scripts' command line: ``--config`` presets (stacked), ``--set key=value`` overrides,
+``--no-diagnose`` and ``--fresh``; the result is the run's :class:`dreamer.config.Config`. Phases 2 and 3
+also name the checkpoint they start from (:func:`parse_args_after`), which ``args.inputs`` records.
+
+``runtime.start(cfg, phase, inputs=args.inputs, fresh=args.fresh)`` hands both to the run."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dreamer.config import Config, load
-from dreamer.pipeline.checkpoints import FINAL, handoff_path, load_handoff
+from dreamer.pipeline.checkpoints import FINAL, handoff_path, input_record, load_handoff
 
 
 def parse_args(description: str, argv: list[str] | None = None,
@@ -18,9 +20,13 @@ def parse_args(description: str, argv: list[str] | None = None,
     p.add_argument("--config", action="append", default=[], help="YAML preset (repeat to stack)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     p.add_argument("--no-diagnose", action="store_true", help="do not stop on a failed diagnose_phase() check")
+    p.add_argument("--fresh", action="store_true",
+                   help="start this phase over instead of resuming: its earlier checkpoints, evaluation and "
+                        "TensorBoard logs are moved to <run dir>/superseded/ (nothing is deleted)")
     if extra:
         extra(p)
     args = p.parse_args(argv)
+    args.inputs = {}
     return load(args.config, args.set), args
 
 
@@ -32,4 +38,6 @@ def parse_args_after(phase: int, flag: str, description: str,
     cfg, args = parse_args(description, argv, lambda p: p.add_argument(
         flag, dest="handoff", default=None, help=f"phase-{phase} checkpoint (default <run dir>/{FINAL[phase]})"))
     path = handoff_path(cfg, phase, args.handoff)
-    return cfg, args, path, load_handoff(path, cfg, phase)
+    ckpt = load_handoff(path, cfg, phase)
+    args.inputs = input_record(path, ckpt, phase)
+    return cfg, args, path, ckpt

@@ -7,9 +7,11 @@ import json
 import logging
 from pathlib import Path
 
+from dreamer.atomic import remove_stale_temps
 from dreamer.data.cache import LatentCache, build_cache, write_manifest_file
 from dreamer.data.episode import list_episodes
 from dreamer.tokenizer import CosmosTokenizerWrapper
+from dreamer.training.runtime import releases_on_error
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,8 @@ def make_tokenizer(cfg, device) -> CosmosTokenizerWrapper:
 def episode_paths(cfg, rt) -> list[Path]:
     """The episode files of ``cfg.data.episodes_dir``, collected first (rank 0) when too few and asked to."""
     root = Path(cfg.data.episodes_dir)
+    if rt.is_main:
+        remove_stale_temps(root)  # episode files half-written by a killed collection
     found = list_episodes(root) if root.is_dir() else []
     if len(found) < cfg.collect.num_episodes and cfg.data.collect:
         if rt.is_main:
@@ -76,6 +80,7 @@ def _stale(cache: LatentCache, paths: list[Path]) -> bool:
     return False
 
 
+@releases_on_error
 def main(argv=None) -> None:
     """``python -m dreamer.pipeline.data --config …``: collect (when asked) and build the latent cache only."""
     from dreamer.pipeline.cli import parse_args
@@ -84,6 +89,7 @@ def main(argv=None) -> None:
     cfg, _ = parse_args("Collect episodes (when asked) and build the latent cache of a config.", argv)
     rt = start(cfg, "cache")
     prepare_data(cfg, rt)
+    rt.accept()
     rt.close()
 
 

@@ -20,8 +20,8 @@ class TokenizerConfig:
     batch_windows: int = 8  # windows of one episode encoded per forward pass (cache, whole-episode encodes)
 
     def __post_init__(self):
-        if self.resolution % 8:
-            raise ValueError(f"tokenizer.resolution must be a multiple of 8, got {self.resolution}")
+        if self.resolution < 8 or self.resolution % 8:
+            raise ValueError(f"tokenizer.resolution must be a positive multiple of 8, got {self.resolution}")
         if not isinstance(self.pool, int) or self.pool < 1:
             raise ValueError(f"tokenizer.pool must be an int >= 1, got {self.pool!r}")  # divides the grid: checked on build
         if self.temporal_compression not in (0, 1, 2, 4, 8):

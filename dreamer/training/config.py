@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+
+def _check(cond: bool, section: str, key: str, value, want: str) -> None:
+    if not cond:
+        raise ValueError(f"{section}.{key} must be {want}, got {value!r}")
 
 
 @dataclass
@@ -25,11 +31,18 @@ class PhaseConfig:
     max_nonfinite: int = 5  # stop after this many non-finite losses/gradients in a row
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        sec = type(self).__name__.removesuffix("Config").lower()  # phase1, ... (PhaseConfig: "phase")
+        for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "keep_checkpoints",
+                     "max_nonfinite"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and v >= 1, sec, name, v, "an int >= 1")
+        _check(isinstance(self.warmup, int) and self.warmup >= 0, sec, "warmup", self.warmup, "an int >= 0 (steps)")
+        _check(math.isfinite(self.lr) and self.lr > 0, sec, "lr", self.lr, "> 0")
+        _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, sec, "weight_decay", self.weight_decay,
+               ">= 0")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, sec, "min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
+        _check(math.isfinite(self.grad_clip) and self.grad_clip >= 0, sec, "grad_clip", self.grad_clip,
+               ">= 0 (0 = no clipping)")
 
 
 @dataclass
@@ -56,7 +69,7 @@ class Phase0Config(PhaseConfig):
                              "device; under torchrun phase 0 uses DDP. Use phase0.gradient_checkpointing to save memory")
         if self.patience < 0 or self.min_delta < 0:
             raise ValueError(f"patience and min_delta must be >= 0, got {self.patience}, {self.min_delta}")
-        if self.perceptual_weight < 0 or self.eval_clips < 1:
+        if not self.perceptual_weight >= 0 or self.eval_clips < 1:
             raise ValueError(f"perceptual_weight must be >= 0 and eval_clips >= 1, got {self.perceptual_weight}, "
                              f"{self.eval_clips}")
 
@@ -69,13 +82,18 @@ class Phase1Config(PhaseConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.clip_len != 0 and self.clip_len < 2:
-            raise ValueError(f"clip_len must be 0 (data.clip_len) or >= 2, got {self.clip_len}")
+        for name in ("eval_batches", "eval_context"):
+            _check(getattr(self, name) >= 1, "phase1", name, getattr(self, name), ">= 1")
+        _check(self.clip_len == 0 or self.clip_len >= 2, "phase1", "clip_len", self.clip_len, "0 (data.clip_len) or >= 2")
 
 
 @dataclass
 class Phase2Config(PhaseConfig):
     eval_episodes: int = 10  # real-env episodes for BC and random policies at the end (0 = skip)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.eval_episodes >= 0, "phase2", "eval_episodes", self.eval_episodes, ">= 0 (0 = skip)")
 
 
 @dataclass
@@ -93,11 +111,19 @@ class Phase3Config(PhaseConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.min_sign_fraction <= 0.5:
-            raise ValueError(f"min_sign_fraction must be in [0, 0.5], got {self.min_sign_fraction}")
+        _check(0.0 <= self.min_sign_fraction <= 0.5, "phase3", "min_sign_fraction", self.min_sign_fraction, "in [0, 0.5]")
+        for name in ("horizon", "context"):
+            _check(getattr(self, name) >= 1, "phase3", name, getattr(self, name), ">= 1")
+        _check(math.isfinite(self.value_lr) and self.value_lr > 0, "phase3", "value_lr", self.value_lr, "> 0")
+        _check(self.value_warmup >= 0, "phase3", "value_warmup", self.value_warmup, ">= 0 (steps)")
+        _check(self.eval_episodes >= 0, "phase3", "eval_episodes", self.eval_episodes, ">= 0 (0 = skip)")
 
 
 @dataclass
 class EvalConfig:
     seed: int = 10_000  # episode i of an evaluation uses seed + i, for every policy compared
     max_steps: int = 500  # env steps per evaluation episode
+
+    def __post_init__(self):
+        _check(self.seed >= 0, "eval", "seed", self.seed, ">= 0 (episode i is reset with seed + i)")
+        _check(self.max_steps >= 1, "eval", "max_steps", self.max_steps, ">= 1")

@@ -14,11 +14,15 @@ from torch import nn
 from dreamer.presets import to_dict
 from dreamer.training import sharding
 from dreamer.training.checkpoint import (
+    DamagedCheckpointError,
     atomic_save,
-    latest_checkpoint,
+    latest_checkpoint,  # noqa: F401  (re-exported: loop.latest_checkpoint)
     load_checkpoint,
+    move_aside,
+    periodic_checkpoints,
     prune_checkpoints,
     rng_state,
+    set_aside,
     set_rng_state,
     strip_compiled_prefix,
 )
@@ -34,6 +38,10 @@ class NonFiniteError(RuntimeError):
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint from another tokenizer, latent statistics or action space than the data given."""
+
+
+class InputMismatchError(CheckpointMismatchError):
+    """The run folder was started from other input checkpoints than the ones this command gives."""
 
 
 def make_optimizer(params, pc: PhaseConfig, lr: float | None = None) -> torch.optim.AdamW:
@@ -178,22 +186,50 @@ def _brief(x) -> str:
 
 
 def save_periodic(rt, prefix: str, state: dict, keep: int) -> Path | None:
-    """Rank 0 writes ``<prefix>_step<N>.pt`` atomically and prunes older ones."""
+    """Rank 0 writes ``<prefix>_step<N>.pt`` atomically (stamped with the run's phase and inputs,
+    ``Runtime.stamp``) and prunes older ones."""
     if not rt.is_main:
         return None
+    state = {**state, **getattr(rt, "stamp", {})}
     path = atomic_save(state, rt.run_dir / f"{prefix}_step{state['step']}.pt")
     prune_checkpoints(rt.run_dir, prefix, keep)
     return path
 
 
 def resume(rt, prefix: str, models: dict[str, nn.Module], opt=None, sched=None, cache=None) -> tuple[int, dict | None]:
-    """Load the newest periodic checkpoint of this phase, if any: returns (step, checkpoint)."""
-    path = latest_checkpoint(rt.run_dir, prefix)
-    if path is None:
+    """Load the newest periodic checkpoint of this phase that loads, if any: returns (step, checkpoint).
+
+    A damaged checkpoint is reported, moved aside (``<name>.damaged``) and the previous one is tried; an
+    unsafe one stops the run. The checkpoint must fit the cache (:func:`check_compatible`) and come from
+    the inputs this command gives (:func:`check_inputs`). With ``rt.fresh`` nothing is resumed and the
+    phase's earlier files are set aside. The run is then accepted (``Runtime.accept``: config saved).
+    """
+    if getattr(rt, "fresh", False):
+        if getattr(rt, "is_main", True):
+            set_aside(rt.run_dir, prefix)
+        _barrier(rt)
+        _accept(rt)
         return 0, None
-    ckpt = load_checkpoint(path)
+    path, ckpt, damaged = None, None, []
+    for candidate in periodic_checkpoints(rt.run_dir, prefix):
+        try:
+            ckpt, path = load_checkpoint(candidate), candidate
+            break
+        except DamagedCheckpointError as e:
+            log.warning("%s; resuming from the previous checkpoint instead", e)
+            damaged.append(candidate)
+    _barrier(rt)  # every rank has read what it needs before rank 0 moves the damaged files
+    if getattr(rt, "is_main", True):
+        for p in damaged:
+            log.warning("moved the damaged checkpoint %s aside to %s", p, move_aside(p, "damaged").name)
+    if ckpt is None:
+        if damaged:
+            log.warning("no intact %s checkpoint left in %s: starting from step 0", prefix, rt.run_dir)
+        _accept(rt)
+        return 0, None
     if cache is not None:
         check_compatible(ckpt, cache, path)
+    check_inputs(rt, ckpt, path)
     plain = {k: unwrap(m) for k, m in models.items()}
     for k, m in plain.items():
         sharding.load_model_state(m, strip_compiled_prefix(ckpt["models"][k]))
@@ -208,4 +244,43 @@ def resume(rt, prefix: str, models: dict[str, nn.Module], opt=None, sched=None, 
     ranks, rank = ckpt.get("rng_ranks"), getattr(rt, "rank", 0)
     set_rng_state(ranks[rank] if ranks and len(ranks) == getattr(rt, "world", 1) else ckpt["rng"])
     log.info("resumed from %s at step %d", path, ckpt["step"])
+    _accept(rt)
     return int(ckpt["step"]), ckpt
+
+
+def check_inputs(rt, ckpt: dict, path: str | Path) -> None:
+    """Refuse to resume ``ckpt`` when the run was started from other input checkpoints than ``rt.inputs``
+    (compared by the content hash of their models; the paths are named)."""
+    now = getattr(rt, "inputs", None) or {}
+    if not now:
+        return
+    was = ckpt.get("inputs")
+    source = f"checkpoint {path}"
+    if was is None:
+        was, source = (rt.recorded_inputs() if hasattr(rt, "recorded_inputs") else None), f"the run folder {rt.run_dir}"
+    if was is None:
+        log.warning("%s does not record the checkpoints it was started from; cannot check that they are %s", path,
+                    ", ".join(v["path"] for v in now.values()))
+        return
+    for key, given in now.items():
+        old = was.get(key)
+        if old is None or old.get("sha256") != given["sha256"]:
+            started = f"{old['path']} (weights {old['sha256'][:12]})" if old else "no recorded checkpoint"
+            raise InputMismatchError(
+                f"run folder {rt.run_dir} was started from {key} checkpoint {started}, but this command gives "
+                f"{given['path']} (weights {given['sha256'][:12]}); resuming {source} would keep the old models. "
+                f"Give the original checkpoint, use another run name (--set run=...), or add --fresh to start "
+                f"{getattr(rt, 'phase', 'this phase')} over (its earlier files are moved to {rt.run_dir}/superseded/)")
+        if old["path"] != given["path"]:
+            log.info("%s checkpoint %s has the same weights as %s, which the run started from", key, given["path"],
+                     old["path"])
+
+
+def _barrier(rt) -> None:
+    if hasattr(rt, "barrier"):
+        rt.barrier()
+
+
+def _accept(rt) -> None:
+    if hasattr(rt, "accept"):
+        rt.accept()

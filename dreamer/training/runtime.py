@@ -1,6 +1,11 @@
 """What every phase script needs from its surroundings: device, seeds, distributed setup, run
-directory (checked writable before training), TensorBoard, and the DDP / torch.compile wrapping
-(:func:`wrap_model`, undone by :func:`unwrap`).
+directory (locked to one command, cleaned of leftovers of killed writes, checked writable before
+training), the saved config, TensorBoard, and the DDP / torch.compile wrapping (:func:`wrap_model`,
+undone by :func:`unwrap`).
+
+A run is *accepted* (:meth:`Runtime.accept`) once every check on what it resumes from has passed; only
+then are ``config_<phase>.yaml`` and ``inputs_<phase>.json`` written and TensorBoard opened, so a
+refused command leaves the run folder as it found it. :func:`dreamer.training.loop.resume` accepts.
 
 The command line and the run's :class:`dreamer.config.Config` come from :mod:`dreamer.pipeline`; this
 module reads only the fields it names (``run_dir``, ``device``, ``seed``, ``threads``).
@@ -8,11 +13,15 @@ module reads only the fields it names (``run_dir``, ``device``, ``seed``, ``thre
 
 from __future__ import annotations
 
+import functools
 import inspect
+import json
 import logging
 import os
+import re
 import shutil
 import sys
+import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +32,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dreamer.atomic import HOST_TAG, atomic_write_bytes, remove_stale_temps
 from dreamer.presets import save_config
 from dreamer.training.gradmode import ensure_grad_enabled
+from dreamer.training.lock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +55,12 @@ class Runtime:
     rank: int = 0
     world: int = 1
     run_dir: Path = field(default_factory=Path)
-    writer: object | None = None  # SummaryWriter on rank 0
+    writer: object | None = None  # SummaryWriter on rank 0, opened by accept()
+    phase: str = ""  # "phase1", …: config_<phase>.yaml, tb/<phase>
+    inputs: dict = field(default_factory=dict)  # the checkpoints this run starts from: {name: {path, sha256}}
+    fresh: bool = False  # start the phase over, setting its earlier files aside (--fresh)
+    lock: RunLock | None = None  # rank 0's hold on the run folder
+    accepted: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -76,11 +92,68 @@ class Runtime:
         dist.broadcast(t, src=0)
         return bool(t.item())
 
-    def close(self) -> None:
+    @property
+    def stamp(self) -> dict:
+        """What every checkpoint of this run carries besides its payload: its phase and its inputs."""
+        m = re.fullmatch(r"phase(\d+)", self.phase)
+        return {**({"phase": int(m.group(1))} if m else {}), **({"inputs": self.inputs} if self.inputs else {})}
+
+    def recorded_inputs(self) -> dict | None:
+        """The inputs this run folder was started with (``inputs_<phase>.json``), if it says."""
+        path = self.run_dir / f"inputs_{self.phase}.json"
+        return json.loads(path.read_text())["inputs"] if path.is_file() else None
+
+    def accept(self) -> None:
+        """Every check passed: rank 0 saves the resolved config and the inputs, and opens TensorBoard."""
+        if self.accepted:
+            return
+        self.accepted = True
+        if not self.is_main or not self.phase:
+            return
+        save_config(self.cfg, self.run_dir / f"config_{self.phase}.yaml")
+        if self.inputs:
+            atomic_write_bytes(self.run_dir / f"inputs_{self.phase}.json",
+                               json.dumps({"phase": self.phase, "inputs": self.inputs}, indent=1).encode())
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.run_dir / "tb" / self.phase))
+
+    def release(self) -> None:
+        """Flush TensorBoard and let go of the run folder (what :meth:`close` does short of tearing down the
+        process group; also what :func:`releases_on_error` does when a phase fails)."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        _OPEN[:] = [rt for rt in _OPEN if rt is not self]
+
+    def close(self) -> None:
+        self.release()
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+_OPEN: list[Runtime] = []  # started and not yet released, in this process
+
+
+def releases_on_error(main):
+    """Decorate a phase script's ``main``: when it raises, every Runtime it started is released (run folder
+    unlocked, TensorBoard flushed), so the same process can go on (a test, a notebook) and a second command
+    is not refused. A process that ends releases its lock anyway."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        opened = len(_OPEN)
+        try:
+            return main(*args, **kwargs)
+        except BaseException:
+            for rt in _OPEN[opened:]:
+                rt.release()
+            raise
+
+    return run
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -108,9 +181,10 @@ def check_run_dir(run_dir: Path, min_free_mb: int = 200) -> None:
     """Fail before training when the run directory cannot be written or the disk is (nearly) full."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_probe"
-        probe.write_bytes(b"x" * 1024)
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=f".write_probe.{HOST_TAG}-{os.getpid()}-",
+                                         suffix=".tmp") as probe:  # the temporary-name pattern of dreamer.atomic
+            probe.write(b"x" * 1024)
+            probe.flush()
     except OSError as e:
         raise RuntimeError(f"run directory {run_dir} is not writable ({e}); fix permissions or set checkpoint_root") from e
     free_mb = shutil.disk_usage(run_dir).free / 2**20
@@ -118,8 +192,12 @@ def check_run_dir(run_dir: Path, min_free_mb: int = 200) -> None:
         raise RuntimeError(f"only {free_mb:.0f} MiB free under {run_dir}; need at least {min_free_mb} MiB for checkpoints")
 
 
-def start(cfg, phase: str) -> Runtime:
-    """Distributed init (torchrun env vars), logging, device, seeds, run dir, config.yaml, TensorBoard."""
+def start(cfg, phase: str, inputs: dict | None = None, fresh: bool = False) -> Runtime:
+    """Distributed init (torchrun env vars), logging, device, seeds; rank 0 locks the run folder
+    (:class:`dreamer.training.lock.RunLock`), checks it is writable and removes the leftovers of killed
+    writes. ``inputs``: the checkpoints the phase starts from (:func:`dreamer.pipeline.checkpoints.input_record`),
+    checked against the run folder's on resume; ``fresh``: start over instead of resuming. The config is
+    saved and TensorBoard opened by :meth:`Runtime.accept`."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -136,16 +214,25 @@ def start(cfg, phase: str) -> Runtime:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed + rank)
     run_dir = cfg.run_dir
-    writer = None
-    if rank == 0:
-        check_run_dir(run_dir)
-        save_config(cfg, run_dir / f"config_{phase}.yaml")
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb" / phase))
+    lock = None
+    if rank == 0:  # one lock per run, held by rank 0 for all its ranks
+        try:
+            lock = RunLock.acquire(run_dir, phase)
+        except OSError as e:
+            raise RuntimeError(f"run directory {run_dir} is not writable ({e}); fix permissions or set "
+                               f"checkpoint_root") from e
+        try:
+            check_run_dir(run_dir)
+            remove_stale_temps(run_dir, owned=True)
+        except BaseException:
+            lock.release()
+            raise
     log.info("%s: run dir %s, device %s, threads %d, command: %s", phase, run_dir, device,
              torch.get_num_threads(), " ".join(sys.argv))
-    return Runtime(cfg=cfg, device=device, rank=rank, world=world, run_dir=run_dir, writer=writer)
+    rt = Runtime(cfg=cfg, device=device, rank=rank, world=world, run_dir=run_dir, phase=phase,
+                 inputs=dict(inputs or {}), fresh=fresh, lock=lock)
+    _OPEN.append(rt)
+    return rt
 
 
 def wrap_model(rt: Runtime, model: torch.nn.Module, compile: bool = False) -> torch.nn.Module:

@@ -11,11 +11,11 @@ import torch
 from dreamer.config import load
 from dreamer.data.episode import save_episode
 from dreamer.pipeline.build import build_agent, build_dynamics, data_dims, frozen
-from dreamer.pipeline.checkpoints import FINAL, PREFIX, handoff_path, load_handoff, save_final
+from dreamer.pipeline.checkpoints import FINAL, PREFIX, WrongPhaseError, handoff_path, load_handoff, save_final
 from dreamer.pipeline.cli import parse_args, parse_args_after
 from dreamer.pipeline.data import open_or_prepare, prepare_data
 from dreamer.training import loop
-from dreamer.training.checkpoint import atomic_save, latest_checkpoint, load_checkpoint
+from dreamer.training.checkpoint import atomic_save, latest_checkpoint, load_checkpoint, state_sha256
 from dreamer.training.runtime import Runtime, seed_everything
 
 TEST_CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "test.yaml")
@@ -83,13 +83,35 @@ def test_final_save_handoff_and_refusals(prepared, tmp_path):
         load_handoff(path, later, 2)
 
 
+@pytest.mark.parametrize("found", [2, 3, None])
+def test_a_checkpoint_of_another_phase_is_refused_naming_its_phase(prepared, tmp_path, found):
+    """Phase 2 given a phase-2 or phase-3 checkpoint (which also hold a dynamics model), or one that does
+    not say its phase, as its phase-1 input: refused, naming the phase found, before the run starts."""
+    _, cfg, _, tokenizer, cache = prepared
+    models = {"dynamics": build_dynamics(cfg, tokenizer, cache, "cpu"), "agent": build_agent(cfg, tokenizer, cache, "cpu")}
+    extra = {} if found is None else {"phase": found}
+    p = atomic_save(loop.payload(cfg, 3, models, data_info=loop.data_info(cache), extra=extra), tmp_path / "x.pt")
+    argv = ["--config", TEST_CONFIG, *[a for s in _sets(tmp_path) for a in ("--set", s)], "--checkpoint", str(p)]
+    said = f"a phase-{found} checkpoint" if found else "a checkpoint that does not say its phase"
+    with pytest.raises(WrongPhaseError, match=rf"{p}.* is {said}.*phase 2 starts from a phase-1 checkpoint"):
+        parse_args_after(1, "--checkpoint", "phase 2", argv)
+    assert not (tmp_path / "ckpt").exists()  # refused before the run folder is touched
+    if found == 3:  # a phase-3 final given to phase 3 as its phase-2 input
+        with pytest.raises(WrongPhaseError, match="is a phase-3 checkpoint .*train_phase3.py.*phase2_final.pt"):
+            load_handoff(p, cfg, 2)
+
+
 def test_command_line_of_a_later_phase_loads_its_checkpoint_first(prepared, tmp_path):
     _, cfg, _, tokenizer, cache = prepared
     dyn = build_dynamics(cfg, tokenizer, cache, "cpu")
-    p1 = atomic_save(loop.payload(cfg, 1, {"dynamics": dyn}, data_info=loop.data_info(cache)), tmp_path / "p1.pt")
+    p1 = atomic_save(loop.payload(cfg, 1, {"dynamics": dyn}, data_info=loop.data_info(cache), extra={"phase": 1}),
+                     tmp_path / "p1.pt")
     argv = ["--config", TEST_CONFIG, "--set", "dynamics.d_model=64", "--checkpoint", str(p1), "--no-diagnose"]
     got, args, path, ckpt = parse_args_after(1, "--checkpoint", "phase 2", argv)
-    assert path == p1 and args.no_diagnose and ckpt["step"] == 1
+    assert path == p1 and args.no_diagnose and ckpt["step"] == 1 and not args.fresh
     assert got.dynamics == cfg.dynamics  # not the d_model=64 asked on the command line
+    # the run will remember where it started from: the path and a content hash of the handed-on models
+    assert args.inputs == {"phase1": {"path": str(p1.resolve()), "sha256": state_sha256({"dynamics": dyn.state_dict()}),
+                                      "step": 1}}
     plain, _ = parse_args("phase 1", ["--config", TEST_CONFIG, "--set", "phase1.steps=7"])
     assert plain.phase1.steps == 7 and plain.device == "cpu"

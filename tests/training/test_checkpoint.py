@@ -2,16 +2,21 @@ import itertools
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
+from dreamer.atomic import WriteError
 from dreamer.training.checkpoint import (
+    DamagedCheckpointError,
+    UnsafeCheckpointError,
     atomic_save,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     rng_state,
     set_rng_state,
+    state_sha256,
     strip_compiled_prefix,
 )
 from dreamer.training.config import PhaseConfig
@@ -95,3 +100,53 @@ def test_schedule_warmup_then_decay():
         sched.step()
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[-1] == pytest.approx(0.1, abs=0.01) and all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+
+
+# --- damaged or unsafe, never confused (issue 19) -------------------------------------------------------
+
+
+def _good(path):
+    return atomic_save({"w": torch.arange(1000.0), "step": 3}, path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped", "text", "junk"])
+def test_a_damaged_file_is_called_damaged_not_unsafe(tmp_path, damage):
+    data = _good(tmp_path / "c.pt").read_bytes()
+    if damage == "flipped":  # a bit flip inside the tensor bytes: torch alone would load it silently
+        at = data.index(np.arange(1000.0, dtype=np.float32)[500:502].tobytes())
+        data = data[:at] + bytes([data[at] ^ 1]) + data[at + 1:]
+    bad = {"truncated": data[: len(data) // 2], "empty": b"", "flipped": data, "text": b"hello world, not a checkpoint",
+           "junk": bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8))}[damage]
+    (tmp_path / "c.pt").write_bytes(bad)
+    with pytest.raises(DamagedCheckpointError, match=rf"checkpoint {tmp_path / 'c.pt'} is damaged") as e:
+        load_checkpoint(tmp_path / "c.pt")
+    assert "unsafe" not in str(e.value) and "refusing to unpickle" not in str(e.value)
+    assert {"empty": "empty (0 bytes)", "truncated": "cut short", "flipped": "fails its CRC check"}.get(damage, "") in str(e.value)
+
+
+def test_code_in_an_intact_file_is_still_refused_as_unsafe(tmp_path):
+    with open(tmp_path / "raw.pt", "wb") as fh:
+        pickle.dump({"x": Evil()}, fh)
+    torch.save({"x": Evil()}, tmp_path / "zip.pt")
+    for name in ("raw.pt", "zip.pt"):
+        with pytest.raises(UnsafeCheckpointError, match="weights_only=True.*refusing to unpickle arbitrary code"):
+            load_checkpoint(tmp_path / name)
+
+
+def test_a_checkpoint_write_on_a_full_disk_names_the_file_and_the_free_space(tmp_path, full_disk):
+    """torch.save reports a failed write as "[enforce fail at inline_container.cc] unexpected pos"; the
+    error raised names the checkpoint and the free space instead, and the previous file is intact."""
+    path = _good(tmp_path / "phase1_step2.pt")
+    full_disk(room=100)
+    with pytest.raises(WriteError, match=rf"disk full writing {path}: No space left on device \(.* MiB free under "):
+        atomic_save({"w": torch.zeros(10_000)}, path)
+    assert sorted(os.listdir(tmp_path)) == ["phase1_step2.pt"]
+    assert load_checkpoint(path)["step"] == 3
+
+
+def test_state_hash_follows_the_weights_only():
+    a = {"dynamics": {"w": torch.ones(3), "b": torch.zeros(2, dtype=torch.bfloat16)}}
+    same = {"dynamics": {"b": torch.zeros(2, dtype=torch.bfloat16), "w": torch.ones(3)}}
+    assert state_sha256(a) == state_sha256(same)
+    assert state_sha256(a) != state_sha256({"dynamics": {"w": torch.ones(3) * 2, "b": a["dynamics"]["b"]}})
+    assert state_sha256(a) != state_sha256({"dynamics": {"w": torch.ones(3, dtype=torch.float64), "b": a["dynamics"]["b"]}})
