@@ -17,17 +17,23 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+from torch import nn
 from tqdm import trange
 
+from dreamer.agent.losses import bc_accuracy, bc_loss
 from dreamer.data.cache import _split
+from dreamer.data.episode import load_episode
 from dreamer.pipeline.checkpoints import PREFIX as PHASE_PREFIX
 from dreamer.pipeline.cli import parse_args
 from dreamer.pipeline.data import episode_paths
 from dreamer.presets import to_dict
 from dreamer.tokenizer import CosmosTokenizerWrapper
 from dreamer.tokenizer.fit import (
+    ActionHead,
     FrameClipSampler,
     PooledAutoencoder,
+    aligned_actions,
     build_trainable_vae,
     evaluate_reconstruction,
     load_frames,
@@ -60,8 +66,37 @@ def init_source(cfg, out: Path) -> str | None:
     return None
 
 
-def evaluate(rt, model, batches, step: int, tag: str = "eval/tokenizer/") -> dict:
-    metrics, (orig, recon) = evaluate_reconstruction(model, batches, rt.cfg.phase0.bf16)
+class FitObjective(nn.Module):
+    """The pooled autoencoder and, when phase0.action_weight > 0, the auxiliary action head on its latents:
+    one module, so DDP averages the head's gradients too. forward(frames) → (recon, target, z, logits | None)."""
+
+    def __init__(self, model: PooledAutoencoder, head: ActionHead | None):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, frames):
+        recon, target, z = self.model(frames)
+        return recon, target, z, (self.head(z) if self.head is not None else None)
+
+
+@torch.no_grad()
+def heldout_action_accuracy(objective: FitObjective, batches: list[dict]) -> float:
+    """The action head's accuracy on the held-out clips' valid action entries."""
+    hit, n = 0.0, 0.0
+    for b in batches:
+        *_, logits = objective(b["frames"])
+        w = b["action_mask"].float().sum() * len(logits)
+        hit += float(bc_accuracy(logits, b["actions"], b["action_mask"])) * float(w)
+        n += float(w)
+    return hit / max(n, 1.0)
+
+
+def evaluate(rt, objective: FitObjective, batches, step: int, tag: str = "eval/tokenizer/") -> dict:
+    metrics, (orig, recon) = evaluate_reconstruction(objective.model, batches, rt.cfg.phase0.bf16)
+    if objective.head is not None:
+        objective.eval()
+        metrics["action_accuracy"] = heldout_action_accuracy(objective, batches)
+        objective.train()
     rt.scalars(step, metrics, tag)
     if rt.writer is not None:
         rt.writer.add_image("tokenizer/heldout_original|reconstruction", side_by_side(orig, recon), step,
@@ -93,14 +128,21 @@ def main(argv=None) -> dict:
         log.warning("no held-out episodes (data.val_fraction=%s, %d episodes): evaluating on training episodes",
                     cfg.data.val_fraction, len(frames))
         val_names = train_names
-    train = FrameClipSampler({n: frames[n] for n in train_names}, pc.clip_frames, S, pc.batch_size, cfg.seed, rt.rank)
-    val = FrameClipSampler({n: frames[n] for n in val_names}, pc.clip_frames, S, pc.eval_clips, cfg.seed + 1)
+    acts, head = None, None
+    if pc.action_weight > 0:  # the auxiliary behaviour head (phase0.action_weight)
+        acts = aligned_actions(paths, S)
+        cards = list(load_episode(paths[0]).action_space.cards)
+        head = ActionHead(model.num_tokens, int(vae.config.latent_channels), cards, S).to(rt.device)
+    objective = FitObjective(model, head)
+    train = FrameClipSampler({n: frames[n] for n in train_names}, pc.clip_frames, S, pc.batch_size, cfg.seed, rt.rank,
+                             acts)
+    val = FrameClipSampler({n: frames[n] for n in val_names}, pc.clip_frames, S, pc.eval_clips, cfg.seed + 1, 0, acts)
     picks = val.draw(10**6)
     heldout = [val.collate(picks[i : i + pc.batch_size], rt.device) for i in range(0, len(picks), pc.batch_size)]
 
-    opt = loop.make_optimizer(vae.parameters(), pc)
+    opt = loop.make_optimizer(objective.parameters(), pc)
     sched = loop.make_scheduler(opt, pc)
-    models = {"vae": vae}
+    models = {"vae": vae} if head is None else {"vae": vae, "action_head": head}
     start_step, ckpt = loop.resume(rt, PREFIX, models, opt, sched)
     log.info("tokenizer: %s, %.2fM parameters, S=%d, %d tokens x %d channels; %d train / %d held-out episodes; "
              "steps %d..%d", desc, sum(p.numel() for p in vae.parameters()) / 1e6, S,
@@ -108,11 +150,11 @@ def main(argv=None) -> dict:
              int(vae.config.latent_channels), len(train_names), len(val_names), start_step, pc.steps)
     baseline = (ckpt or {}).get("baseline")
     if baseline is None and rt.is_main:
-        baseline = evaluate(rt, model, heldout, start_step, "eval/tokenizer_init/")
+        baseline = evaluate(rt, objective, heldout, start_step, "eval/tokenizer_init/")
         log.info("before fitting (%s): held-out PSNR %.2f dB through the pooled bottleneck (pooled pixels: %.2f dB)",
                  desc, baseline["psnr"], baseline["psnr_pooled_pixels"])
 
-    net = wrap_model(rt, model, pc.compile)
+    net = wrap_model(rt, objective, pc.compile)
     guard = loop.NonFiniteGuard(pc.max_nonfinite)
     n_frames, t0, metrics = 0, time.perf_counter(), dict((ckpt or {}).get("eval") or {})
     curve = [tuple(c) for c in (ckpt or {}).get("curve") or []]  # (step, held-out PSNR) of every evaluation
@@ -121,8 +163,12 @@ def main(argv=None) -> dict:
     for step in trange(start_step, last, desc="phase0", disable=not rt.is_main, initial=start_step, total=pc.steps):
         batch = train.batch(step, rt.device)
         with rt.autocast(pc.bf16):
-            recon, target, _ = net(batch["frames"])
+            recon, target, _, logits = net(batch["frames"])
         loss, m = reconstruction_loss(recon, target, pc.perceptual_weight)
+        if logits is not None:
+            action_loss = bc_loss(logits, batch["actions"], batch["action_mask"])
+            loss = loss + pc.action_weight * action_loss
+            m.update(action=float(action_loss.detach()), total=float(loss.detach()))
         _, norms = loop.optimizer_step(opt, sched, loss, pc, guard, step, batch["provenance"])
         n_frames += batch["frames"].shape[0] * batch["frames"].shape[1] * rt.world
         done = step + 1
@@ -134,11 +180,12 @@ def main(argv=None) -> dict:
             n_frames, t0 = 0, time.perf_counter()
         stop = False
         if rt.is_main and (done % pc.eval_every == 0 or done == pc.steps):
-            metrics = evaluate(rt, model, heldout, done)
+            metrics = evaluate(rt, objective, heldout, done)
             curve.append((done, metrics["psnr"]))
             stop = plateaued(curve, pc.patience, pc.min_delta)
-            log.info("step %d: held-out PSNR %.2f dB (before fitting %.2f, pooled pixels %.2f), train mse %.4f%s", done,
-                     metrics["psnr"], baseline["psnr"], metrics["psnr_pooled_pixels"], m["mse"],
+            acc = f", held-out action accuracy {metrics['action_accuracy']:.3f}" if "action_accuracy" in metrics else ""
+            log.info("step %d: held-out PSNR %.2f dB (before fitting %.2f, pooled pixels %.2f), train mse %.4f%s%s",
+                     done, metrics["psnr"], baseline["psnr"], metrics["psnr_pooled_pixels"], m["mse"], acc,
                      f"; no gain of {pc.min_delta} dB in {pc.patience} evaluations: stopping" if stop else "")
         if rt.broadcast_flag(stop):
             last = done
@@ -152,7 +199,7 @@ def main(argv=None) -> dict:
                  out)
     elif rt.is_main:
         if not metrics:
-            metrics = evaluate(rt, model, heldout, last)
+            metrics = evaluate(rt, objective, heldout, last)
         stopped = {"stopped_at": last} if last < pc.steps else {}
         final = loop.payload(cfg, last, models, opt, sched, None, dict(extra, eval=metrics, curve=curve, **stopped))
         loop.save_periodic(rt, PREFIX, final, pc.keep_checkpoints)

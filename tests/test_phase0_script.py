@@ -97,3 +97,17 @@ def test_stops_on_a_plateau_at_one_latent_per_frame(tmp_path, episodes):
     assert (out / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
     tok = CosmosTokenizerWrapper(cfg=load([TEST_CONFIG], args[3::2]).tokenizer)
     assert tok.S == 1 and tok.identity()["weights_sha256"] == info["weights_sha256"]
+
+
+def test_action_head_shapes_the_latents_and_stays_in_phase_0(tmp_path, episodes):
+    """phase0.action_weight > 0: an auxiliary head predicts each latent step's actions from the pooled latent;
+    it trains with the tokenizer, is checkpointed for resume, and is not part of the saved tokenizer."""
+    out = tmp_path / "ckpt" / "p0" / "tokenizer"
+    args = _args(tmp_path, episodes, 4, "phase0.action_weight=1.0")
+    m = phase0.main(args)
+    assert 0.0 <= m["action_accuracy"] <= 1.0
+    ckpt = torch.load(tmp_path / "ckpt" / "p0" / "phase0_step4.pt", weights_only=True)
+    assert set(ckpt["models"]) == {"vae", "action_head"}
+    tok = CosmosTokenizerWrapper(cfg=load([TEST_CONFIG], args[3::2]).tokenizer)
+    assert tok.identity()["weights_sha256"] == m["weights_sha256"]
+    assert json.loads((out / "phase0.json").read_text())["eval"]["action_accuracy"] == m["action_accuracy"]

@@ -278,6 +278,7 @@ class CosmosTokenizerWrapper(torch.nn.Module):
                 "pool": self.cfg.pool,
                 "window_latents": self.cfg.window_latents,
                 "temporal_compression": self.S,
+                "bf16": bool(self.cfg.bf16),  # bf16 encodes differ slightly from float32 ones
             }
         return self._identity
 

@@ -187,7 +187,7 @@ class FrameClipSampler:
     """
 
     def __init__(self, episodes: dict[str, np.ndarray], clip_frames: int, S: int, batch_size: int, seed: int = 0,
-                 rank: int = 0):
+                 rank: int = 0, actions: dict[str, dict[str, np.ndarray]] | None = None):
         if clip_frames < 1 + S or (clip_frames - 1) % S:
             raise ValueError(f"phase0.clip_frames={clip_frames} must be 1 + S·k with k >= 1 (S={S}: e.g. {1 + S}, "
                              f"{1 + 2 * S}, {1 + 4 * S})")
@@ -195,6 +195,7 @@ class FrameClipSampler:
             raise ValueError("FrameClipSampler needs at least one episode")
         self.names = sorted(episodes)
         self.episodes = episodes
+        self.actions = actions  # name -> {"actions" (L, S, D), "action_mask" (L, S)} per latent step, as cached
         self.clip_frames, self.S, self.batch_size, self.seed, self.rank = clip_frames, S, batch_size, seed, rank
         k = (clip_frames - 1) // S
         starts = np.array([max(1, latent_steps(len(episodes[n]), S) - k) for n in self.names], dtype=np.int64)
@@ -208,8 +209,10 @@ class FrameClipSampler:
         return self.collate(self.draw(step), device)
 
     def collate(self, picks: list[tuple[str, int]], device: str | torch.device = "cpu") -> dict:
-        """frames uint8 (B, clip_frames, H, W, 3), valid bool (B, clip_frames) (False = padding), provenance."""
-        clips, valid = [], []
+        """frames uint8 (B, clip_frames, H, W, 3), valid bool (B, clip_frames) (False = padding), provenance;
+        with actions, also the clip's latent steps' action chunks (B, 1+k, S, D) and their mask (B, 1+k, S)."""
+        clips, valid, acts, masks = [], [], [], []
+        T_lat = (self.clip_frames - 1) // self.S + 1
         for name, s in picks:
             clip = self.episodes[name][s : s + self.clip_frames]
             n = len(clip)
@@ -217,8 +220,53 @@ class FrameClipSampler:
                 clip = np.concatenate([clip, np.repeat(clip[-1:], self.clip_frames - n, axis=0)])
             clips.append(clip)
             valid.append(np.arange(self.clip_frames) < n)
-        return {"frames": torch.from_numpy(np.stack(clips)).to(device),
-                "valid": torch.from_numpy(np.stack(valid)).to(device), "provenance": list(picks)}
+            if self.actions is not None:
+                a, m = self.actions[name]["actions"], self.actions[name]["action_mask"]
+                k0 = s // self.S
+                pad = max(0, k0 + T_lat - len(a))  # latents past the episode end: masked
+                acts.append(np.concatenate([a[k0 : k0 + T_lat], np.zeros((pad, *a.shape[1:]), a.dtype)]))
+                masks.append(np.concatenate([m[k0 : k0 + T_lat], np.zeros((pad, *m.shape[1:]), bool)]))
+        out = {"frames": torch.from_numpy(np.stack(clips)).to(device),
+               "valid": torch.from_numpy(np.stack(valid)).to(device), "provenance": list(picks)}
+        if self.actions is not None:
+            out["actions"] = torch.from_numpy(np.stack(acts)).to(device)
+            out["action_mask"] = torch.from_numpy(np.stack(masks)).to(device)
+        return out
+
+
+class ActionHead(nn.Module):
+    """Phase 0's auxiliary behaviour head: the action chunk of latent step k from the pooled latent z_k
+    (flattened N·C, layer-normalised), so that fitting the tokenizer also shapes its latents for what the
+    agent must decide (docs/tokenizer.md). It exists only during phase 0: the phases never load it."""
+
+    def __init__(self, num_tokens: int, channels: int, action_cards: list[int], S: int, hidden: int = 256):
+        super().__init__()
+        from dreamer.agent.policy import PolicyHead
+
+        self.norm = nn.LayerNorm(num_tokens * channels)
+        self.policy = PolicyHead(num_tokens * channels, action_cards, S, hidden, 1)
+
+    def forward(self, z_btnc: torch.Tensor) -> list[torch.Tensor]:
+        return self.policy(self.norm(z_btnc.flatten(2).float()))
+
+    def loss(self, z_btnc: torch.Tensor, actions_btsd: torch.Tensor, mask_bts: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(cross-entropy over the valid entries, accuracy) of the clip's action chunks."""
+        from dreamer.agent.losses import bc_accuracy, bc_loss
+
+        logits = self(z_btnc)
+        return bc_loss(logits, actions_btsd, mask_bts), float(bc_accuracy(logits, actions_btsd, mask_bts))
+
+
+def aligned_actions(paths: list[Path], S: int) -> dict[str, dict[str, np.ndarray]]:
+    """name → the action chunks and masks of every latent step of each episode, as the cache aligns them."""
+    from dreamer.data.cache import align_episode
+    from dreamer.data.episode import load_episode
+
+    out = {}
+    for p in paths:
+        a = align_episode(load_episode(p), S)
+        out[Path(p).stem] = {"actions": a["actions"], "action_mask": a["action_mask"]}
+    return out
 
 
 def plateaued(curve: list, patience: int, min_delta: float) -> bool:

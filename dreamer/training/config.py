@@ -58,6 +58,9 @@ class Phase0Config(PhaseConfig):
     # them (0 = always run all `steps`); the tokenizer is then saved from the step it stopped at.
     patience: int = 0
     min_delta: float = 0.1
+    # Weight of the auxiliary behaviour loss: an ActionHead predicts each latent step's action chunk from the
+    # pooled latent, so the fitted latents carry what the agent must decide (0 = reconstruction only).
+    action_weight: float = 0.0
     gradient_checkpointing: bool = False  # trade compute for activation memory (large presets on a GPU)
 
     def __post_init__(self):
@@ -67,8 +70,9 @@ class Phase0Config(PhaseConfig):
         if self.fsdp:
             raise ValueError("phase0.fsdp is not supported: the tokenizer (at most ~106M parameters, cv8x8x8) fits one "
                              "device; under torchrun phase 0 uses DDP. Use phase0.gradient_checkpointing to save memory")
-        if self.patience < 0 or self.min_delta < 0:
-            raise ValueError(f"patience and min_delta must be >= 0, got {self.patience}, {self.min_delta}")
+        if self.patience < 0 or self.min_delta < 0 or not self.action_weight >= 0:
+            raise ValueError(f"patience, min_delta and action_weight must be >= 0, got {self.patience}, "
+                             f"{self.min_delta}, {self.action_weight}")
         if not self.perceptual_weight >= 0 or self.eval_clips < 1:
             raise ValueError(f"perceptual_weight must be >= 0 and eval_clips >= 1, got {self.perceptual_weight}, "
                              f"{self.eval_clips}")

@@ -156,7 +156,7 @@ def test_missing_phase0_output_names_the_script(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_phase0_tokenizer.py"):
         CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=str(tmp_path / "ckpt" / "run" / "tokenizer")))
     with pytest.raises(FileNotFoundError, match="train_phase0_tokenizer.py"):
-        CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained="checkpoints/crafter_small/tokenizer"))
+        CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained="checkpoints/no_such_run/tokenizer"))
 
 
 def test_plateau_rule():
