@@ -97,18 +97,24 @@ def main(argv=None) -> dict:
             rt.scalars(done, {"grad_norm": norms["total"], "lr": sched.get_last_lr()[0], "skipped_steps": guard.total},
                        "train/")
         if (rt.is_main or sharded) and (done % pc.eval_every == 0 or done == pc.steps):  # FSDP: every rank
-            metrics, acts = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen)
+            metrics, acts = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen,
+                                    cfg.rl)
             rt.scalars(done, metrics, "eval/agent/")
             log_histograms(rt.writer, cache.action_space.names, acts, done)
-            log.info("step %d: held-out BC accuracy %.3f (majority action %.3f), NLL %.3f, reward MAE %.4f, "
-                     "continue accuracy %.3f", done, metrics["bc_accuracy"], metrics["majority_accuracy"],
-                     metrics["bc_nll"], metrics["reward_mae"], metrics["continue_accuracy"])
+            log.info("step %d: held-out BC accuracy %.3f (majority action %.3f), NLL %.3f; reward MAE on rewarded "
+                     "steps %.3f (constant 0: %.3f), elsewhere %.4f; continue accuracy %.4f (base rate %.4f); value-"
+                     "return corr %.2f", done, metrics["bc_accuracy"], metrics["majority_accuracy"], metrics["bc_nll"],
+                     metrics.get("reward_mae_nonzero", float("nan")),
+                     metrics.get("reward_mae_nonzero_constant", float("nan")), metrics["reward_mae_zero"],
+                     metrics["continue_accuracy"], metrics["continue_base_rate_accuracy"],
+                     metrics.get("value_return_corr", float("nan")))
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:  # none during a non-finite streak
             loop.save_periodic(rt, PREFIX[2], loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
     result: dict = {"heldout": metrics}
     if not metrics and (rt.is_main or sharded):  # resumed at the end: the held-out figures of the final weights
-        metrics, _ = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen)
+        metrics, _ = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen,
+                             cfg.rl)
         result["heldout"] = metrics
     final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 2, "eval": result})  # every rank
     if rt.is_main:

@@ -147,8 +147,16 @@ def test_heldout_figures_cover_every_step_once(phase1_run):
                             for n in cache.val_names])
     cfg = load([TEST_CONFIG], COMMON + PHASE2)
     agent = Agent(cfg.agent, 16, 16, [17], cache.chunk_len)
-    m, acts = heldout(agent, cache, cache.val_names, 4, majority, 2, "cpu", torch.Generator())
+    m, acts = heldout(agent, cache, cache.val_names, 4, majority, 2, "cpu", torch.Generator(), RLConfig())
     assert m["entries"] == val_a.size and m["majority_accuracy"] == pytest.approx((val_a == majority).mean())
+    val_r = np.concatenate([np.asarray(cache.episode(n).rewards) for n in cache.val_names])
+    val_c = np.concatenate([np.asarray(cache.episode(n).continues) for n in cache.val_names])
+    # the untrained heads: reward 0 everywhere (the constant predictor), continue logits near 0
+    assert m["reward_mae_nonzero_constant"] == pytest.approx(np.abs(val_r[val_r != 0]).mean(), rel=1e-5)
+    assert m["reward_mae_nonzero"] == pytest.approx(m["reward_mae_nonzero_constant"], rel=1e-5)
+    assert m["reward_mae_zero"] == pytest.approx(0.0, abs=1e-6)
+    assert m["continue_base_rate_accuracy"] == pytest.approx(max((val_c < 0.5).mean(), (val_c >= 0.5).mean()))
+    assert -1.0 <= m["value_return_corr"] <= 1.0 and m["value_abs_error"] >= 0
     assert torch.equal(acts["data"].sort(0).values, torch.from_numpy(np.sort(val_a, 0)))
     assert acts["policy"].shape == acts["data"].shape and agent.training
 

@@ -48,11 +48,20 @@ def _stack(cache, part: list, key: str, length: int, device) -> torch.Tensor:
 
 @torch.no_grad()
 def heldout(agent: Agent, cache, names: list[str], T: int, majority: np.ndarray, batch_size: int, device,
-            gen: torch.Generator) -> tuple[dict, dict]:
-    """Held-out BC accuracy / NLL, majority-action accuracy, reward and continue figures; and the
-    data's and the policy's (sampled) actions at the valid entries (V, D) for histograms."""
+            gen: torch.Generator, rl=None) -> tuple[dict, dict]:
+    """Held-out BC accuracy / NLL, majority-action accuracy, reward, continue and value figures; and the
+    data's and the policy's (sampled) actions at the valid entries (V, D) for histograms.
+
+    Reward: mean absolute error on the steps with a non-zero reward and on the others, next to the constant
+    predictor 0 (the most common reward). Continue: accuracy next to the base rate (always the commoner
+    answer) and the share of terminal steps predicted terminal. Value: correlation of the value head with
+    the clips' λ-returns of the data (the behaviour policy's value, as phase 2 fits it; ``rl`` discounts)."""
+    from .losses import data_value_loss
+
     agent.eval()
-    sums = dict.fromkeys(("hit", "maj", "nll", "n", "rerr", "rerr_nz", "n_nz", "cont", "rows"), 0.0)
+    sums = dict.fromkeys(("hit", "maj", "nll", "n", "rerr", "rerr_nz", "n_nz", "r_abs_nz", "cont", "rows", "term",
+                          "term_hit"), 0.0)
+    v_pairs: list[torch.Tensor] = []
     acts: dict[str, list] = {"data": [], "policy": []}
     maj = torch.as_tensor(majority, device=device)
     by_len: dict[int, list] = {}
@@ -77,16 +86,35 @@ def heldout(agent: Agent, cache, names: list[str], T: int, majority: np.ndarray,
             sums["rerr"] += err[keep].sum().item()
             sums["rerr_nz"] += err[nonzero].sum().item()
             sums["n_nz"] += nonzero.sum().item()
-            sums["cont"] += ((agent.cont(h) > 0) == (continues > 0.5))[keep].sum().item()
+            sums["r_abs_nz"] += rewards[nonzero].abs().sum().item()
+            cont_pred = agent.cont(h) > 0
+            sums["cont"] += (cont_pred == (continues > 0.5))[keep].sum().item()
+            terminal = keep & (continues < 0.5)
+            sums["term"] += terminal.sum().item()
+            sums["term_hit"] += (~cont_pred & terminal).sum().item()
             sums["rows"] += keep.sum().item()
+            if rl is not None and length > 1:
+                _, v, ret = data_value_loss(agent, h, rewards.float(), continues.float(), rl)
+                v_pairs.append(torch.stack([v[:, :-1][keep[:, :-1]], ret[keep[:, :-1]]]))
             acts["data"].append(actions[valid].view(-1, actions.shape[-1]).cpu())
             acts["policy"].append(sample(logits, gen)[valid].view(-1, actions.shape[-1]).cpu())
     agent.train()
     n, rows = max(sums["n"], 1.0), max(sums["rows"], 1.0)
+    zero_rows = max(rows - sums["n_nz"], 1.0)
+    base = sums["term"] / rows
     metrics = {"bc_accuracy": sums["hit"] / n, "majority_accuracy": sums["maj"] / n, "bc_nll": sums["nll"] / n,
-               "reward_mae": sums["rerr"] / rows, "continue_accuracy": sums["cont"] / rows, "entries": sums["n"]}
+               "reward_mae": sums["rerr"] / rows, "reward_mae_zero": (sums["rerr"] - sums["rerr_nz"]) / zero_rows,
+               "continue_accuracy": sums["cont"] / rows, "continue_base_rate_accuracy": max(base, 1 - base),
+               "entries": sums["n"]}
     if sums["n_nz"]:
         metrics["reward_mae_nonzero"] = sums["rerr_nz"] / sums["n_nz"]
+        metrics["reward_mae_nonzero_constant"] = sums["r_abs_nz"] / sums["n_nz"]  # the constant predictor 0
+    if sums["term"]:
+        metrics["continue_terminal_recall"] = sums["term_hit"] / sums["term"]
+    if v_pairs:
+        vr = torch.cat(v_pairs, 1)
+        metrics["value_return_corr"] = float(torch.corrcoef(vr)[0, 1].nan_to_num(0.0)) if vr.shape[1] > 1 else 0.0
+        metrics["value_abs_error"] = float((vr[0] - vr[1]).abs().mean())
     return metrics, {k: torch.cat(v) if v else torch.zeros(0, len(majority), dtype=torch.long) for k, v in acts.items()}
 
 
