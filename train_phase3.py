@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
     if rt.is_main:  # the real-env comparison needs the agent only (replicated on every rank)
         save_final(rt, 3, final)
         if pc.eval_episodes > 0:
-            result, table = final_comparison(rt, tokenizer, cache, agent, p2["models"]["agent"])
+            result, table = final_comparison(rt, tokenizer, cache, agent, p2["models"]["agent"], dynamics)
             print(table)  # the script's final output
         else:
             log.info("phase3.eval_episodes=0: no real-env comparison")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from dreamer.agent import Agent
 from dreamer.agent.acting import run_agent_episodes
@@ -92,16 +93,44 @@ def evaluate_policies(rt, tokenizer, cache, agents: dict[str, Agent], with_rando
     return {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, **out}
 
 
-def final_comparison(rt, tokenizer, cache, agent: Agent, phase2_agent_state: dict) -> tuple[dict, str]:
+def exploitation_check(rt, tokenizer, cache, dynamics, agents: dict[str, Agent]) -> dict:
+    """Imagined against real returns over the phase-3 horizon from real start states, for each agent
+    (:mod:`dreamer.imagination.exploitation`), on ``phase3.exploit_episodes`` episodes of seeds
+    eval.seed + 100000 + i (apart from the evaluation's own)."""
+    from dreamer.imagination.exploitation import imagined_vs_real, record_episodes
+
+    cfg, pc = rt.cfg, rt.cfg.phase3
+    seeds = [cfg.eval.seed + 100_000 + i for i in range(pc.exploit_episodes)]
+    out = {}
+    for name, agent in agents.items():
+        episodes = record_episodes(cfg.env, seeds, tokenizer, agent, cache.mean, cache.std, eval_context(cfg),
+                                   cfg.eval.max_steps)
+        gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+        try:
+            out[name] = imagined_vs_real(episodes, dynamics, agent, pc.horizon, pc.context, generator=gen)
+        except ValueError as e:  # episodes too short for one start state: nothing to compare
+            out[name] = {"starts": 0, "skipped": str(e)}
+            log.warning("model exploitation, %s: skipped (%s)", name, e)
+            continue
+        log.info("model exploitation, %s: over %d decisions from %d real start states, imagined return %.3f against "
+                 "real %.3f (gap %+.3f, correlation %.2f)", name, pc.horizon, out[name]["starts"],
+                 out[name]["imagined_return"], out[name]["real_return"], out[name]["gap"], out[name]["correlation"])
+    return out
+
+
+def final_comparison(rt, tokenizer, cache, agent: Agent, phase2_agent_state: dict, dynamics=None) -> tuple[dict, str]:
     """Random, phase-2 (BC) and phase-3 policies on the same seeds (the phase-3 policy alone with
-    ``phase3.eval_baselines=false``, as the ladder bench runs it per training seed): JSON
+    ``phase3.eval_baselines=false``, as the ladder bench runs it per training seed), and, given the frozen
+    ``dynamics`` and ``phase3.exploit_episodes`` > 0, the model-exploitation check of both agents: JSON
     (phase3_eval.json), TensorBoard and the log; returns (the results, the comparison table)."""
-    agents = {"phase3": agent}
-    if rt.cfg.phase3.eval_baselines:
-        agents = {"phase2_bc": build_agent(rt.cfg, tokenizer, cache, rt.device, state=phase2_agent_state), **agents}
-    out = evaluate_policies(rt, tokenizer, cache, agents, with_random=rt.cfg.phase3.eval_baselines)
+    pc = rt.cfg.phase3
+    bc = build_agent(rt.cfg, tokenizer, cache, rt.device, state=phase2_agent_state)
+    agents = {"phase2_bc": bc, "phase3": agent} if pc.eval_baselines else {"phase3": agent}
+    out = evaluate_policies(rt, tokenizer, cache, agents, with_random=pc.eval_baselines)
     for name, s in out["summaries"].items():
-        rt.scalars(rt.cfg.phase3.steps, flat_scalars(s), f"eval/final/{name}/")
+        rt.scalars(pc.steps, flat_scalars(s), f"eval/final/{name}/")
+    if dynamics is not None and pc.exploit_episodes > 0:
+        out["exploitation"] = exploitation_check(rt, tokenizer, cache, dynamics, {"phase2_bc": bc, "phase3": agent})
     _write_json(rt, 3, out)
     table = comparison_table(out["summaries"])
     log.info("real-env comparison, %d episodes per policy (%s):\n%s", len(out["seeds"]), rt.run_dir / EVAL_JSON[3],

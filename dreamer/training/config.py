@@ -109,6 +109,7 @@ class Phase3Config(PhaseConfig):
     #                        advantage >= 0, so PMPO would otherwise only reinforce the policy's own samples
     eval_episodes: int = 10  # real-env episodes at the end (and periodically if eval_every < steps)
     eval_baselines: bool = True  # the final evaluation also plays the random and the phase-2 (BC) policies
+    exploit_episodes: int = 4  # episodes of the imagined-against-real return check (0 = skip)
     # After the warm-up the policy is updated only on batches where D+ (A >= 0) and D- (A < 0) each hold at
     # least this fraction of the (batch, time) pairs: with one sign PMPO has no contrast to learn from.
     min_sign_fraction: float = 0.05
@@ -121,6 +122,7 @@ class Phase3Config(PhaseConfig):
         _check(math.isfinite(self.value_lr) and self.value_lr > 0, "phase3", "value_lr", self.value_lr, "> 0")
         _check(self.value_warmup >= 0, "phase3", "value_warmup", self.value_warmup, ">= 0 (steps)")
         _check(self.eval_episodes >= 0, "phase3", "eval_episodes", self.eval_episodes, ">= 0 (0 = skip)")
+        _check(self.exploit_episodes >= 0, "phase3", "exploit_episodes", self.exploit_episodes, ">= 0 (0 = skip)")
 
 
 @dataclass
