@@ -19,28 +19,22 @@ import torch
 
 from dreamer.viewer.frames import compose
 from dreamer.viewer.keys import keymap_for
-from dreamer.viewer.load import load_world
+from dreamer.viewer.load import load_world, world_arguments
 from dreamer.viewer.video import dream_clip, episode_fps, write_mp4
 
 log = logging.getLogger("dream")
 
 
 def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="phase1_cosmos_final.pt, phase2_final.pt or phase3_final.pt")
-    p.add_argument("--config", action="append", default=[], help="YAML preset instead of the checkpoint's config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    p = world_arguments(__doc__)
     p.add_argument("--episodes", type=int, default=1, help="how many episodes (validation split first)")
     p.add_argument("--episode", action="append", default=[], help="an episode name of the cache (repeatable)")
     p.add_argument("--start", type=int, default=None, help="latent step of the real start (default: context - 1)")
-    p.add_argument("--context", type=int, default=2, help="real latent steps before dreaming")
     p.add_argument("--horizon", type=int, default=None, help="decisions to dream (default: as many as fit)")
     p.add_argument("--max-frames", type=int, default=256, help="cap on the frames per video")
     p.add_argument("--scale", type=int, default=4, help="pixel scale of each panel")
     p.add_argument("--fps", type=float, default=None, help="frames per second (default: the episode's)")
     p.add_argument("--out", default=None, help="output folder (default <checkpoint folder>/dreams)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 

@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from dreamer.viewer.load import load_world
+from dreamer.viewer.load import load_world, world_arguments
 from dreamer.viewer.server import make_server, url_of
 from dreamer.viewer.session import PlaySession
 
@@ -23,15 +23,9 @@ log = logging.getLogger("play")
 
 
 def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="phase1_cosmos_final.pt, phase2_final.pt or phase3_final.pt")
-    p.add_argument("--config", action="append", default=[], help="YAML preset instead of the checkpoint's config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    p = world_arguments(__doc__)
     p.add_argument("--port", type=int, default=8000, help="port on --host (0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    p.add_argument("--context", type=int, default=2, help="real latent steps the dream starts from")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 

@@ -8,6 +8,7 @@ the cache, each with an error naming what is wrong.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import logging
 from collections.abc import Sequence
@@ -55,6 +56,18 @@ class World:
     @property
     def action_space(self) -> ActionSpace:
         return self.cache.action_space
+
+
+def world_arguments(description: str) -> argparse.ArgumentParser:
+    """The command line both viewers share: the checkpoint, the config it is read with, device and seed."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help=f"one of {FINALS}")
+    p.add_argument("--config", action="append", default=[], help="YAML preset instead of the checkpoint's config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    p.add_argument("--context", type=int, default=2, help="real latent steps the dream starts from")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    return p
 
 
 def check_kind(ckpt: dict, path: Path, need_agent: bool = False) -> None:
