@@ -21,15 +21,16 @@ from dreamer.tokenizer import CosmosTokenizerWrapper
 log = logging.getLogger(__name__)
 
 
-def reconstruction_picture(tokenizer: CosmosTokenizerWrapper, frames: np.ndarray, path: Path) -> float:
-    """Top row: frames at chunk boundaries; bottom row: decoded through the pooled bottleneck. Returns PSNR."""
+def reconstruction_picture(tokenizer: CosmosTokenizerWrapper, frames: np.ndarray, path: Path, count: int = 6) -> float:
+    """Top row: ``count`` frames spread over the episode (at latent boundaries); bottom row: each decoded from
+    its latent alone through the pooled bottleneck. Returns the PSNR over those frames."""
     S = tokenizer.S
-    clip = torch.from_numpy(frames[: 1 + S * 4])[None]  # (1, 1+4S, H, W, 3)
-    z = tokenizer.encode(clip)
+    z = tokenizer.encode(torch.from_numpy(frames)[None])  # (1, L, N, C), the whole episode as the cache has it
+    last = (len(frames) - 1) // S  # latents with a frame of their own (a short episode's padded tail has none)
+    picks = np.unique(np.linspace(0, last, min(count, last + 1)).round().astype(int))
     size = frames.shape[1]
-    rec = torch.cat([tokenizer.decode(z[:, k : k + 1], size=size)[:, 0] for k in range(z.shape[1])])  # (L, H, W, 3)
-    orig = clip[0, :: S][: rec.shape[0]]  # a short episode's padded last latent has no frame of its own
-    rec = rec[: orig.shape[0]]
+    rec = torch.cat([tokenizer.decode(z[:, k : k + 1], size=size)[:, 0] for k in picks])  # (K, H, W, 3)
+    orig = torch.from_numpy(frames[picks * S])
     mse = ((rec.float() - orig.float()) ** 2).mean().item()
     psnr = 10 * np.log10(255.0**2 / max(mse, 1e-10))
     grid = torch.cat([torch.cat(list(orig), 1), torch.cat(list(rec), 1)], 0).numpy()
@@ -65,7 +66,7 @@ def heldout_reconstruction(tokenizer: CosmosTokenizerWrapper, cache: LatentCache
 def summarise_run(cfg) -> dict:
     cache = LatentCache(cfg.data.cache_dir)
     tokenizer = make_tokenizer(cfg, "cpu")
-    first = cache.manifest["sources"][cache.names[0]]["path"]
+    first = cache.manifest["sources"][(cache.val_names or cache.names)[0]]["path"]  # a held-out episode
     png = cfg.run_dir / "reconstruction.png"
     psnr = reconstruction_picture(tokenizer, load_episode(first).frames, png)
     heldout = heldout_reconstruction(tokenizer, cache, seed=cfg.seed)
