@@ -103,7 +103,8 @@ def test_no_policy_update_on_one_signed_advantages_and_baselines_optional(setup)
     """min_sign_fraction=0.5 asks for an exact 50/50 split of signs, which these batches never have: only the
     value head learns. With eval_baselines=false the evaluation plays the phase-3 policy alone."""
     tmp, p2_path, p2 = setup
-    args = overrides(tmp, "gate", 3, ("phase3.min_sign_fraction=0.5", "phase3.value_warmup=0", "phase3.eval_episodes=1",
+    args = overrides(tmp, "gate", 3, ("phase3.min_sign_fraction=0.5", "rl.center_advantages=false",
+                                      "phase3.value_warmup=0", "phase3.eval_episodes=1",
                                       "phase3.eval_baselines=false"))
     result = train_phase3.main([*args, "--phase2-checkpoint", str(p2_path)])
     agent = _final(tmp, "gate")["models"]["agent"]

@@ -97,6 +97,10 @@ class RLConfig:
     lam: float = 0.95
     alpha: float = 0.5
     beta: float = 0.3
+    # PMPO splits on the sign of A = R - v. A value still biased for the imagined returns (phase 2 fits it to
+    # the behaviour policy's real returns) puts nearly every pair on one side; subtracting the batch's mean
+    # advantage first splits them into better and worse than this batch's average instead.
+    center_advantages: bool = True
 
     def __post_init__(self) -> None:
         c = "RLConfig"

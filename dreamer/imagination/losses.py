@@ -43,7 +43,8 @@ def phase3_terms(agent: Agent, prior: nn.Module, imagined: Imagined, rl: RLConfi
 
     h_0..h_H are ``imagined.features`` (or, with ``recompute=True``, a fresh pass of the frozen trunk
     over the imagined history; both are constants). v_0..v_H = value head(h); R_0..R_{H-1} =
-    lambda_returns(r_1..r_H, sg(v), c_1..c_H, gamma = rl.gamma(S), lam); A_t = R_t - sg(v_t);
+    lambda_returns(r_1..r_H, sg(v), c_1..c_H, gamma = rl.gamma(S), lam); A_t = R_t - sg(v_t), minus the batch
+    mean of A when rl.center_advantages;
     L_pi = pmpo_loss(log pi(a_t | h_t), A, KL(pi(.|h_t) || pi_prior(.|h_t)), alpha, beta);
     L_v = two-hot CE of v(h_t) against sg(R_t), t < H.
     """
@@ -60,6 +61,8 @@ def phase3_terms(agent: Agent, prior: nn.Module, imagined: Imagined, rl: RLConfi
     v_sg = twohot.decode(v_logits).detach()  # (B, H+1)
     returns = lambda_returns(imagined.rewards, v_sg, imagined.continues, rl.gamma(agent.chunk_len), rl.lam)
     adv = returns - v_sg[:, :H]  # (B, H), constant
+    if rl.center_advantages:  # better or worse than this batch's average (RLConfig.center_advantages)
+        adv = adv - adv.mean()
     return Phase3Terms(
         policy_loss=pmpo_loss(logp, adv, kl_bh, rl.alpha, rl.beta),
         value_loss=value_loss(twohot, v_logits[:, :H], returns),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from im_fixtures import context_batch
 
@@ -58,13 +59,14 @@ def test_one_step_trains_only_policy_and_value(world):
         assert key in metrics
 
 
-def test_losses_against_hand_computation(world):
+@pytest.mark.parametrize("center", [False, True])
+def test_losses_against_hand_computation(world, center):
     dyn, agent, prior = world
     with torch.no_grad():  # move the policy away from the prior so the KL term is non-zero
         for p in agent.policy.parameters():
             p.add_(0.2 * torch.randn_like(p))
     im = imagine(dyn, agent, context_batch(b=4), 3, generator=torch.Generator().manual_seed(1))
-    rl = RLConfig(gamma_env=0.9, lam=0.8, alpha=0.3, beta=0.5)
+    rl = RLConfig(gamma_env=0.9, lam=0.8, alpha=0.3, beta=0.5, center_advantages=center)
     pol, val, m = phase3_losses(agent, prior, im, rl)
     g, lam, H = 0.9**agent.chunk_len, 0.8, 3
     h = im.features
@@ -76,6 +78,8 @@ def test_losses_against_hand_computation(world):
         nxt = R[t] = r[:, t] + g * c[:, t] * ((1 - lam) * v[:, t + 1] + lam * nxt)
     R = torch.stack(R, 1)
     A = R - v[:, :H]
+    if center:  # the signs split at the batch's mean advantage
+        A = A - A.mean()
     logits = agent.policy(h[:, :H])
     lp = log_prob(logits, im.actions, im.action_mask)
     kl_ = kl(logits, prior(h[:, :H]), im.action_mask)
