@@ -29,11 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from dreamer.imagination.compare import comparison_table
-
+from dreamer.atomic import atomic_write_bytes
 from dreamer.config import load
-from dreamer.envs.evaluation import summarise
-from dreamer.training.checkpoint import atomic_write_bytes
+from dreamer.envs.evaluation import comparison_table, summarise
 
 
 def stage_commands(cfg, args, passthrough: list[str]) -> list[tuple[str, list[str], Path]]:
