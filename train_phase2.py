@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
             if sharded:  # rank 0 plays alone: an unsharded copy of the final weights
                 agent = build_agent(cfg, tokenizer, cache, rt.device, state=final["models"]["agent"])
             result["env"] = evaluate_bc(rt, tokenizer, agent.eval(), cache, counts)
-            env = {k: result["env"][k] for k in ("bc", "random", "data_frequency")}
+            env = {k: result["env"][k] for k in ("bc", "random", "data_frequency") if k in result["env"]}
             final["eval"] = {"heldout": metrics, "env": json.loads(json.dumps(env, default=float))}  # plain types
             atomic_save(final, rt.run_dir / FINAL[2])
         phase_video(rt, final, tokenizer, cache)  # <run>/phase2_dream.mp4 and TensorBoard; never fails the run

@@ -184,3 +184,14 @@ def test_two_processes_fsdp_matches_ddp(phase1_run):
         assert type(b[k]) is torch.Tensor
         torch.testing.assert_close(b[k], v, rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
     assert finals["fsdp"]["eval"]["heldout"]["bc_accuracy"] == pytest.approx(finals["ddp"]["eval"]["heldout"]["bc_accuracy"])
+
+
+def test_greedy_evaluation_without_baselines(phase1_run):
+    """eval.greedy plays the BC policy's most likely actions; phase2.eval_baselines=false skips random and
+    frame-blind (the BC variants of docs/agent.md reuse the baselines of one run)."""
+    tmp = phase1_run
+    run = tmp / "ckpt" / "greedy"
+    extra = (*PHASE2, "run=greedy", "eval.greedy=true", "phase2.eval_baselines=false", "phase2.steps=2")
+    train_phase2.main([*_args(tmp, extra), "--checkpoint", str(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")])
+    saved = json.loads((run / "phase2_eval.json").read_text())
+    assert saved["greedy"] is True and "bc" in saved and "random" not in saved and "data_frequency" not in saved

@@ -38,7 +38,7 @@ def eval_context(cfg, agent_cfg=None) -> int:
 
 
 def compare_policies(env_cfg, seeds: Sequence[int], tokenizer, cache, agents: dict[str, Agent],
-                     max_steps: int, with_random: bool = True, context: int | None = None) -> dict:
+                     max_steps: int, with_random: bool = True, context: int | None = None, greedy: bool = False) -> dict:
     """{"summaries": {policy: summary}, "episodes": {policy: [per-episode results]}}; every policy plays
     episode i with seed ``seeds[i]`` (the random policy first, then ``agents`` in order, sampled)."""
     episodes: dict[str, list[dict]] = {}
@@ -49,7 +49,7 @@ def compare_policies(env_cfg, seeds: Sequence[int], tokenizer, cache, agents: di
         agent.eval()
         try:
             episodes[name] = run_agent_episodes(env_cfg, seeds, tokenizer, agent, cache.mean, cache.std,
-                                                max_steps=max_steps, context=context)
+                                                greedy=greedy, max_steps=max_steps, context=context)
         finally:
             for m, mode in modes.items():
                 m.training = mode
@@ -61,19 +61,22 @@ def _write_json(rt, phase: int, out: dict) -> None:
 
 
 def evaluate_bc(rt, tokenizer, agent: Agent, cache, counts: list[np.ndarray]) -> dict:
-    """Phase 2, on seeds eval.seed + i: the BC policy (sampled), the uniform random policy, and the data's
-    action frequencies sampled blindly (what BC gets without using the frames); writes phase2_eval.json."""
+    """Phase 2, on seeds eval.seed + i: the BC policy (sampled; greedy with eval.greedy), and unless
+    phase2.eval_baselines is off the uniform random policy and the data's action frequencies sampled blindly
+    (what BC gets without using the frames); writes phase2_eval.json."""
     cfg = rt.cfg
     seeds = eval_seeds(cfg, cfg.phase2.eval_episodes)
     context = eval_context(cfg, agent.cfg)
     t0 = time.perf_counter()
-    bc = run_agent_episodes(cfg.env, seeds, tokenizer, agent, cache.mean, cache.std, max_steps=cfg.eval.max_steps,
-                            context=context, progress=rt.is_main)
-    rnd = run_random_episodes(cfg.env, seeds, cards=cache.action_space.cards, max_steps=cfg.eval.max_steps,
-                              progress=rt.is_main)
-    freq = run_frequency_episodes(cfg.env, seeds, counts, max_steps=cfg.eval.max_steps, progress=rt.is_main)
-    runs = {"bc": bc, "random": rnd, "data_frequency": freq}
-    out = {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, "seconds": time.perf_counter() - t0,
+    runs = {"bc": run_agent_episodes(cfg.env, seeds, tokenizer, agent, cache.mean, cache.std, greedy=cfg.eval.greedy,
+                                     max_steps=cfg.eval.max_steps, context=context, progress=rt.is_main)}
+    if cfg.phase2.eval_baselines:
+        runs["random"] = run_random_episodes(cfg.env, seeds, cards=cache.action_space.cards,
+                                             max_steps=cfg.eval.max_steps, progress=rt.is_main)
+        runs["data_frequency"] = run_frequency_episodes(cfg.env, seeds, counts, max_steps=cfg.eval.max_steps,
+                                                        progress=rt.is_main)
+    out = {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, "greedy": cfg.eval.greedy,
+           "seconds": time.perf_counter() - t0,
            **{who: summarise(r) for who, r in runs.items()}, "episodes": runs}
     _write_json(rt, 2, out)
     for who in runs:
@@ -89,8 +92,9 @@ def evaluate_policies(rt, tokenizer, cache, agents: dict[str, Agent], with_rando
     cfg = rt.cfg
     seeds = eval_seeds(cfg, cfg.phase3.eval_episodes)
     context = eval_context(cfg)
-    out = compare_policies(cfg.env, seeds, tokenizer, cache, agents, cfg.eval.max_steps, with_random, context)
-    return {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, **out}
+    out = compare_policies(cfg.env, seeds, tokenizer, cache, agents, cfg.eval.max_steps, with_random, context,
+                           cfg.eval.greedy)
+    return {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, "greedy": cfg.eval.greedy, **out}
 
 
 def exploitation_check(rt, tokenizer, cache, dynamics, agents: dict[str, Agent]) -> dict:

@@ -94,6 +94,7 @@ class Phase1Config(PhaseConfig):
 @dataclass
 class Phase2Config(PhaseConfig):
     eval_episodes: int = 10  # real-env episodes for BC and random policies at the end (0 = skip)
+    eval_baselines: bool = True  # the final evaluation also plays the random and the frame-blind policies
 
     def __post_init__(self):
         super().__post_init__()
@@ -129,6 +130,7 @@ class Phase3Config(PhaseConfig):
 class EvalConfig:
     seed: int = 10_000  # episode i of an evaluation uses seed + i, for every policy compared
     max_steps: int = 500  # env steps per evaluation episode
+    greedy: bool = False  # agents take their most likely action instead of sampling
 
     def __post_init__(self):
         _check(self.seed >= 0, "eval", "seed", self.seed, ">= 0 (episode i is reset with seed + i)")
