@@ -56,15 +56,16 @@ def episode_targets(extras: dict, S: int, L: int) -> dict[str, np.ndarray]:
     return {"inventory": inv, "near": near_flags(extras["local_view"][frames], extras["facing"][frames])}
 
 
-def dataset(cache, names: list[str], pixels: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def dataset(cache, names: list[str], pixels: bool = False, pool: int = 1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Inputs (n, features) and targets over every latent step of ``names``.
 
     Inputs are the standardised latents flattened (N·C), or with ``pixels`` the frame S·k averaged to the
-    token grid's colours (g·g·3, scaled to [0, 1])."""
+    token grid's colours (g·g·3, scaled to [0, 1]). ``pool`` > 1 first averages pool × pool tokens (what a
+    coarser token grid of the same tokenizer would hold: 64 tokens with pool 2 give 16)."""
     from dreamer.data.episode import load_episode
 
     xs, ys = [], {"inventory": [], "near": []}
-    g = math.isqrt(cache.episode(names[0]).latents.shape[1])
+    g = math.isqrt(cache.episode(names[0]).latents.shape[1]) // pool
     for name in names:
         e = cache.episode(name)
         ep = load_episode(cache.manifest["sources"][name]["path"])
@@ -75,7 +76,11 @@ def dataset(cache, names: list[str], pixels: bool = False) -> tuple[torch.Tensor
             f = torch.from_numpy(ep.frames[idx]).permute(0, 3, 1, 2).float() / 255.0
             xs.append(F.adaptive_avg_pool2d(f, g).flatten(1))
         else:
-            xs.append(torch.from_numpy(cache.standardise(np.asarray(e.latents))).flatten(1))
+            z = torch.from_numpy(cache.standardise(np.asarray(e.latents)))  # (L, N, C)
+            if pool > 1:
+                grid = z.transpose(1, 2).reshape(L, -1, g * pool, g * pool)
+                z = F.avg_pool2d(grid, pool).flatten(2).transpose(1, 2)
+            xs.append(z.flatten(1))
         for k, rows in ys.items():
             rows.append(torch.from_numpy(t[k]))
     return torch.cat(xs).float(), {k: torch.cat(v) for k, v in ys.items()}
@@ -140,17 +145,17 @@ def score(probe: Probe, x, y, y_train, item_names) -> dict:
     return out
 
 
-def run_probe(cache, pixels: bool = False, epochs: int = 30, seed: int = 0) -> dict:
-    """Fit on the cache's training episodes, score on its held-out ones."""
+def run_probe(cache, pixels: bool = False, epochs: int = 30, seed: int = 0, pool: int = 1) -> dict:
+    """Fit on the cache's training episodes, score on its held-out ones (``pool``: see :func:`dataset`)."""
     from dreamer.envs.crafter_env import crafter_names
 
     if not cache.val_names:
         raise ValueError(f"latent cache {cache.root} has no held-out episodes (data.val_fraction=0): nothing to probe on")
-    x_tr, y_tr = dataset(cache, cache.train_names, pixels)
-    x_va, y_va = dataset(cache, cache.val_names, pixels)
+    x_tr, y_tr = dataset(cache, cache.train_names, pixels, pool)
+    x_va, y_va = dataset(cache, cache.val_names, pixels, pool)
     probe = fit_probe(x_tr, y_tr, epochs=epochs, seed=seed)
     out = score(probe, x_va, y_va, y_tr, crafter_names()["inventory"])
-    out.update(input="pixels" if pixels else "latents", features=int(x_tr.shape[1]), train_samples=len(x_tr),
+    out.update(input="pixels" if pixels else "latents", pool=pool, features=int(x_tr.shape[1]), train_samples=len(x_tr),
                S=cache.chunk_len, tokenizer=cache.tokenizer_identity["weights_sha256"][:12])
     return out
 
@@ -166,13 +171,15 @@ def main(argv=None) -> dict:
     def extra(p: argparse.ArgumentParser):
         p.add_argument("--pixels", action="store_true", help="probe the frames' token-grid colours instead")
         p.add_argument("--epochs", type=int, default=30)
+        p.add_argument("--pool", type=int, default=1, help="average pool x pool tokens first (e.g. 2: 64 -> 16 tokens)")
         p.add_argument("--out", default=None, help="write the figures here as JSON (default <run dir>/probe_*.json)")
 
     cfg, args = parse_args(__doc__, argv, extra)
     setup_logging()
     _, cache = prepare_data(cfg, Runtime(cfg=cfg, device=pick_device(cfg.device)))
-    out = run_probe(cache, args.pixels, args.epochs, cfg.seed)
-    path = Path(args.out) if args.out else cfg.run_dir / f"probe_{out['input']}.json"
+    out = run_probe(cache, args.pixels, args.epochs, cfg.seed, args.pool)
+    suffix = f"_pool{args.pool}" if args.pool > 1 else ""
+    path = Path(args.out) if args.out else cfg.run_dir / f"probe_{out['input']}{suffix}.json"
     atomic_write_bytes(path, json.dumps(out, indent=1).encode())
     log.info("state probe on %s (%s): inventory accuracy %.3f (majority %.3f); near-material accuracy %.3f "
              "(majority %.3f, balanced %.3f); written to %s", out["input"], cache.root,

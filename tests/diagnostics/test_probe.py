@@ -35,3 +35,4 @@ def test_probe_on_real_episodes(tmp_path, tiny_tokenizer):
         assert set(out["near"]) == set(MATERIALS) and len(out["inventory"]) == 16
         for v in [*out["inventory"].values(), *out["near"].values()]:
             assert 0.0 <= v["accuracy"] <= 1.0 and 0.0 <= v["majority"] <= 1.0
+    assert run_probe(cache, epochs=1, pool=2)["features"] == 4 * 16  # 2x2 tokens averaged: 4 tokens
