@@ -23,6 +23,7 @@ from dreamer.data.cache import LatentCache
 from dreamer.data.episode import ActionSpace
 from dreamer.dynamics import DynamicsConfig, DynamicsModel
 from dreamer.pipeline.build import build_agent, build_dynamics, frozen
+from dreamer.pipeline.checkpoints import FINAL
 from dreamer.presets import apply_override, from_dict, load_config
 from dreamer.tokenizer import CosmosTokenizerWrapper
 from dreamer.training import loop
@@ -30,7 +31,7 @@ from dreamer.training.checkpoint import load_checkpoint
 from dreamer.training.runtime import pick_device
 
 log = logging.getLogger(__name__)
-FINALS = "phase1_cosmos_final.pt, phase2_final.pt or phase3_final.pt"
+FINALS = " or ".join(FINAL[p] for p in (1, 2, 3))
 
 
 class CheckpointKindError(ValueError):
@@ -78,7 +79,7 @@ def check_kind(ckpt: dict, path: Path, need_agent: bool = False) -> None:
                                   f"pass a phase-1/2/3 checkpoint ({FINALS})")
     if need_agent and "agent" not in models:
         raise CheckpointKindError(f"checkpoint {path} holds no agent (models {sorted(models)}); pass a phase-2 or "
-                                  "phase-3 checkpoint (phase2_final.pt, phase3_final.pt)")
+                                  f"phase-3 checkpoint ({FINAL[2]}, {FINAL[3]})")
 
 
 def config_for(ckpt: dict, configs: Sequence[str] = (), overrides: Sequence[str] = ()) -> Config:
