@@ -4,10 +4,11 @@
         --checkpoint checkpoints/crafter_small/phase2_final.pt [--episodes 30]
 
 Plays the same seeds (eval.seed + i) with the agent of a phase-2/3 checkpoint twice through
-``run_agent_episodes``: ``parallel=1`` (one episode after another, one encode and one policy call per
-decision and episode: how evaluation ran before) and ``parallel=episodes`` (all together, one batched
-encode and one batched policy call per decision). Reports wall time of each, the speed-up, and whether
-the per-episode results agree (Crafter is not exactly reproducible from a seed, so a few may differ).
+``run_agent_episodes``: ``parallel=1`` with serial env resets (one episode after another, one encode and
+one policy call per decision and episode: how evaluation ran before) and ``parallel=episodes`` with the
+resets in ``eval.reset_workers`` processes (all together, one batched encode and one batched policy call
+per decision). Reports wall time of each, the speed-up, and whether the per-episode results agree
+(Crafter is not exactly reproducible from a seed, so a few may differ).
 Thread settings are printed; compare ratios measured in one run.
 """
 
@@ -52,10 +53,11 @@ def main(argv=None) -> dict:
     context = min(cfg.data.clip_len, agent.cfg.max_time)
     out = {"threads": torch.get_num_threads(), "episodes": a.episodes, "S": cache.chunk_len, "context": context}
     results = {}
-    for name, parallel in (("one_at_a_time", 1), ("together", a.episodes)):
+    for name, parallel, workers in (("one_at_a_time", 1, 1), ("together", a.episodes, cfg.eval.reset_workers)):
         t0 = time.perf_counter()
         results[name] = run_agent_episodes(cfg.env, seeds, tok, agent, cache.mean, cache.std,
-                                           max_steps=cfg.eval.max_steps, context=context, parallel=parallel)
+                                           max_steps=cfg.eval.max_steps, context=context, parallel=parallel,
+                                           reset_workers=workers)
         out[f"{name}_seconds"] = round(time.perf_counter() - t0, 2)
         s = summarise(results[name])
         out[f"{name}_return"] = round(s["return_mean"], 3)

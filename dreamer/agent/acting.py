@@ -150,10 +150,11 @@ class AgentPolicy:
 
 def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, mean, std, greedy: bool = False,
                        max_steps: int | None = None, context: int | None = None, progress: bool = False,
-                       parallel: int = 32) -> list[dict]:
+                       parallel: int = 32, reset_workers: int = 1) -> list[dict]:
     """One episode per seed (env reset with it, sampling seeded by it unless greedy), at most ``max_steps``
     env steps (default ``env_cfg.max_steps``). Up to ``parallel`` episodes are played together, one env
-    each, with one batched encode and policy call per decision (:class:`ChunkActor`)."""
+    each, with one batched encode and policy call per decision (:class:`ChunkActor`); their envs are reset
+    in ``reset_workers`` processes (:func:`dreamer.envs.evaluation.reset_envs`)."""
     env_cfg = with_max_steps(env_cfg, max_steps)
     space = checked_action_space(env_cfg, agent.action_cards)
     seeds = [int(s) for s in seeds]
@@ -168,7 +169,7 @@ def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, m
     agent.eval()
     try:
         for i in range(0, len(seeds), parallel):
-            results.extend(_play_together(env_cfg, seeds[i : i + parallel], actor, space, bar))
+            results.extend(_play_together(env_cfg, seeds[i : i + parallel], actor, space, bar, reset_workers))
     finally:
         agent.train(was_training)
         if bar is not None:
@@ -176,11 +177,12 @@ def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, m
     return results
 
 
-def _play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.Space, bar) -> list[dict]:
+def _play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.Space, bar,
+                   reset_workers: int = 1) -> list[dict]:
     """Play one episode per seed in lockstep (one env each); results in the order of ``seeds``."""
-    envs = [evaluation.make_env(env_cfg) for _ in seeds]
+    started = evaluation.reset_envs(env_cfg, seeds, reset_workers)
+    envs, obs = [e for e, *_ in started], [o for _, o, _ in started]
     try:
-        obs = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
         gens = [torch.Generator(device=actor.device).manual_seed(s) for s in seeds]
         actor.reset([None] * len(seeds), gens)
         totals, steps, results = [0.0] * len(seeds), [0] * len(seeds), [None] * len(seeds)

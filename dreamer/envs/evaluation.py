@@ -99,28 +99,49 @@ def episode_result(total_return: float, length: int, info: dict | None = None, *
     return res
 
 
+def _reset_one(env_cfg: EnvConfig, seed: int) -> tuple:
+    env = make_env(env_cfg)
+    obs, info = env.reset(seed=seed)
+    return env, obs, info
+
+
+def reset_envs(env_cfg: EnvConfig, seeds: Sequence[int], workers: int = 1) -> list[tuple]:
+    """(env, first observation, info) for each seed, one env each. With ``workers`` > 1 the resets run in
+    that many processes and the reset envs come back pickled: Crafter generates its world in pure Python,
+    about a second per episode, which is most of an evaluation's time on a CPU."""
+    seeds = [int(s) for s in seeds]
+    if workers <= 1 or len(seeds) < 2:
+        return [_reset_one(env_cfg, s) for s in seeds]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_reset_one, [env_cfg] * len(seeds), seeds))
+
+
 def run_policy_episodes(
     env_cfg: EnvConfig,
     seeds: Iterable[int],
     act_fn: Callable[[np.ndarray, dict], object],
     progress: bool = False,
+    reset_workers: int = 1,
 ) -> list[dict]:
-    """Play one episode per seed with a step-level policy ``act_fn(obs, info) -> env action``.
+    """Play one episode per seed with a step-level policy ``act_fn(obs, info) -> env action``, each in an
+    env of its own (reset in ``reset_workers`` processes, :func:`reset_envs`).
 
     If ``act_fn`` has a ``reset(seed)`` method it is called at every episode start with that seed.
     Returns one result per episode: seed, return, length, terminated, truncated (+ achievements).
     """
     seeds = [int(s) for s in seeds]
-    env = make_env(env_cfg)
+    started = reset_envs(env_cfg, seeds, reset_workers)
     results = []
     try:
-        it = seeds
+        it = zip(seeds, started)
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(seeds, desc=f"episodes {env_cfg.env_id}")
-        for seed in it:
-            obs, info = env.reset(seed=seed)
+            it = tqdm(it, total=len(seeds), desc=f"episodes {env_cfg.env_id}")
+        for seed, (env, obs, info) in it:
             if hasattr(act_fn, "reset"):
                 act_fn.reset(seed)
             total, steps, term, trunc = 0.0, 0, False, False
@@ -131,7 +152,8 @@ def run_policy_episodes(
             results.append(episode_result(total, steps, info, seed=seed, terminated=term, truncated=trunc))
             log.debug("seed %d: return %.2f length %d", seed, total, steps)
     finally:
-        env.close()
+        for env, *_ in started:
+            env.close()
     return results
 
 
@@ -156,18 +178,19 @@ def checked_action_space(env_cfg, cards: Sequence[int] | None) -> spaces.Space:
 
 
 def run_random_episodes(env_cfg, seeds: Sequence[int], cards: Sequence[int] | None = None,
-                        max_steps: int | None = None, progress: bool = False) -> list[dict]:
+                        max_steps: int | None = None, progress: bool = False, reset_workers: int = 1) -> list[dict]:
     """The uniform random baseline on the same seeds and the same runner."""
     env_cfg = with_max_steps(env_cfg, max_steps)
-    return run_policy_episodes(env_cfg, seeds, RandomPolicy(checked_action_space(env_cfg, cards)), progress=progress)
+    return run_policy_episodes(env_cfg, seeds, RandomPolicy(checked_action_space(env_cfg, cards)), progress,
+                               reset_workers)
 
 
 def run_frequency_episodes(env_cfg, seeds: Sequence[int], freqs: Sequence[np.ndarray], max_steps: int | None = None,
-                           progress: bool = False) -> list[dict]:
+                           progress: bool = False, reset_workers: int = 1) -> list[dict]:
     """The action-frequency baseline (:class:`FrequencyPolicy`) on the same seeds and the same runner."""
     env_cfg = with_max_steps(env_cfg, max_steps)
     space = checked_action_space(env_cfg, [len(f) for f in freqs])
-    return run_policy_episodes(env_cfg, seeds, FrequencyPolicy(freqs, space), progress=progress)
+    return run_policy_episodes(env_cfg, seeds, FrequencyPolicy(freqs, space), progress, reset_workers)
 
 
 def flat_scalars(summary: dict) -> dict[str, float]:

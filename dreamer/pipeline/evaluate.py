@@ -38,18 +38,21 @@ def eval_context(cfg, agent_cfg=None) -> int:
 
 
 def compare_policies(env_cfg, seeds: Sequence[int], tokenizer, cache, agents: dict[str, Agent],
-                     max_steps: int, with_random: bool = True, context: int | None = None, greedy: bool = False) -> dict:
+                     max_steps: int, with_random: bool = True, context: int | None = None, greedy: bool = False,
+                     reset_workers: int = 1) -> dict:
     """{"summaries": {policy: summary}, "episodes": {policy: [per-episode results]}}; every policy plays
     episode i with seed ``seeds[i]`` (the random policy first, then ``agents`` in order, sampled)."""
     episodes: dict[str, list[dict]] = {}
     if with_random:
-        episodes["random"] = run_random_episodes(env_cfg, seeds, cache.action_space.cards, max_steps)
+        episodes["random"] = run_random_episodes(env_cfg, seeds, cache.action_space.cards, max_steps,
+                                                 reset_workers=reset_workers)
     for name, agent in agents.items():
         modes = {m: m.training for m in agent.modules()}  # restored one by one: frozen parts stay in eval
         agent.eval()
         try:
             episodes[name] = run_agent_episodes(env_cfg, seeds, tokenizer, agent, cache.mean, cache.std,
-                                                greedy=greedy, max_steps=max_steps, context=context)
+                                                greedy=greedy, max_steps=max_steps, context=context,
+                                                reset_workers=reset_workers)
         finally:
             for m, mode in modes.items():
                 m.training = mode
@@ -68,13 +71,15 @@ def evaluate_bc(rt, tokenizer, agent: Agent, cache, counts: list[np.ndarray]) ->
     seeds = eval_seeds(cfg, cfg.phase2.eval_episodes)
     context = eval_context(cfg, agent.cfg)
     t0 = time.perf_counter()
+    w = cfg.eval.reset_workers
     runs = {"bc": run_agent_episodes(cfg.env, seeds, tokenizer, agent, cache.mean, cache.std, greedy=cfg.eval.greedy,
-                                     max_steps=cfg.eval.max_steps, context=context, progress=rt.is_main)}
+                                     max_steps=cfg.eval.max_steps, context=context, progress=rt.is_main,
+                                     reset_workers=w)}
     if cfg.phase2.eval_baselines:
         runs["random"] = run_random_episodes(cfg.env, seeds, cards=cache.action_space.cards,
-                                             max_steps=cfg.eval.max_steps, progress=rt.is_main)
+                                             max_steps=cfg.eval.max_steps, progress=rt.is_main, reset_workers=w)
         runs["data_frequency"] = run_frequency_episodes(cfg.env, seeds, counts, max_steps=cfg.eval.max_steps,
-                                                        progress=rt.is_main)
+                                                        progress=rt.is_main, reset_workers=w)
     out = {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, "greedy": cfg.eval.greedy,
            "seconds": time.perf_counter() - t0,
            **{who: summarise(r) for who, r in runs.items()}, "episodes": runs}
@@ -93,7 +98,7 @@ def evaluate_policies(rt, tokenizer, cache, agents: dict[str, Agent], with_rando
     seeds = eval_seeds(cfg, cfg.phase3.eval_episodes)
     context = eval_context(cfg)
     out = compare_policies(cfg.env, seeds, tokenizer, cache, agents, cfg.eval.max_steps, with_random, context,
-                           cfg.eval.greedy)
+                           cfg.eval.greedy, cfg.eval.reset_workers)
     return {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, "greedy": cfg.eval.greedy, **out}
 
 
@@ -108,7 +113,7 @@ def exploitation_check(rt, tokenizer, cache, dynamics, agents: dict[str, Agent])
     out = {}
     for name, agent in agents.items():
         episodes = record_episodes(cfg.env, seeds, tokenizer, agent, cache.mean, cache.std, eval_context(cfg),
-                                   cfg.eval.max_steps)
+                                   cfg.eval.max_steps, cfg.eval.reset_workers)
         gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
         try:
             out[name] = imagined_vs_real(episodes, dynamics, agent, pc.horizon, pc.context, generator=gen)

@@ -131,7 +131,9 @@ class EvalConfig:
     seed: int = 10_000  # episode i of an evaluation uses seed + i, for every policy compared
     max_steps: int = 500  # env steps per evaluation episode
     greedy: bool = False  # agents take their most likely action instead of sampling
+    reset_workers: int = 1  # processes that reset the evaluation envs (Crafter builds each world in ~1 s)
 
     def __post_init__(self):
         _check(self.seed >= 0, "eval", "seed", self.seed, ">= 0 (episode i is reset with seed + i)")
         _check(self.max_steps >= 1, "eval", "max_steps", self.max_steps, ">= 1")
+        _check(self.reset_workers >= 1, "eval", "reset_workers", self.reset_workers, ">= 1")

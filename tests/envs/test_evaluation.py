@@ -69,3 +69,20 @@ def test_run_policy_episodes_random():
     s = summarise(res)
     assert s["episodes"] == 2 and 0.0 <= s["score"] <= 100.0
     assert np.isfinite(s["return_mean"])
+
+
+def test_envs_reset_in_worker_processes_play_as_reset_here():
+    """reset_envs with workers: the envs come back pickled from other processes and play exactly as envs
+    reset here; the baselines' runner gives the same results either way."""
+    import numpy as np
+
+    from dreamer.envs.config import EnvConfig
+    from dreamer.envs.evaluation import reset_envs, run_random_episodes
+
+    cfg = EnvConfig(env_id="crafter", size=64, max_steps=20, crafter_area=(16, 16))
+    here, there = reset_envs(cfg, [3, 4], 1), reset_envs(cfg, [3, 4], 2)
+    for (e1, o1, _), (e2, o2, _) in zip(here, there):
+        assert np.array_equal(o1, o2)
+        for a in (3, 4, 1, 5):
+            assert np.array_equal(e1.step(a)[0], e2.step(a)[0])
+    assert run_random_episodes(cfg, [5, 6], cards=[17], reset_workers=2) == run_random_episodes(cfg, [5, 6], cards=[17])
