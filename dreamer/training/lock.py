@@ -53,6 +53,9 @@ class RunLock:
                 os.close(fd)
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
+                if _dying(owner):  # killed, not yet gone: the kernel drops its lock in a moment
+                    time.sleep(0.1)
+                    continue
                 raise RunFolderBusyError(
                     f"run folder {run_dir} is in use by {_describe(owner)}; one run folder takes one command at a "
                     f"time: wait for it to finish, stop it, or use another run name (--set run=...)") from None
@@ -89,6 +92,24 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # while still holding it: a waiting opener re-checks the inode
         finally:
             os.close(self.fd)
+
+
+def _dying(owner: dict) -> bool:
+    """True when the lock's holder runs on this host and is being killed (SIGKILL pending) or is a zombie:
+    a command started right after killing a run (torchrun workers outlive their launcher by a moment)."""
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or owner.get("host") != socket.gethostname():
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        flags = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[6])
+    except (OSError, ValueError, IndexError):
+        return False  # gone (its lock with it), or no /proc: the flock answer stands
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields.get("State", "").strip()[:1] in ("Z", "X") or flags & 0x4:  # zombie, or PF_EXITING
+        return True
+    kill_bit = 1 << (9 - 1)  # SIGKILL in the pending-signal masks
+    return any(int(fields.get(k, "0").strip() or "0", 16) & kill_bit for k in ("SigPnd", "ShdPnd"))
 
 
 def _read(fd: int) -> dict:

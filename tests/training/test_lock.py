@@ -70,3 +70,22 @@ def test_the_same_process_takes_its_own_lock_again(tmp_path):
     again.release()
     first.release()  # a second release is harmless
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_holder_being_killed_is_waited_for_not_reported_busy():
+    """A command started right after a run was killed may find the lock still held for a moment (torchrun
+    workers outlive their launcher): a holder with SIGKILL pending, exiting or a zombie counts as dying."""
+    import time
+
+    from dreamer.training.lock import _dying
+
+    host = socket.gethostname()
+    assert not _dying({"pid": os.getpid(), "host": host})
+    child = subprocess.Popen(["sleep", "30"])
+    child.send_signal(signal.SIGSTOP)  # stopped: the SIGKILL stays pending until it is scheduled, or it is a zombie
+    child.kill()
+    time.sleep(0.2)
+    assert _dying({"pid": child.pid, "host": host})
+    assert not _dying({"pid": child.pid, "host": "another-host"})
+    child.wait()
+    assert not _dying({"pid": child.pid, "host": host})  # gone
