@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def kill_resume(trials: int, fsdp: bool = False) -> dict:
     import torch
-    from test_resilience import tiny_overrides
+    from test_resilience import kill_tree, tiny_overrides
 
     from dreamer.data.episode import save_episode
     from dreamer.data.synthetic import make_episode
@@ -79,8 +79,7 @@ def kill_resume(trials: int, fsdp: bool = False) -> dict:
                 time.sleep(0.02)
             time.sleep(rng.uniform(0.0, 2.0))  # a random moment: mid-step, mid-write, or between steps
             killed_at = sorted(p.name for p in (r / "ckpt" / "t").glob("phase1_step*.pt"))
-            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and, under torchrun, every worker
-            proc.wait()
+            kill_tree(proc)  # the launcher and, under torchrun, every worker (each in a session of its own)
             subprocess.run(args, cwd=ROOT, env=env, check=True, capture_output=True)
             got = load_checkpoint(r / "ckpt" / "t" / "phase1_cosmos_final.pt")["models"]
             same = all(torch.equal(want[m][k], got[m][k]) for m in want for k in want[m])

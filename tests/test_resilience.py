@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -31,6 +32,24 @@ def tiny_overrides(tmp: Path, steps: int, ckpt_every: int = 2) -> list[str]:
         "phase1.keep_checkpoints=100",
     ]
     return ["--config", TEST_CONFIG, *[a for s in sets for a in ("--set", s)]]
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a launched run and everything it started, and wait until all of it is gone. torchrun starts
+    each worker in a session of its own, so killing the launcher's process group leaves the workers
+    running (training on, holding the run lock): collect the tree first, then kill it."""
+    try:
+        tree = [psutil.Process(proc.pid)]
+        tree += tree[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    psutil.wait_procs(tree, timeout=30)
 
 
 @pytest.fixture
@@ -140,8 +159,7 @@ def test_fsdp_two_process_sigkill_resume_matches_ddp_and_hands_off(episodes, tmp
     deadline = time.time() + 240
     while time.time() < deadline and not (run_dir / "phase1_step4.pt").exists():
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_tree(proc)
     assert not (run_dir / "phase1_cosmos_final.pt").exists(), "killed too late to test anything"
     out = run(fsdp[1:], timeout=300)
     assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]

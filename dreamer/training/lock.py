@@ -96,7 +96,7 @@ class RunLock:
 
 def _dying(owner: dict) -> bool:
     """True when the lock's holder runs on this host and is being killed (SIGKILL pending) or is a zombie:
-    a command started right after killing a run (torchrun workers outlive their launcher by a moment)."""
+    a command started right after killing a run and its workers."""
     pid = owner.get("pid")
     if not isinstance(pid, int) or owner.get("host") != socket.gethostname():
         return False
