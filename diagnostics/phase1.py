@@ -45,5 +45,5 @@ def phase1_checks(model_dict: dict, batch: dict, device: torch.device, audit: Au
         out.append(verdict(ratio > th.shuffle_ratio_min, name, ratio, expected,
                            "the model ignores the actions (shuffling them does not hurt): check the action alignment "
                            "(step t is conditioned on actions[:, t-1]), that action_mask is not all False, and that "
-                           "the data's actions vary; train longer"))
+                           "the data's actions vary; train longer", learning=True))
     return out

@@ -48,7 +48,8 @@ def phase2_checks(model_dict: dict, batch: dict, judged: bool, th: Thresholds) -
     elif acc <= chance + th.bc_chance_margin:
         out.append(Check("phase2/bc_accuracy", FAIL, acc, expected,
                          "BC accuracy is at chance: the policy learns nothing from h_t. Check action alignment "
-                         "(actions[:, t] is the chunk taken FROM latent t), that the trunk is trained, and the lr"))
+                         "(actions[:, t] is the chunk taken FROM latent t), that the trunk is trained, and the lr",
+                         learning=True))
     elif acc <= data_frac < 1.0:
         out.append(Check("phase2/bc_accuracy", WARN, acc, f"{expected}, above majority {data_frac:.3f}",
                          "no better than always predicting the most common action: try agent.focal_gamma > 0"))
@@ -76,7 +77,7 @@ def phase2_checks(model_dict: dict, batch: dict, judged: bool, th: Thresholds) -
         out.append(verdict(spread >= th.reward_spread_min, name, spread, expected,
                            f"the reward head predicts one value everywhere although batch rewards vary (std "
                            f"{data_spread:.3g}): check reward_loss_weight > 0, the alignment rewards[t] = reward on "
-                           "ENTERING latent t, and oversample clips with rewards (they are sparse)"))
+                           "ENTERING latent t, and oversample clips with rewards (they are sparse)", learning=True))
 
     out.append(verdict(data_frac < th.histogram_max_frac, "phase2/data_actions", data_frac,
                        f"< {th.histogram_max_frac:g} of valid entries in one class",
@@ -91,5 +92,6 @@ def phase2_checks(model_dict: dict, batch: dict, judged: bool, th: Thresholds) -
     else:
         out.append(verdict(pred_frac < th.histogram_max_frac, name, pred_frac, expected,
                            f"the greedy policy picks class {p_cls} of component {p_comp} {pred_frac:.0%} of the time "
-                           f"while the data is more varied: mode collapse; try agent.focal_gamma > 0 or a lower lr"))
+                           f"while the data is more varied: mode collapse; try agent.focal_gamma > 0 or a lower lr",
+                           learning=True))
     return out

@@ -57,7 +57,7 @@ def check_advantages(adv: torch.Tensor, th: Thresholds, judged: bool = True, jud
                        f"PMPO needs both signs: {pos} advantages >= 0 and {neg} < 0. Use more imagined (batch, time) "
                        "pairs (phase3.batch_size x horizon), and check that rewards and values are not constant; at the "
                        "start, a value head still at zero gives only A >= 0 (phase3.value_warmup helps)",
-                       bad=FAIL if judged else WARN))
+                       bad=FAIL if judged else WARN, learning=True))
     return out
 
 

@@ -21,7 +21,9 @@ class Check:
 
     name: slash-separated id (``grad_audit/trainable_grads``); status: "ok" | "warn" | "fail";
     value: what was measured (a number where possible, so it can go to TensorBoard);
-    expected: what a healthy setup shows; hint: how to fix it (empty when ok).
+    expected: what a healthy setup shows; hint: how to fix it (empty when ok). learning: a verdict on how
+    far training has got (judged only after some steps), not on the wiring: a failure is reported but never
+    stops a run before it trains (diagnose_before_training), since training on is the remedy.
     """
 
     name: str
@@ -29,15 +31,16 @@ class Check:
     value: float | int | str | None
     expected: str
     hint: str = ""
+    learning: bool = False
 
     def __post_init__(self):
         if self.status not in _RANK:
             raise ValueError(f"Check {self.name!r}: status must be ok / warn / fail, got {self.status!r}")
 
 
-def verdict(ok: bool, name: str, value, expected: str, hint: str, bad: str = FAIL) -> Check:
+def verdict(ok: bool, name: str, value, expected: str, hint: str, bad: str = FAIL, learning: bool = False) -> Check:
     """A check that is ``ok`` when ``ok`` is true and ``bad`` (fail by default) otherwise."""
-    return Check(name, OK if ok else bad, value, expected, "" if ok else hint)
+    return Check(name, OK if ok else bad, value, expected, "" if ok else hint, learning)
 
 
 def fmt(value) -> str:

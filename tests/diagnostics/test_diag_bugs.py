@@ -3,10 +3,11 @@ that says what to fix."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diag_fixtures import imagine, make_batch, phase1_setup, phase2_setup, phase3_setup
 
-from diagnostics import FAIL, Thresholds, diagnose_phase
+from diagnostics import FAIL, Thresholds, diagnose_before_training, diagnose_phase
 
 
 def failed(report, name: str):
@@ -219,3 +220,21 @@ def test_phase1_grad_norm_and_shuffle_ratio():
     relaxed = diagnose_phase(1, models, batch, "cpu", optimizer=opt, step=5000,
                              thresholds=Thresholds(shuffle_ratio_min=0.5))
     assert relaxed.get("phase1/action_shuffle_ratio").status == "ok"
+
+
+def test_a_resumed_run_that_has_not_learned_yet_trains_on(caplog):
+    """Before training, a learning verdict on resumed weights (here: actions ignored at step 5000) is logged
+    but does not stop the run, since training on is the remedy; a wiring failure still stops it."""
+    models, opt = phase1_setup()
+    with torch.no_grad():
+        models["dynamics"].action_emb.weight.zero_()
+        models["dynamics"].substep_emb.zero_()
+    with caplog.at_level("WARNING"):
+        report = diagnose_before_training(1, models, make_batch(), "cpu", optimizer=opt, step=5000)
+    assert failed(report, "phase1/action_shuffle_ratio").learning
+    assert "training continues" in caplog.text and "phase1/action_shuffle_ratio" in caplog.text
+    batch = make_batch()
+    batch["actions"] = batch["actions"][:, 1:]  # a wiring bug: actions one row short of the latents
+    batch["action_mask"] = batch["action_mask"][:, 1:]
+    with pytest.raises(SystemExit, match="batch/action_alignment"):
+        diagnose_before_training(1, models, batch, "cpu", optimizer=opt, step=5000)
