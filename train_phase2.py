@@ -5,7 +5,8 @@
 
 Loads the phase-1 dynamics (frozen, carried forward), refuses a checkpoint whose tokenizer, latent
 statistics or action space differ from the cache, trains the agent, logs to TensorBoard
-(checkpoints/<run>/tb/phase2), writes periodic checkpoints and checkpoints/<run>/phase2_final.pt, then
+(checkpoints/<run>/tb/phase2), writes periodic checkpoints and checkpoints/<run>/phase2_final.pt (with phase2.keep_best also
+phase2_best.pt, the weights of the lowest held-out BC NLL), then
 evaluates the BC policy in the real env next to a uniform random policy and a policy sampling the data's
 action frequencies without looking at the frames, all on the same seeds (phase2_eval.json).
 Rerunning the command resumes.
@@ -25,7 +26,7 @@ from dreamer.agent import Agent, phase2_loss
 from dreamer.agent.heldout import action_counts, heldout, log_histograms
 from dreamer.data.loader import ClipSampler
 from dreamer.pipeline.build import build_agent, build_dynamics, frozen
-from dreamer.pipeline.checkpoints import FINAL, PREFIX, save_final
+from dreamer.pipeline.checkpoints import BEST, FINAL, PREFIX, best_so_far, save_best, save_final
 from dreamer.pipeline.cli import parse_args_after
 from dreamer.pipeline.data import prepare_data
 from dreamer.pipeline.evaluate import evaluate_bc
@@ -82,6 +83,7 @@ def main(argv=None) -> dict:
     net = wrap_model(rt, objective, pc.compile)
     guard = loop.NonFiniteGuard(pc.max_nonfinite)
     info = loop.data_info(cache)
+    best_nll, best_step = best_so_far(rt, 2, "bc_nll") if pc.keep_best else (float("inf"), None)
     gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
     metrics: dict = {}
     for step in trange(start_step, pc.steps, desc="phase2", disable=not rt.is_main, initial=start_step, total=pc.steps):
@@ -108,6 +110,13 @@ def main(argv=None) -> dict:
                      metrics.get("reward_mae_nonzero_constant", float("nan")), metrics["reward_mae_zero"],
                      metrics["continue_accuracy"], metrics["continue_base_rate_accuracy"],
                      metrics.get("value_return_corr", float("nan")))
+        evaluated = done % pc.eval_every == 0 or done == pc.steps
+        if pc.keep_best and evaluated and rt.broadcast_flag(rt.is_main and metrics["bc_nll"] < best_nll):
+            best = loop.payload(cfg, done, models, data_info=info, extra={"eval": {"heldout": metrics}})  # every rank
+            if rt.is_main:  # rank 0 judged (its held-out figures), every rank gathered
+                best_nll, best_step = metrics["bc_nll"], done
+                log.info("step %d: lowest held-out BC NLL so far (%.3f): wrote %s", done, best_nll,
+                         save_best(rt, 2, best))
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:  # none during a non-finite streak
             loop.save_periodic(rt, PREFIX[2], loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
@@ -116,6 +125,9 @@ def main(argv=None) -> dict:
         metrics, _ = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen,
                              cfg.rl)
         result["heldout"] = metrics
+    if pc.keep_best:
+        result["best"] = {"step": best_step, "bc_nll": best_nll}
+        log.info("lowest held-out BC NLL %.3f at step %s: %s", best_nll, best_step, rt.run_dir / BEST[2])
     final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 2, "eval": result})  # every rank
     if rt.is_main:
         save_final(rt, 2, final)
@@ -124,7 +136,8 @@ def main(argv=None) -> dict:
                 agent = build_agent(cfg, tokenizer, cache, rt.device, state=final["models"]["agent"])
             result["env"] = evaluate_bc(rt, tokenizer, agent.eval(), cache, counts)
             env = {k: result["env"][k] for k in ("bc", "random", "data_frequency") if k in result["env"]}
-            final["eval"] = {"heldout": metrics, "env": json.loads(json.dumps(env, default=float))}  # plain types
+            final["eval"] = {**{k: v for k, v in result.items() if k != "env"},
+                             "env": json.loads(json.dumps(env, default=float))}  # plain types
             atomic_save(final, rt.run_dir / FINAL[2])
         phase_video(rt, final, tokenizer, cache)  # <run>/phase2_dream.mp4 and TensorBoard; never fails the run
     rt.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,11 @@ import train_phase1_cosmos
 import train_phase2
 from dreamer.agent import RLConfig
 from dreamer.agent.heldout import action_counts, heldout, heldout_clips
+from dreamer.config import load
 from dreamer.data.episode import save_episode
 from dreamer.data.synthetic import make_episode
 from dreamer.pipeline.build import build_dynamics, frozen
-from dreamer.pipeline.checkpoints import load_handoff
+from dreamer.pipeline.checkpoints import BEST, load_handoff
 from dreamer.training import loop
 from dreamer.training.checkpoint import atomic_save, load_checkpoint
 
@@ -165,7 +167,7 @@ def test_heldout_figures_cover_every_step_once(phase1_run):
 def test_two_processes_fsdp_matches_ddp(phase1_run):
     """phase2.fsdp=true under torchrun (2 gloo processes) trains the same agent as DDP (up to the order of the
     gradient reductions), passes the diagnostics gate and evaluates held out on every rank, and writes a plain
-    checkpoint."""
+    checkpoint; phase2.keep_best gathers the best weights on every rank (rank 0 decides) in both layouts."""
     tmp = phase1_run
     p1 = tmp / "ckpt" / "t" / "phase1_cosmos_final.pt"
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
@@ -173,7 +175,7 @@ def test_two_processes_fsdp_matches_ddp(phase1_run):
     for run, extra in (("ddp", ()), ("fsdp", ("phase2.fsdp=true",))):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29522",
                "train_phase2.py", *_args(tmp, [*PHASE2, f"run={run}", "phase2.eval_episodes=0", "phase2.diagnose=true",
-                                              *extra]),
+                                              "phase2.keep_best=true", *extra]),
                "--checkpoint", str(p1)]
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -184,6 +186,9 @@ def test_two_processes_fsdp_matches_ddp(phase1_run):
         assert type(b[k]) is torch.Tensor
         torch.testing.assert_close(b[k], v, rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
     assert finals["fsdp"]["eval"]["heldout"]["bc_accuracy"] == pytest.approx(finals["ddp"]["eval"]["heldout"]["bc_accuracy"])
+    bests = {run: load_checkpoint(tmp / "ckpt" / run / BEST[2]) for run in finals}
+    assert bests["fsdp"]["step"] == bests["ddp"]["step"] == finals["fsdp"]["eval"]["best"]["step"]
+    assert all(type(v) is torch.Tensor for v in bests["fsdp"]["models"]["agent"].values())  # gathered
 
 
 def test_greedy_evaluation_without_baselines(phase1_run):
@@ -195,3 +200,27 @@ def test_greedy_evaluation_without_baselines(phase1_run):
     train_phase2.main([*_args(tmp, extra), "--checkpoint", str(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")])
     saved = json.loads((run / "phase2_eval.json").read_text())
     assert saved["greedy"] is True and "bc" in saved and "random" not in saved and "data_frequency" not in saved
+
+
+def test_keep_best_writes_the_lowest_heldout_nll_and_it_hands_off(phase1_run, caplog):
+    """phase2.keep_best: phase2_best.pt holds the weights of the lowest held-out BC NLL of the evaluations
+    (at least as low as the final weights'), is a phase-2 checkpoint phase 3 accepts, and a rerun keeps it."""
+    tmp = phase1_run
+    run = tmp / "ckpt" / "best"
+    extra = (*PHASE2, "run=best", "phase2.keep_best=true", "phase2.eval_every=1", "phase2.eval_episodes=0")
+    cmd = [*_args(tmp, extra), "--checkpoint", str(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")]
+    with caplog.at_level("INFO"):
+        result = train_phase2.main(cmd)
+    logged = [float(m) for m in re.findall(r"step \d+: held-out BC accuracy [\d.]+ \(majority action [\d.]+\), NLL "
+                                           r"([\d.]+)", caplog.text)]
+    assert len(logged) == 4
+    best = load_checkpoint(run / BEST[2])
+    final = load_checkpoint(run / "phase2_final.pt")
+    assert best["phase"] == 2 and best["eval"]["heldout"]["bc_nll"] == pytest.approx(min(logged), abs=1e-3)
+    assert result["best"] == final["eval"]["best"] == {"step": best["step"], "bc_nll": best["eval"]["heldout"]["bc_nll"]}
+    assert best["eval"]["heldout"]["bc_nll"] <= final["eval"]["heldout"]["bc_nll"]
+    cfg = load([TEST_CONFIG])
+    assert sorted(load_handoff(run / BEST[2], cfg, 2)["models"]) == ["agent", "dynamics"]
+    before = (run / BEST[2]).read_bytes()
+    assert train_phase2.main(cmd)["best"] == result["best"]  # rerun of the finished run: the best is kept
+    assert (run / BEST[2]).read_bytes() == before

@@ -2,12 +2,14 @@
 
 Every phase writes periodic checkpoints ``<prefix>_step<N>.pt`` (resumed by rerunning the command) and
 phases 1–3 a final one that the next phase starts from; phases 2 and 3 also write their real-env
-evaluation as JSON. The layout of a checkpoint is :func:`dreamer.training.loop.payload`.
+evaluation as JSON. With ``phase2.keep_best`` phase 2 also keeps the weights of its lowest held-out BC NLL
+(``phase2_best.pt``, a phase-2 checkpoint phase 3 can start from). The layout of a checkpoint is :func:`dreamer.training.loop.payload`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from dreamer.agent import AgentConfig
@@ -25,6 +27,7 @@ class WrongPhaseError(CheckpointError):
 PREFIX = {0: "phase0", 1: "phase1", 2: "phase2", 3: "phase3"}  # periodic checkpoints <prefix>_step<N>.pt
 FINAL = {1: "phase1_cosmos_final.pt", 2: "phase2_final.pt", 3: "phase3_final.pt"}
 EVAL_JSON = {2: "phase2_eval.json", 3: "phase3_eval.json"}
+BEST = {2: "phase2_best.pt"}  # phase2.keep_best: the weights of the lowest held-out BC NLL so far
 SCRIPT = {0: "train_phase0_tokenizer.py", 1: "train_phase1_cosmos.py", 2: "train_phase2.py", 3: "train_phase3.py"}
 # The models a phase's final checkpoint hands on, with the config section each was built from.
 HANDOFF = {1: {"dynamics": DynamicsConfig}, 2: {"dynamics": DynamicsConfig, "agent": AgentConfig}}
@@ -75,4 +78,27 @@ def save_final(rt, phase: int, state: dict) -> Path:
     atomic_save(state, path)
     loop.save_periodic(rt, PREFIX[phase], state, getattr(rt.cfg, f"phase{phase}").keep_checkpoints)
     log.info("wrote %s", path)
+    return path
+
+
+def best_so_far(rt, phase: int, key: str) -> tuple[float, int | None]:
+    """(held-out ``key``, step) of the run's best checkpoint of ``phase``; (inf, None) when there is none
+    or it cannot be read (the next held-out evaluation then writes it anew)."""
+    path = rt.run_dir / BEST[phase]
+    if not path.is_file():
+        return math.inf, None
+    try:
+        ckpt = load_checkpoint(path)
+        return float(ckpt["eval"]["heldout"][key]), int(ckpt["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError) as e:
+        log.warning("%s cannot be read (%s): the next held-out evaluation replaces it", path, e)
+        return math.inf, None
+
+
+def save_best(rt, phase: int, state: dict) -> Path:
+    """Rank 0 writes ``state`` (a :func:`dreamer.training.loop.payload` with its held-out ``eval``) as the
+    best checkpoint of ``phase``, stamped with the phase and the run's inputs like the final one."""
+    state.update(getattr(rt, "stamp", {}), phase=phase)
+    path = rt.run_dir / BEST[phase]
+    atomic_save(state, path)
     return path

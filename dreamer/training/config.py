@@ -95,6 +95,10 @@ class Phase1Config(PhaseConfig):
 class Phase2Config(PhaseConfig):
     eval_episodes: int = 10  # real-env episodes for BC and random policies at the end (0 = skip)
     eval_baselines: bool = True  # the final evaluation also plays the random and the frame-blind policies
+    # Also keep the weights of the lowest held-out BC NLL (checked every eval_every steps) as phase2_best.pt:
+    # across checkpoints of one run it tracked the real-env return (docs/agent.md). The final checkpoint,
+    # its evaluation and the handoff stay the last step's; phase 3 starts from the best when given it.
+    keep_best: bool = False
 
     def __post_init__(self):
         super().__post_init__()
