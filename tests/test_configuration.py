@@ -23,6 +23,8 @@ def test_stacking_and_overrides(tmp_path):
     cfg = load([str(top)], ["data.clip_len=32", "tokenizer.pretrained=null", "phase1.lr=0.01"])
     assert cfg.run == "a" and cfg.phase1.steps == 7 and cfg.data.clip_len == 32
     assert cfg.tokenizer.pretrained is None and cfg.phase1.lr == 0.01
+    # YAML 1.1 reads 5e-4 (no dot) as a string: a float key takes it as the number it is
+    assert load(None, ["phase0.lr=5e-4"]).phase0.lr == 5e-4
 
 
 def test_unknown_key_lists_valid_keys():
@@ -35,6 +37,8 @@ def test_unknown_key_lists_valid_keys():
 def test_bad_types_and_values():
     with pytest.raises(ConfigError, match="phase1.steps.*expected int"):
         load(None, ["phase1.steps=many"])
+    with pytest.raises(ConfigError, match="phase1.lr.*expected float"):
+        load(None, ["phase1.lr=fast"])
     with pytest.raises(ConfigError, match="pool"):
         load(None, ["tokenizer.pool=0"])
     with pytest.raises(ConfigError, match="key=value"):
