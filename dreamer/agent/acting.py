@@ -74,6 +74,11 @@ class ChunkActor:
         self._chunk: np.ndarray | None = None  # (E, S, D) the current chunks
         self.chunks_decided = 0
 
+    @property
+    def chunk(self) -> np.ndarray | None:
+        """The chunk each running episode is executing, int64 (E, S, D)."""
+        return self._chunk
+
     def keep(self, rows: Sequence[int]) -> None:
         """Go on with the episodes ``rows`` (indices into the current batch) only."""
         rows = list(rows)
@@ -169,7 +174,7 @@ def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, m
     agent.eval()
     try:
         for i in range(0, len(seeds), parallel):
-            results.extend(_play_together(env_cfg, seeds[i : i + parallel], actor, space, bar, reset_workers))
+            results.extend(play_together(env_cfg, seeds[i : i + parallel], actor, space, bar, reset_workers))
     finally:
         agent.train(was_training)
         if bar is not None:
@@ -177,9 +182,12 @@ def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, m
     return results
 
 
-def _play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.Space, bar,
-                   reset_workers: int = 1) -> list[dict]:
-    """Play one episode per seed in lockstep (one env each); results in the order of ``seeds``."""
+def play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.Space, bar=None,
+                  reset_workers: int = 1, record: list[dict] | None = None) -> list[dict]:
+    """Play one episode per seed in lockstep (one env each; sampling seeded by the seed); results in the order
+    of ``seeds``. ``record`` (one dict of lists "latents", "chunks", "rewards" per seed) also receives, at
+    every decision, the standardised latent (N, C) and the chunk chosen (S, D), and the env reward summed
+    over that chunk."""
     started = evaluation.reset_envs(env_cfg, seeds, reset_workers)
     envs, obs = [e for e, *_ in started], [o for _, o, _ in started]
     try:
@@ -188,12 +196,20 @@ def _play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.S
         totals, steps, results = [0.0] * len(seeds), [0] * len(seeds), [None] * len(seeds)
         running = list(range(len(seeds)))
         while running:
+            decided = actor.chunks_decided
             actions = actor.act([obs[e] for e in running])
+            if record is not None and actor.chunks_decided != decided:
+                for row, e in enumerate(running):
+                    record[e]["latents"].append(actor.history[row][-1])
+                    record[e]["chunks"].append(torch.from_numpy(actor.chunk[row]))
+                    record[e]["rewards"].append(0.0)
             still = []
             for row, e in enumerate(running):
                 obs[e], reward, term, trunc, info = envs[e].step(to_env_action(actions[row], space))
                 totals[e] += float(reward)
                 steps[e] += 1
+                if record is not None:
+                    record[e]["rewards"][-1] += float(reward)
                 if term or trunc:
                     results[e] = evaluation.episode_result(totals[e], steps[e], info, seed=seeds[e], terminated=term,
                                                            truncated=trunc)

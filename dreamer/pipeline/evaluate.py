@@ -41,7 +41,8 @@ def compare_policies(env_cfg, seeds: Sequence[int], tokenizer, cache, agents: di
                      max_steps: int, with_random: bool = True, context: int | None = None, greedy: bool = False,
                      reset_workers: int = 1) -> dict:
     """{"summaries": {policy: summary}, "episodes": {policy: [per-episode results]}}; every policy plays
-    episode i with seed ``seeds[i]`` (the random policy first, then ``agents`` in order, sampled)."""
+    episode i with seed ``seeds[i]`` (the random policy first, then ``agents`` in order, sampled unless
+    ``greedy``)."""
     episodes: dict[str, list[dict]] = {}
     if with_random:
         episodes["random"] = run_random_episodes(env_cfg, seeds, cache.action_space.cards, max_steps,

@@ -249,13 +249,6 @@ class ActionHead(nn.Module):
     def forward(self, z_btnc: torch.Tensor) -> list[torch.Tensor]:
         return self.policy(self.norm(z_btnc.flatten(2).float()))
 
-    def loss(self, z_btnc: torch.Tensor, actions_btsd: torch.Tensor, mask_bts: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """(cross-entropy over the valid entries, accuracy) of the clip's action chunks."""
-        from dreamer.agent.losses import bc_accuracy, bc_loss
-
-        logits = self(z_btnc)
-        return bc_loss(logits, actions_btsd, mask_bts), float(bc_accuracy(logits, actions_btsd, mask_bts))
-
 
 def aligned_actions(paths: list[Path], S: int) -> dict[str, dict[str, np.ndarray]]:
     """name → the action chunks and masks of every latent step of each episode, as the cache aligns them."""

@@ -213,3 +213,27 @@ def test_episodes_played_together_act_as_apart(tiny_tokenizer, monkeypatch):
         assert made[-1].actions == acted_together[seed]
     assert together == apart
     assert [r["length"] for r in together] == [ends[s] for s in seeds]
+
+
+def test_recorded_play_is_the_evaluated_play(tiny_tokenizer, monkeypatch):
+    """record_episodes (the model-exploitation check) plays exactly what evaluation plays: one latent and one
+    chunk per decision, the chunks are the actions taken, and the per-chunk rewards sum to the return."""
+    from dreamer.imagination.exploitation import record_episodes
+
+    S = tiny_tokenizer.S
+    made: list = []
+
+    def make(cfg, seed=None):
+        made.append(FakeEnv(end=2 * S + 1, max_steps=cfg.max_steps))
+        return made[-1]
+
+    monkeypatch.setattr(evaluation, "make_env", make)
+    agent = _agent(S, seed=3)
+    (res,) = run_agent_episodes(EnvConfig(env_id="fake"), [5], tiny_tokenizer, agent, *_stats(), max_steps=50)
+    played = made[-1].actions
+    (rec,) = record_episodes(EnvConfig(env_id="fake"), [5], tiny_tokenizer, agent, *_stats(), context=4, max_steps=50)
+    assert made[-1].actions == played
+    K = -(-res["length"] // S)  # decisions: one per started chunk
+    assert rec["latents"].shape[0] == rec["chunks"].shape[0] == rec["rewards"].shape[0] == K
+    assert rec["chunks"].reshape(-1, rec["chunks"].shape[-1])[: res["length"], 0].tolist() == [int(a) for a in played]
+    assert float(rec["rewards"].sum()) == pytest.approx(res["return"])
