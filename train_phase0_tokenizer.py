@@ -8,6 +8,10 @@ Trains ``AutoencoderKLCosmos`` (a fresh ``tokenizer.preset``, or fine-tunes ``ph
 periodic checkpoints, and saves the fitted tokenizer with ``save_pretrained`` into
 ``phase0.out_dir`` (default checkpoints/<run>/tokenizer). Phases 1–3 load it frozen through
 ``tokenizer.pretrained``. Rerunning the command resumes.
+
+With ``tokenizer.kind: crafter_state`` (the privileged-state reference, dreamer/tokenizer/crafter_state.py)
+there is nothing to fit: the phase collects the episodes (when ``data.collect`` and too few are there), logs
+that, and exits.
 """
 
 from __future__ import annotations
@@ -104,10 +108,25 @@ def evaluate(rt, objective: FitObjective, batches, step: int, tag: str = "eval/t
     return metrics
 
 
+def no_fitting(cfg, rt) -> dict:
+    """A tokenizer with nothing to fit (crafter_state): collect the episodes, as phase 0 does, and stop."""
+    from dreamer.tokenizer.crafter_state import check_episode_files
+
+    paths = episode_paths(cfg, rt)
+    check_episode_files(paths)  # old episodes without the state extras: say so now, not in phase 1
+    log.info("tokenizer.kind=%s needs no fitting (a fixed encoding of the privileged game state): %d episodes in %s; "
+             "go on with phase 1", cfg.tokenizer.kind, len(paths), cfg.data.episodes_dir)
+    rt.barrier()
+    rt.close()
+    return {"kind": cfg.tokenizer.kind, "fitted": False, "episodes": len(paths)}
+
+
 @releases_on_error
 def main(argv=None) -> dict:
     cfg, args = parse_args(__doc__, argv)
     rt = start(cfg, "phase0", fresh=args.fresh)
+    if cfg.tokenizer.kind != "cosmos":
+        return no_fitting(cfg, rt)
     pc = cfg.phase0
     out = output_dir(cfg)
     if latest_checkpoint(rt.run_dir, PREFIX) is None and out.exists() and not pc.init_from:

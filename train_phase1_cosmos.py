@@ -15,7 +15,7 @@ import torch
 from tqdm import trange
 
 from dreamer.data.loader import ClipSampler
-from dreamer.dynamics import ShortcutForcingLoss, heldout_metrics, rollout
+from dreamer.dynamics import ShortcutForcingLoss, heldout_metrics, rollout, verdict
 from dreamer.pipeline.build import build_dynamics
 from dreamer.pipeline.checkpoints import PREFIX, save_final
 from dreamer.pipeline.cli import parse_args
@@ -113,6 +113,8 @@ def main(argv=None) -> dict:
     final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 1, "eval": metrics})  # every rank
     if rt.is_main:
         save_final(rt, 1, final)
+        ok, line = verdict(metrics)
+        (log.info if ok else log.warning)("world model (held-out, %d steps): %s", pc.steps, line)
         phase_video(rt, final, tokenizer, cache)  # <run>/phase1_dream.mp4 and TensorBoard; never fails the run
     rt.close()
     return metrics

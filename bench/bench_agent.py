@@ -44,7 +44,8 @@ def stage_commands(cfg, args, passthrough: list[str]) -> list[tuple[str, list[st
                           "--seed", str(cfg.collect.seed), "--max-steps", str(cfg.env.max_steps), "--env-id", cfg.env.env_id,
                           "--size", str(cfg.env.size), "--workers", str(cfg.collect.workers), "--no-progress"],
          Path(cfg.data.episodes_dir) / f"ep_{cfg.collect.num_episodes - 1:06d}.npz"),
-        ("phase0", py + ["train_phase0_tokenizer.py"] + passthrough, tok / "phase0.json"),
+        *([("phase0", py + ["train_phase0_tokenizer.py"] + passthrough, tok / "phase0.json")]
+          if cfg.tokenizer.kind == "cosmos" else []),  # crafter_state: nothing to fit
         ("cache", py + ["-m", "dreamer.pipeline.data"] + passthrough, Path(cfg.data.cache_dir) / "manifest.json"),
         ("phase1", py + ["train_phase1_cosmos.py"] + passthrough, run / "phase1_cosmos_final.pt"),
         ("phase2", py + ["train_phase2.py"] + passthrough, run / "phase2_eval.json"),

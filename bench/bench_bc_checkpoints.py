@@ -33,7 +33,7 @@ from dreamer.data.cache import LatentCache
 from dreamer.envs.evaluation import summarise
 from dreamer.pipeline.build import build_agent
 from dreamer.presets import from_dict
-from dreamer.tokenizer import CosmosTokenizerWrapper
+from dreamer.tokenizer import build_tokenizer
 from dreamer.training.checkpoint import load_checkpoint
 
 
@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.WARNING)
     cfg = load(a.config, a.set)
     cache = LatentCache(cfg.data.cache_dir)
-    tok = CosmosTokenizerWrapper(cfg=cfg.tokenizer)
+    tok = build_tokenizer(cfg.tokenizer)
     counts = action_counts(cache, cache.train_names)
     majority = np.array([int(c.argmax()) for c in counts], dtype=np.int64)
     seeds = [cfg.eval.seed + i for i in range(a.episodes)]

@@ -30,7 +30,7 @@ from dreamer.data.cache import LatentCache
 from dreamer.envs.evaluation import summarise
 from dreamer.pipeline.build import build_agent
 from dreamer.presets import from_dict
-from dreamer.tokenizer import CosmosTokenizerWrapper
+from dreamer.tokenizer import build_tokenizer
 from dreamer.training.checkpoint import load_checkpoint
 
 
@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{a.checkpoint} holds no agent (models: {sorted(ckpt.get('models', {}))})")
     cfg.agent = from_dict(AgentConfig, ckpt["config"]["agent"], "agent")  # the agent as it was trained
     cache = LatentCache(cfg.data.cache_dir)
-    tok = CosmosTokenizerWrapper(cfg=cfg.tokenizer)
+    tok = build_tokenizer(cfg.tokenizer)
     agent = build_agent(cfg, tok, cache, "cpu", ckpt["models"]["agent"])
     seeds = [cfg.eval.seed + i for i in range(a.episodes)]
     context = min(cfg.data.clip_len, agent.cfg.max_time)

@@ -16,15 +16,30 @@ ALIGN_HINT = ("actions[:, k] is the chunk applied from latent k towards k+1, one
               "latents and keep the last latent's all-False mask row")
 
 
+def random_crafter_state(T: int, g: torch.Generator) -> dict:
+    """T random Crafter states as the episode extras hold them (the input of a crafter_state tokenizer)."""
+    from dreamer.tokenizer.crafter_state import FACINGS, SEMANTIC_NAMES
+
+    face = torch.randint(0, len(FACINGS), (T,), generator=g)
+    return {"local_view": torch.randint(0, len(SEMANTIC_NAMES), (T, 9, 7), generator=g).numpy(),
+            "inventory": torch.randint(0, 10, (T, 16), generator=g).numpy(),
+            "facing": torch.tensor(FACINGS)[face].numpy(), "daylight": torch.rand(T, generator=g).numpy(),
+            "sleeping": (torch.rand(T, generator=g) < 0.5).numpy()}
+
+
 def check_tokenizer(tok, batch: dict, cache=None, frame_size: int = 64) -> list[Check]:
-    """Encode S+2 random frames: expect T_lat = 1 + ceil((T-1)/S) = 3 latents of (N, C), finite."""
+    """Encode S+2 random frames (random states for crafter_state): expect T_lat = 1 + ceil((T-1)/S) = 3 latents
+    of (N, C), finite."""
     S = int(tok.S)
     T = S + 2
     want_L = 1 + math.ceil((T - 1) / S)
     g = torch.Generator().manual_seed(0)
-    frames = torch.randint(0, 256, (1, T, frame_size, frame_size, 3), generator=g, dtype=torch.uint8)
     grad_before = torch.is_grad_enabled()
-    z = tok.encode(frames)
+    if getattr(tok, "reads_info", False):  # crafter_state: encodes the privileged state, not frames
+        z = tok.encode_state(**random_crafter_state(T, g))[None]
+    else:
+        frames = torch.randint(0, 256, (1, T, frame_size, frame_size, 3), generator=g, dtype=torch.uint8)
+        z = tok.encode(frames)
     want = (1, want_L, int(tok.num_tokens), int(tok.channels))
     out = [verdict(tuple(z.shape) == want, "tokenizer/output_shape", "x".join(map(str, z.shape)),
                    f"(1, T_lat={want_L}, N, C) for T={T} frames",

@@ -30,14 +30,23 @@ def _absent(name: str, key: str) -> Check:
 
 
 def latent_drift(imagined_bhnc: torch.Tensor, data_btnc: torch.Tensor) -> torch.Tensor:
-    """Per-step drift (H,) of imagined latents from the data's per-channel mean / std."""
+    """Per-step drift (H,) of imagined latents from the data's per-channel mean / std.
+
+    A channel constant in the data (e.g. a padding channel of the crafter_state tokenizer, 0 once standardised)
+    has no spread to compare with: its shift is measured in standardised units (std 1) and it is left out of
+    the scale term. Channels that vary are judged as before."""
     C = data_btnc.shape[-1]
     d = data_btnc.detach().float().reshape(-1, C)
-    m_c, s_c = d.mean(0), d.std(0).clamp_min(1e-6)
+    m_c, sd = d.mean(0), d.std(0)
+    const = sd < 1e-6
+    s_c = torch.where(const, torch.ones_like(sd), sd.clamp_min(1e-6))
     x = imagined_bhnc.detach().float().transpose(0, 1).reshape(imagined_bhnc.shape[1], -1, C)  # (H, B*N, C)
     m_hc, s_hc = x.mean(1), x.std(1).clamp_min(1e-6)
     shift = ((m_hc - m_c) / s_c).pow(2).mean(-1).sqrt()  # RMS over channels, (H,)
-    scale = (s_hc / s_c).log().pow(2).mean(-1).sqrt()
+    varying = ~const
+    if not varying.any():
+        return shift
+    scale = (s_hc[:, varying] / s_c[varying]).log().pow(2).mean(-1).sqrt()
     return torch.maximum(shift, scale)
 
 

@@ -65,7 +65,10 @@ def dataset(cache, names: list[str], pixels: bool = False, pool: int = 1) -> tup
     from dreamer.data.episode import load_episode
 
     xs, ys = [], {"inventory": [], "near": []}
-    g = math.isqrt(cache.episode(names[0]).latents.shape[1]) // pool
+    N = cache.episode(names[0]).latents.shape[1]
+    if pool > 1 and not pixels and math.isqrt(N) ** 2 != N:
+        raise ValueError(f"--pool {pool}: the {N} tokens of this cache are not a square grid (crafter_state?)")
+    g = math.isqrt(N) // pool
     for name in names:
         e = cache.episode(name)
         ep = load_episode(cache.manifest["sources"][name]["path"])
@@ -103,7 +106,10 @@ def fit_probe(x_train, y_train, epochs: int = 30, batch: int = 512, lr: float = 
     """Adam on the summed cross-entropies, inputs normalised by the training mean and std."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    mu, sd = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+    mu, sd = x_train.mean(0), x_train.std(0)
+    # a feature constant over the training set (a one-hot never set there: crafter_state) is left unscaled, so one
+    # held-out sample that sets it is not blown up to 1e6; features that vary (every Cosmos one) are unaffected
+    sd = torch.where(sd < 1e-6, torch.ones_like(sd), sd)
     probe = Probe(x_train.shape[1], y_train["inventory"].shape[1])
     probe.register_buffer("mu", mu)
     probe.register_buffer("sd", sd)
@@ -156,7 +162,8 @@ def run_probe(cache, pixels: bool = False, epochs: int = 30, seed: int = 0, pool
     probe = fit_probe(x_tr, y_tr, epochs=epochs, seed=seed)
     out = score(probe, x_va, y_va, y_tr, crafter_names()["inventory"])
     out.update(input="pixels" if pixels else "latents", pool=pool, features=int(x_tr.shape[1]), train_samples=len(x_tr),
-               S=cache.chunk_len, tokenizer=cache.tokenizer_identity["weights_sha256"][:12])
+               S=cache.chunk_len, tokenizer=cache.tokenizer_identity["weights_sha256"][:12],
+               tokenizer_kind=cache.tokenizer_identity.get("kind", "cosmos"))
     return out
 
 

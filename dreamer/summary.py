@@ -21,11 +21,13 @@ from dreamer.tokenizer import CosmosTokenizerWrapper
 log = logging.getLogger(__name__)
 
 
-def reconstruction_picture(tokenizer: CosmosTokenizerWrapper, frames: np.ndarray, path: Path, count: int = 6) -> float:
+def reconstruction_picture(tokenizer: CosmosTokenizerWrapper, frames: np.ndarray, path: Path, count: int = 6,
+                           latents: torch.Tensor | None = None) -> float:
     """Top row: ``count`` frames spread over the episode (at latent boundaries); bottom row: each decoded from
-    its latent alone through the pooled bottleneck. Returns the PSNR over those frames."""
+    its latent alone through the pooled bottleneck. Returns the PSNR over those frames. ``latents`` (1, L, N, C):
+    the episode's latents when already encoded (``tokenizer.encode_episode``), else the frames are encoded."""
     S = tokenizer.S
-    z = tokenizer.encode(torch.from_numpy(frames)[None])  # (1, L, N, C), the whole episode as the cache has it
+    z = latents if latents is not None else tokenizer.encode(torch.from_numpy(frames)[None])  # (1, L, N, C)
     last = (len(frames) - 1) // S  # latents with a frame of their own (a short episode's padded tail has none)
     picks = np.unique(np.linspace(0, last, min(count, last + 1)).round().astype(int))
     size = frames.shape[1]
@@ -42,7 +44,7 @@ def reconstruction_picture(tokenizer: CosmosTokenizerWrapper, frames: np.ndarray
 def heldout_reconstruction(tokenizer: CosmosTokenizerWrapper, cache: LatentCache, clips: int = 16, seed: int = 0) -> dict:
     """Held-out PSNR through the pooled bottleneck, as phase 0 measures it (windows of 1 + S·m frames from
     the cache's validation episodes), next to the training-free reference of every frame averaged to 4×4
-    colours (and to the token grid's colours)."""
+    colours (and to the token grid's colours). Only for a pixel tokenizer with a VAE (not crafter_state)."""
     from dreamer.tokenizer.fit import (
         FrameClipSampler,
         PooledAutoencoder,
@@ -68,8 +70,12 @@ def summarise_run(cfg) -> dict:
     tokenizer = make_tokenizer(cfg, "cpu")
     first = cache.manifest["sources"][(cache.val_names or cache.names)[0]]["path"]  # a held-out episode
     png = cfg.run_dir / "reconstruction.png"
-    psnr = reconstruction_picture(tokenizer, load_episode(first).frames, png)
-    heldout = heldout_reconstruction(tokenizer, cache, seed=cfg.seed)
+    ep = load_episode(first)
+    psnr = reconstruction_picture(tokenizer, ep.frames, png, latents=tokenizer.encode_episode(ep, first)[None])
+    if hasattr(tokenizer, "vae"):
+        heldout = heldout_reconstruction(tokenizer, cache, seed=cfg.seed)
+    else:  # crafter_state: the picture above draws the privileged state; there is no pixel bottleneck to measure
+        heldout = {"skipped": f"tokenizer.kind={cfg.tokenizer.kind} encodes the privileged state, not pixels"}
     out = {
         "episodes": cache.manifest["counts"]["episodes"],
         "env_steps": cache.manifest["counts"]["env_steps"],
@@ -79,12 +85,26 @@ def summarise_run(cfg) -> dict:
         "latent_std_range": [float(cache.std.min()), float(cache.std.max())],
         "reconstruction_psnr_db": round(psnr, 2),
         "heldout_reconstruction": heldout,
-        "tokenizer": {"preset": cfg.tokenizer.preset, "pretrained": cfg.tokenizer.pretrained,
+        "tokenizer": {"kind": cfg.tokenizer.kind, "preset": cfg.tokenizer.preset, "pretrained": cfg.tokenizer.pretrained,
                       "weights_sha256": cache.tokenizer_identity["weights_sha256"][:16]},
         "where": {"episodes": cfg.data.episodes_dir, "cache": cfg.data.cache_dir, "run_dir": str(cfg.run_dir),
                   "reconstruction": str(png), "tensorboard": f"tensorboard --logdir {cfg.run_dir / 'tb'}"},
     }
+    final1 = cfg.run_dir / "phase1_cosmos_final.pt"
+    if final1.is_file():  # the demo runs the summary after phase 1: repeat what its world model learned
+        out["world_model"] = world_model_summary(final1)
     return out
+
+
+def world_model_summary(path) -> dict:
+    """The held-out figures a phase-1 checkpoint stores, with :func:`dreamer.dynamics.verdict`'s plain line."""
+    from dreamer.dynamics import verdict
+    from dreamer.training.checkpoint import load_checkpoint
+
+    metrics = dict(load_checkpoint(path).get("eval") or {})
+    ok, line = verdict(metrics)
+    return {"beats_copy_last_and_uses_actions": ok, "verdict": line,
+            **{k: round(float(v), 4) for k, v in metrics.items() if k.startswith(("open_loop", "copy_last", "action"))}}
 
 
 def main(argv=None) -> None:
@@ -93,7 +113,11 @@ def main(argv=None) -> None:
     p.add_argument("--set", action="append", default=[])
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(summarise_run(load(args.config, args.set)), indent=1))
+    out = summarise_run(load(args.config, args.set))
+    print(json.dumps(out, indent=1))
+    if "world_model" in out:
+        print(("" if out["world_model"]["beats_copy_last_and_uses_actions"] else "WARNING: ")
+              + "world model (phase 1): " + out["world_model"]["verdict"])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ just stops. Evaluation plays many episodes together, one env each, in lockstep: 
 one batched policy call per decision (:func:`run_agent_episodes`). Results are per-episode dicts with
 seed, return, length, terminated, truncated (+ Crafter achievements), the input of
 :func:`dreamer.envs.evaluation.summarise`; the baselines use :func:`dreamer.envs.evaluation.run_policy_episodes`.
+
+With a tokenizer that ``reads_info`` (``tokenizer.kind: crafter_state``) latent k is encoded from the env's
+``info`` at the chunk boundary instead of the frames: PRIVILEGED game state, a reference for what the
+pipeline can learn, never a pixel agent. The actor then needs every step's info (``act(observations,
+infos)``; :func:`play_together` and :class:`AgentPolicy` pass them, the reset info first).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ log = logging.getLogger(__name__)
 
 class ChunkActor:
     """Acts for E episodes stepped together: ``reset(first_obs, generators)``, then every env step
-    ``act(observations) -> actions`` (int64 (E, D), one row per episode still running), and
+    ``act(observations, infos=None) -> actions`` (int64 (E, D), one row per episode still running), and
     ``keep(rows)`` when some episodes end.
 
     At each chunk boundary k (after S·k steps of every episode) the frames seen so far are encoded into
@@ -43,11 +48,19 @@ class ChunkActor:
     ``greedy`` takes the most likely action; otherwise episode e samples with ``generators[e]`` (on the
     agent's device), so it draws what it would draw acted alone. Only the frames of the current tokenizer
     window are kept (at most S·m + 1 per episode). ``history[e]`` holds episode e's standardised latents.
+
+    A tokenizer with ``reads_info`` (crafter_state) encodes latent k from ``infos`` (the env's info of each
+    episode at step S·k; PRIVILEGED state) with ``tokenizer.encode_infos``, rounded and standardised the same
+    way, and keeps no frames; ``act`` then refuses to go on without infos.
     """
 
     def __init__(self, tokenizer, agent: Agent, mean, std, greedy: bool = False, context: int | None = None):
         self.tokenizer, self.agent, self.greedy = tokenizer, agent, greedy
         self.S, self.m = int(tokenizer.S), int(tokenizer.cfg.window_latents)
+        self.reads_info = bool(getattr(tokenizer, "reads_info", False))
+        if self.reads_info:
+            log.info("acting on the PRIVILEGED game state (tokenizer.kind=%s reads the env's info, not the frames)",
+                     tokenizer.cfg.kind)
         if agent.chunk_len != self.S:
             raise ValueError(f"agent chunk_len={agent.chunk_len} differs from the tokenizer's S={self.S}")
         self.device = next(agent.parameters()).device
@@ -89,18 +102,31 @@ class ChunkActor:
         if self._chunk is not None:
             self._chunk = self._chunk[rows]
 
-    def act(self, observations: Sequence[np.ndarray]) -> np.ndarray:
-        """The current observation of every running episode → their actions now, int64 (E, D)."""
+    def act(self, observations: Sequence[np.ndarray], infos: Sequence[dict] | None = None) -> np.ndarray:
+        """The current observation (and, for a tokenizer that ``reads_info``, the env's info) of every running
+        episode → their actions now, int64 (E, D). ``infos`` is ignored by a pixel tokenizer."""
         if len(observations) != len(self.frames):
             raise ValueError(f"ChunkActor.act: {len(observations)} observations for {len(self.frames)} episodes")
-        for frames, obs in zip(self.frames, observations):
-            if self._first + len(frames) == self._t:  # a new observation (not the reset frame)
-                frames.append(np.asarray(obs, dtype=np.uint8))
+        if self.reads_info:
+            if infos is None or len(infos) != len(observations):
+                raise ValueError(f"ChunkActor.act: tokenizer.kind={self.tokenizer.cfg.kind} encodes the env's info "
+                                 f"(privileged state): pass one info per observation, got "
+                                 f"{'none' if infos is None else len(infos)} for {len(observations)}")
+        else:
+            for frames, obs in zip(self.frames, observations):
+                if self._first + len(frames) == self._t:  # a new observation (not the reset frame)
+                    frames.append(np.asarray(obs, dtype=np.uint8))
         k, i = divmod(self._t, self.S)
         if i == 0:
-            self._chunk = self._decide(k)
+            self._chunk = self._decide(k, infos)
         self._t += 1
         return self._chunk[:, i].copy()
+
+    def _encode_infos(self, infos: Sequence[dict]) -> torch.Tensor:
+        """Standardised latent of every episode (E, N, C) from its info (privileged state), as the cache holds it."""
+        z = self.tokenizer.encode_infos(infos)  # (E, N, C) float32
+        z = z.to(self.device).half().float()  # the cache stores float16 latents
+        return (z - self.mean) / self.std
 
     def _encode(self, k: int) -> torch.Tensor:
         """Standardised latent k of every episode (E, N, C), encoded exactly as the cache does."""
@@ -118,8 +144,9 @@ class ChunkActor:
         self._first = nxt
         return (z - self.mean) / self.std
 
-    def _decide(self, k: int) -> np.ndarray:
-        for hist, z in zip(self.history, self._encode(k)):
+    def _decide(self, k: int, infos: Sequence[dict] | None = None) -> np.ndarray:
+        latents = self._encode_infos(infos) if self.reads_info else self._encode(k)
+        for hist, z in zip(self.history, latents):
             hist.append(z)
         z_btnc = torch.stack([torch.stack(list(h)) for h in self.history])  # (E, T, N, C)
         was_training = self.agent.training
@@ -134,8 +161,8 @@ class ChunkActor:
 
 class AgentPolicy:
     """The actor as a step-level evaluation policy for one env: ``reset(seed)`` per episode (reseeds the
-    sampling generator), ``policy(obs, info) -> env action`` (``info`` is ignored: the agent sees frames
-    only)."""
+    sampling generator), ``policy(obs, info) -> env action`` (``info`` is ignored by a pixel tokenizer: the
+    agent sees frames only; a tokenizer that ``reads_info`` encodes it, privileged, from the reset info on)."""
 
     def __init__(self, tokenizer, agent: Agent, mean, std, action_space: spaces.Space, greedy: bool = False,
                  context: int | None = None):
@@ -150,7 +177,7 @@ class AgentPolicy:
         self.actor.reset([None], [self.generator])
 
     def __call__(self, obs, info=None):
-        return to_env_action(self.actor.act([obs])[0], self.space)
+        return to_env_action(self.actor.act([obs], None if info is None else [info])[0], self.space)
 
 
 def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, mean, std, greedy: bool = False,
@@ -187,9 +214,10 @@ def play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.Sp
     """Play one episode per seed in lockstep (one env each; sampling seeded by the seed); results in the order
     of ``seeds``. ``record`` (one dict of lists "latents", "chunks", "rewards" per seed) also receives, at
     every decision, the standardised latent (N, C) and the chunk chosen (S, D), and the env reward summed
-    over that chunk."""
+    over that chunk. Each step's info (the reset info first) goes to ``actor.act`` too (read only by a
+    tokenizer that ``reads_info``)."""
     started = evaluation.reset_envs(env_cfg, seeds, reset_workers)
-    envs, obs = [e for e, *_ in started], [o for _, o, _ in started]
+    envs, obs, infos = [e for e, *_ in started], [o for _, o, _ in started], [i for *_, i in started]
     try:
         gens = [torch.Generator(device=actor.device).manual_seed(s) for s in seeds]
         actor.reset([None] * len(seeds), gens)
@@ -197,7 +225,7 @@ def play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.Sp
         running = list(range(len(seeds)))
         while running:
             decided = actor.chunks_decided
-            actions = actor.act([obs[e] for e in running])
+            actions = actor.act([obs[e] for e in running], [infos[e] for e in running])
             if record is not None and actor.chunks_decided != decided:
                 for row, e in enumerate(running):
                     record[e]["latents"].append(actor.history[row][-1])
@@ -205,13 +233,13 @@ def play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.Sp
                     record[e]["rewards"].append(0.0)
             still = []
             for row, e in enumerate(running):
-                obs[e], reward, term, trunc, info = envs[e].step(to_env_action(actions[row], space))
+                obs[e], reward, term, trunc, infos[e] = envs[e].step(to_env_action(actions[row], space))
                 totals[e] += float(reward)
                 steps[e] += 1
                 if record is not None:
                     record[e]["rewards"][-1] += float(reward)
                 if term or trunc:
-                    results[e] = evaluation.episode_result(totals[e], steps[e], info, seed=seeds[e], terminated=term,
+                    results[e] = evaluation.episode_result(totals[e], steps[e], infos[e], seed=seeds[e], terminated=term,
                                                            truncated=trunc)
                     if bar is not None:
                         bar.update(1)

@@ -139,8 +139,7 @@ def build_cache(
             log.info("episode %s changed since it was cached: re-encoding", name)
         ep = load_episode(path, frame_size)
         arrays = align_episode(ep, tokenizer.S)
-        frames = torch.from_numpy(ep.frames)[None]  # (1, T+1, H, W, 3)
-        z = tokenizer.encode(frames)[0]  # (L, N, C)
+        z = tokenizer.encode_episode(ep, path)  # (L, N, C): the frames (Cosmos) or the recorded state
         if z.shape[0] != arrays["actions"].shape[0]:
             raise AssertionError(f"{path}: {z.shape[0]} latents but {arrays['actions'].shape[0]} action chunks")
         if not torch.isfinite(z).all():
@@ -157,6 +156,8 @@ def build_cache(
 def _short(ident: dict | None) -> str:
     if not ident:
         return "<none>"
+    if ident.get("kind"):
+        return f"({ident['kind']} layout {ident.get('layout_version')}, hash {ident.get('weights_sha256', '?')[:12]})"
     return f"(weights {ident.get('weights_sha256', '?')[:12]}, pool {ident.get('pool')}, res {ident.get('resolution')})"
 
 
@@ -181,6 +182,8 @@ def write_manifest_file(cache_dir: Path, names: list[str], ident: dict, val_frac
         count += z.shape[0] * z.shape[1]
     mean = total / count
     std = np.sqrt(np.maximum(sq / count - mean**2, 1e-12))
+    if ident.get("std_floor"):  # a tokenizer of rare binary channels (crafter_state) bounds what they become
+        std = np.maximum(std, float(ident["std_floor"]))
     manifest = {
         "version": 1,
         "tokenizer": ident,

@@ -5,11 +5,11 @@ Public API:
     DynamicsModel, KVCache                 -- block-causal transformer, x-prediction (model.py)
     ShortcutForcingLoss, RunningRMS, sample_tau_step   -- training objective (shortcut.py)
     shortcut_sample, Rollout, rollout, context_tau_idx -- inference (sampler.py)
-    heldout_metrics                        -- held-out quality vs baselines (evaluate.py)
+    heldout_metrics, verdict               -- held-out quality vs baselines, in one plain line (evaluate.py)
 """
 
 from .config import DynamicsConfig
-from .evaluate import heldout_metrics
+from .evaluate import heldout_metrics, verdict
 from .model import DynamicsModel, KVCache
 from .sampler import Rollout, context_tau_idx, rollout, shortcut_sample
 from .shortcut import RunningRMS, ShortcutForcingLoss, sample_tau_step
@@ -26,4 +26,5 @@ __all__ = [
     "rollout",
     "sample_tau_step",
     "shortcut_sample",
+    "verdict",
 ]

@@ -11,8 +11,13 @@ Crafter extras, aligned with the frames (T+1 rows):
   player sleeps (mask those labels in behaviour cloning); the last entry is False;
   facing int8 (T+1, 2): the direction the player faces (world dx, dy);
   local_view int16 (T+1, 9, 7): semantic ids of the world cells the frame shows (x − 4 … x + 4,
-  y − 3 … y + 3 around the player at x, y; 0 outside the world), ids as crafter_env.semantic_ids().
-  These are the ground truth of the latent state probes (dreamer/tokenizer/probe.py).
+  y − 3 … y + 3 around the player at x, y; 0 outside the world), ids as crafter_env.semantic_ids();
+  daylight float32 (T+1,): the game's daylight in [0, 1] (1 = noon; the frame darkens below 1);
+  sleeping bool (T+1,): the player sleeps (the frame is drawn grey and dark).
+  facing, local_view and inventory are the ground truth of the latent state probes (diagnostics/probe.py);
+  with daylight and sleeping they are what the crafter_state tokenizer encodes
+  (dreamer/tokenizer/crafter_state.py; episodes collected before daylight and sleeping were recorded must be
+  collected again for it). All five come from crafter_env.state_arrays, as acting with that tokenizer does.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 
 from dreamer.data.episode import Episode, load_episode, save_episode
 from dreamer.envs.config import CollectConfig, EnvConfig
-from dreamer.envs.crafter_env import CRAFTER_FPS, crafter_names, local_view
+from dreamer.envs.crafter_env import CRAFTER_FPS, crafter_names, state_arrays
 from dreamer.envs.evaluation import summarise
 from dreamer.envs.gym_env import action_space_of, action_to_components, make_env
 from dreamer.envs.policies import make_policy
@@ -75,13 +80,14 @@ def rollout(env, policy, seed: int, env_cfg: EnvConfig, collect_cfg: CollectConf
     extras = {}
     if crafter:
         inv, ach = names["inventory"], names["achievements"]
-        extras["inventory"] = np.array([[i["inventory"][k] for k in inv] for i in infos], dtype=np.int32)
+        state = state_arrays(infos)  # the conversion acting with the state tokenizer uses too
+        extras["inventory"] = state["inventory"]
         extras["achievements"] = np.array([[i["achievements"][k] for k in ach] for i in infos], dtype=np.int32)
         ignore = np.array([i["ignores_action"] for i in infos], dtype=bool)
         ignore[-1] = False  # no action is taken at the last frame
         extras["ignore_action"] = ignore
-        extras["facing"] = np.array([i["player_facing"] for i in infos], dtype=np.int8)
-        extras["local_view"] = np.stack([local_view(i["semantic"], i["player_pos"]) for i in infos]).astype(np.int16)
+        extras.update(facing=state["facing"], local_view=state["local_view"], daylight=state["daylight"],
+                      sleeping=state["sleeping"])
         meta.update(inventory_names=list(inv), achievement_names=list(ach), action_names=list(names["actions"]))
     return Episode(
         frames=np.stack(frames).astype(np.uint8),

@@ -67,6 +67,32 @@ def local_view(semantic: np.ndarray, pos, half: tuple[int, int] = (4, 3)) -> np.
     return out
 
 
+STATE_KEYS = ("semantic", "player_pos", "inventory", "player_facing", "daylight", "sleeping")
+
+
+def state_arrays(infos) -> dict[str, np.ndarray]:
+    """The privileged game state of each ``info`` (reset or step, see the module docstring), as the episode
+    extras store it (dreamer/envs/collect.py): local_view int16 (T, 9, 7), inventory int32 (T, 16) in
+    ``crafter_names()["inventory"]`` order, facing int8 (T, 2), daylight float32 (T,), sleeping bool (T,).
+
+    The one conversion collection and acting share, so a state encoded from the env's info equals the one
+    encoded from a recorded episode. A ValueError names the first key an info lacks (not a Crafter info)."""
+    infos = list(infos)
+    for i, info in enumerate(infos):
+        missing = [k for k in STATE_KEYS if k not in info]
+        if missing:
+            raise ValueError(f"info {i} has no {missing} (keys {sorted(info)}): the Crafter state needs the info "
+                             "of dreamer.envs.crafter_env.CrafterEnv")
+    inv = crafter_names()["inventory"]
+    return {
+        "local_view": np.stack([local_view(i["semantic"], i["player_pos"]) for i in infos]).astype(np.int16),
+        "inventory": np.array([[i["inventory"][k] for k in inv] for i in infos], dtype=np.int32).reshape(-1, len(inv)),
+        "facing": np.array([i["player_facing"] for i in infos], dtype=np.int8).reshape(-1, 2),
+        "daylight": np.array([i["daylight"] for i in infos], dtype=np.float32),
+        "sleeping": np.array([i["sleeping"] for i in infos], dtype=bool),
+    }
+
+
 class CrafterEnv(gym.Env):
     """Crafter as a gymnasium env. ``world`` and ``player`` expose the game state (scripted policy,
     tests); agents must use observations only."""

@@ -10,15 +10,20 @@ from pathlib import Path
 from dreamer.atomic import remove_stale_temps
 from dreamer.data.cache import LatentCache, build_cache, write_manifest_file
 from dreamer.data.episode import list_episodes
-from dreamer.tokenizer import CosmosTokenizerWrapper
+from dreamer.tokenizer import CosmosTokenizerWrapper, build_tokenizer
 from dreamer.training.runtime import releases_on_error
 
 log = logging.getLogger(__name__)
 
 
 def make_tokenizer(cfg, device) -> CosmosTokenizerWrapper:
-    """The frozen tokenizer of ``cfg.tokenizer`` on ``device`` (random weights come from a fixed seed)."""
-    return CosmosTokenizerWrapper(cfg=cfg.tokenizer).to(device)
+    """The frozen tokenizer of ``cfg.tokenizer`` on ``device``: Cosmos (random weights come from a fixed seed), or
+    the privileged Crafter-state reference for ``tokenizer.kind: crafter_state`` (same interface)."""
+    tokenizer = build_tokenizer(cfg.tokenizer).to(device)
+    if getattr(tokenizer, "reads_info", False):
+        log.info("tokenizer.kind=%s: latents encode the PRIVILEGED game state (a reference, not a pixel agent)",
+                 cfg.tokenizer.kind)
+    return tokenizer
 
 
 def episode_paths(cfg, rt) -> list[Path]:

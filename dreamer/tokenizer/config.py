@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+KINDS = ("cosmos", "crafter_state")
+
 
 @dataclass
 class TokenizerConfig:
+    # "cosmos": the Cosmos pixel tokenizer (dreamer/tokenizer/cosmos.py; every key below applies);
+    # "crafter_state": a fixed, untrained encoding of Crafter's PRIVILEGED state (dreamer/tokenizer/crafter_state.py),
+    # a reference for what phases 1-3 can learn, never what a pixel agent sees; the keys below do not change its
+    # latents (temporal_compression must be 0 or 1: one latent per frame).
+    kind: str = "cosmos"
     preset: str = "tiny"  # "tiny" | "small" | "cv8x8x8" | "cv4x8x8" (see dreamer.tokenizer.cosmos.PRESETS)
     pretrained: str | None = None  # hub id or local directory (save_pretrained layout, optional vae/ subfolder)
     resolution: int = 256  # frames are bicubic-resized to resolution x resolution before encoding
@@ -22,6 +29,11 @@ class TokenizerConfig:
     batch_windows: int = 8  # windows of one episode encoded per forward pass (cache, whole-episode encodes)
 
     def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"tokenizer.kind must be one of {list(KINDS)}, got {self.kind!r}")
+        if self.kind == "crafter_state" and self.temporal_compression not in (0, 1):
+            raise ValueError(f"tokenizer.temporal_compression={self.temporal_compression!r}: tokenizer.kind="
+                             "'crafter_state' encodes one latent per frame (S = 1); set it to 0 or 1")
         if self.resolution < 8 or self.resolution % 8:
             raise ValueError(f"tokenizer.resolution must be a positive multiple of 8, got {self.resolution}")
         if not isinstance(self.pool, int) or self.pool < 1:

@@ -236,6 +236,8 @@ class CosmosTokenizerWrapper(torch.nn.Module):
     run under ``torch.no_grad()`` (a local context; the global grad mode is never changed).
     """
 
+    reads_info = False  # acting encodes the frames (the env's info is never read; cf. crafter_state)
+
     def __init__(self, preset: str = "tiny", pretrained: str | None = None, cfg: TokenizerConfig | None = None, **kw):
         super().__init__()
         self.cfg = cfg or TokenizerConfig(preset=preset, pretrained=pretrained, **kw)
@@ -315,6 +317,12 @@ class CosmosTokenizerWrapper(torch.nn.Module):
         z = torch.cat(out, dim=1)
         assert z.shape[1] == self.latent_steps(T), (z.shape, T)
         return z
+
+    @torch.no_grad()
+    def encode_episode(self, ep, path=None) -> torch.Tensor:
+        """An Episode → its latents (L, N, C) float32: :meth:`encode` of its frames (``path`` is unused; the
+        tokenizers that read the episode's extras name it in their errors)."""
+        return self.encode(torch.from_numpy(ep.frames)[None])[0]
 
     @torch.no_grad()
     def encode_latent(self, frames, k: int) -> torch.Tensor:

@@ -180,6 +180,8 @@ def check_compatible(ckpt: dict, cache, path: str | Path) -> None:
 
 
 def _brief(x) -> str:
+    if isinstance(x, dict) and x.get("kind"):
+        return f"tokenizer {x['kind']} (layout {x.get('layout_version')}, hash {str(x.get('weights_sha256'))[:12]})"
     if isinstance(x, dict) and "weights_sha256" in x:
         return f"tokenizer weights {x['weights_sha256'][:12]} (pool {x.get('pool')}, resolution {x.get('resolution')})"
     return repr(x)

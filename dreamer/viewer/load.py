@@ -25,7 +25,7 @@ from dreamer.dynamics import DynamicsConfig, DynamicsModel
 from dreamer.pipeline.build import build_agent, build_dynamics, frozen
 from dreamer.pipeline.checkpoints import FINAL
 from dreamer.presets import apply_override, from_dict, load_config
-from dreamer.tokenizer import CosmosTokenizerWrapper
+from dreamer.tokenizer import CosmosTokenizerWrapper, build_tokenizer
 from dreamer.training import loop
 from dreamer.training.checkpoint import load_checkpoint
 from dreamer.training.runtime import pick_device
@@ -44,11 +44,14 @@ class World:
 
     path: Path
     cfg: Config
-    tokenizer: CosmosTokenizerWrapper
+    tokenizer: CosmosTokenizerWrapper  # or the crafter_state reference (same interface)
     cache: LatentCache
     dynamics: DynamicsModel
     agent: Agent | None
     device: torch.device
+    # The world model's held-out figures (phase 1's final eval: open-loop error against copy-last per horizon,
+    # action-shuffle ratio), from the checkpoint when it is phase 1's, else from the run folder's phase-1 final.
+    dynamics_eval: dict | None = None
 
     @property
     def S(self) -> int:
@@ -117,13 +120,14 @@ def load_world(path: str | Path, configs: Sequence[str] = (), overrides: Sequenc
     cfg = config_for(ckpt, configs, overrides)
     dev = pick_device(device)
     try:
-        tokenizer = CosmosTokenizerWrapper(cfg=cfg.tokenizer).to(dev)
+        tokenizer = build_tokenizer(cfg.tokenizer).to(dev)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"checkpoint {path}: its tokenizer is missing: {e}. Point "
                                 "--set tokenizer.pretrained=<folder> at the tokenizer it was trained with") from e
     if ckpt.get("tokenizer") is not None and ckpt["tokenizer"] != tokenizer.identity():
         raise loop.CheckpointMismatchError(
-            f"checkpoint {path} was trained on latents of another tokenizer than tokenizer.preset="
+            f"checkpoint {path} was trained on latents of another tokenizer than tokenizer.kind={cfg.tokenizer.kind!r} "
+            f"preset="
             f"{cfg.tokenizer.preset!r} pretrained={cfg.tokenizer.pretrained!r} resolution={cfg.tokenizer.resolution} "
             f"pool={cfg.tokenizer.pool} gives; pass the config it was trained with (--config / --set tokenizer.*)")
     try:
@@ -135,4 +139,17 @@ def load_world(path: str | Path, configs: Sequence[str] = (), overrides: Sequenc
     dynamics, agent = models_from_checkpoint(ckpt, cfg, tokenizer, cache, dev)
     log.info("%s: phase %s, S=%d, N=%d, C=%d, actions %s, agent %s", path, ckpt.get("phase", "?"), cache.chunk_len,
              tokenizer.num_tokens, tokenizer.channels, list(cache.action_space.cards), agent is not None)
-    return World(path, cfg, tokenizer, cache, dynamics, agent, dev)
+    return World(path, cfg, tokenizer, cache, dynamics, agent, dev, phase1_eval(ckpt, path))
+
+
+def phase1_eval(ckpt: dict, path: Path) -> dict | None:
+    """Phase 1's held-out figures for the checkpoint at ``path`` (None when none are found)."""
+    if ckpt.get("phase") == 1:
+        return dict(ckpt.get("eval") or {}) or None
+    final1 = path.parent / FINAL[1]
+    if final1.is_file():
+        try:
+            return dict(load_checkpoint(final1).get("eval") or {}) or None
+        except (OSError, ValueError) as e:  # the figures are a courtesy: a damaged file must not stop the viewer
+            log.warning("%s: could not read phase 1's held-out figures (%s)", final1, e)
+    return None

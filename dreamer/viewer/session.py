@@ -161,4 +161,15 @@ class PlaySession:
                 "num_tokens": w.tokenizer.num_tokens, "channels": w.tokenizer.channels,
                 "max_time": w.dynamics.cfg.max_time, "sample_steps": w.dynamics.cfg.sample_steps,
                 "context": self.context, "agent": w.agent is not None, "keymap": self.keymap.to_json(),
-                "episodes": {n: len(w.cache.episode(n)) for n in self.starts}}
+                "episodes": {n: len(w.cache.episode(n)) for n in self.starts},
+                "world_model": world_model_line(w.dynamics_eval)}
+
+
+def world_model_line(metrics: dict | None) -> dict | None:
+    """{"ok", "verdict"}: phase 1's held-out figures in the plain line phase 1 ends with (None when unknown)."""
+    if not metrics:
+        return None
+    from dreamer.dynamics import verdict
+
+    ok, line = verdict(metrics)
+    return {"ok": ok, "verdict": line}

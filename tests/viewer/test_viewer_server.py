@@ -94,6 +94,9 @@ def test_bad_requests_get_400_naming_the_problem(crafter_server):
 
 def test_phase1_checkpoint_has_no_agent(crafter_run):
     session = PlaySession(load_world(crafter_run["phase1"], device="cpu"))
+    for ckpt in ("phase1", "phase2"):  # the page shows phase 1's held-out figures, also for a phase-2 checkpoint
+        wm = PlaySession(load_world(crafter_run[ckpt], device="cpu")).info()["world_model"]
+        assert not wm["ok"] and "NOT better than copying the last latent at h2" in wm["verdict"], wm
     s = session.step(keys=["s"])
     assert s["agent"] is None and s["action"] == "move_down"
     with pytest.raises(PlayError, match="no agent"):

@@ -30,6 +30,11 @@ SETS = {
 }
 
 
+# held-out figures as phase 1 stores them: this (untrained) world model is worse than copy-last at h2
+PHASE1_EVAL = {"open_loop_mse_h1": 0.05, "copy_last_mse_h1": 0.06, "open_loop_mse_h2": 0.09, "copy_last_mse_h2": 0.07,
+               "action_shuffle_ratio": 1.02}
+
+
 def _config(tmp: Path, tokenizer_dir: Path | None, env_id: str) -> Config:
     cfg = Config(run="v", device="cpu", checkpoint_root=str(tmp / "ckpt"))
     for section, values in SETS.items():
@@ -82,7 +87,7 @@ def make_run(tmp: Path, S: int | None = None, minecraft: bool = False) -> dict:
     agent = Agent(cfg.agent, tokenizer.num_tokens, tokenizer.channels, cards, s)
     run = cfg.run_dir
     info = loop.data_info(cache)
-    atomic_save(loop.payload(cfg, 1, {"dynamics": dynamics}, data_info=info, extra={"phase": 1}),
+    atomic_save(loop.payload(cfg, 1, {"dynamics": dynamics}, data_info=info, extra={"phase": 1, "eval": PHASE1_EVAL}),
                 run / "phase1_cosmos_final.pt")
     atomic_save(loop.payload(cfg, 1, {"dynamics": dynamics, "agent": agent}, data_info=info, extra={"phase": 2}),
                 run / "phase2_final.pt")

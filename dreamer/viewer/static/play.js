@@ -84,6 +84,10 @@ async function init() {
   $("checkpoint").textContent = info.checkpoint + "  \u00b7  " + info.env_id + ", S=" + info.S + " frames per decision, "
     + info.num_tokens + " tokens x " + info.channels + " channels, " + info.sample_steps + " sampling steps"
     + (info.agent ? ", with agent" : ", no agent (phase-1 checkpoint)");
+  $("world-model").textContent = info.world_model
+    ? (info.world_model.ok ? "" : "\u26a0 ") + "World model, held out: " + info.world_model.verdict
+    : "World model: no held-out figures found (phase 1's final checkpoint is not beside this one)";
+  if (info.world_model && !info.world_model.ok) $("world-model").style.color = "#c60";
   $("frame").width = 4 * info.size;
   $("frame").height = 4 * info.size;
   for (const el of document.querySelectorAll(".agent")) el.style.display = info.agent ? "" : "none";
