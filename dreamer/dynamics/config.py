@@ -30,6 +30,13 @@ class DynamicsConfig:
     time_every: int = 2  # layer i is a causal time layer iff (i + 1) % time_every == 0, else space-only
     mlp_ratio: float = 8.0 / 3.0  # SwiGLU hidden width = mlp_ratio * d_model, rounded up to a multiple of 8
     qk_norm: bool = True
+    # Action routing (docs/design.md §4, "What phase 1 needs"): each step's latent tokens also receive the previous
+    # step's token embeddings mixed by an N x N map chosen by the action chunk that leads into the step (one learned
+    # map per action value, summed over the chunk's valid sub-steps and components). It lets an action MOVE content
+    # between tokens (a step in Crafter scrolls the view), which the attention layers alone do not learn on a CPU
+    # budget. False = the paper's design (and that of checkpoints saved before the option existed).
+    action_routing: bool = False
+    routing_scale: float = 10.0  # maps are stored divided by this (zero init), so Adam moves them this much faster
     max_time: int = 64  # max latent steps in one sequence (RoPE table size, KV-cache capacity)
     # --- shortcut forcing ----------------------------------------------------------------------
     k_max: int = 64  # Δ_min = 1/k_max; power of two
@@ -78,7 +85,9 @@ class DynamicsConfig:
             raise bad("sample_steps", f"must be a power of two <= k_max={self.k_max}")
         if not 0.0 <= self.context_noise < 1.0:
             raise bad("context_noise", "must be in [0, 1)")
-        for f in ("qk_norm", "rms_normalise", "rms_per_term"):
+        if not self.routing_scale > 0:
+            raise bad("routing_scale", "must be > 0")
+        for f in ("qk_norm", "rms_normalise", "rms_per_term", "action_routing"):
             if not isinstance(getattr(self, f), bool):
                 raise bad(f, "must be a bool")
         if not 0.0 < self.rms_decay < 1.0:

@@ -7,6 +7,9 @@ Token layout of one latent step t (M = N + R + 2 slots, in this order):
 * action token = base + sum over valid sub-steps s of (pos_emb[s] + sum_c emb_c(a[s, c])).
   A fully masked chunk gives the base embedding alone ("no action", action-free video).
 * A learned slot embedding is added to every slot (the positional scheme of the space layers).
+* With ``cfg.action_routing`` the N latent tokens of step t also receive R(a) @ e_{t-1}: the previous step's token
+  embeddings (Linear C->d of its noisy input) mixed over tokens by R(a) (N x N), the sum of one learned map per
+  action value of the chunk leading into t (valid sub-steps only; zero for step 0 and for a masked chunk).
 
 ACTION ALIGNMENT.  `forward` takes CACHE-ALIGNED actions: actions_btsd[:, k] is the chunk applied from
 latent k towards latent k+1 (docs/design.md §3).  Step t is conditioned on the chunk that led INTO latent t,
@@ -35,6 +38,7 @@ class KVCache:
 
     def __init__(self, model: DynamicsModel) -> None:
         self.layers = [LayerKV(model.cfg.max_time) if blk.time else None for blk in model.blocks]
+        self.last_embedding: torch.Tensor | None = None  # (B, N, d) token embeddings of the last cached step
 
     @property
     def length(self) -> int:
@@ -72,6 +76,9 @@ class DynamicsModel(nn.Module):
         self.substep_emb = nn.Parameter(torch.randn(chunk_len, d) * 0.02)
         self.action_base = nn.Parameter(torch.randn(d) * 0.02)
         self.slot_emb = nn.Parameter(torch.randn(self.num_slots, d) * 0.02)
+        # action routing: one N x N token map per action value, stored / routing_scale, zero at init
+        self.routing = (nn.Parameter(torch.zeros(sum(self.action_cards), num_tokens, num_tokens))
+                        if cfg.action_routing else None)
         rope = RotaryTime(d // cfg.num_heads, cfg.max_time)
         self.blocks = nn.ModuleList(Block(cfg, cfg.is_time_layer(i), rope) for i in range(cfg.num_layers))
         self.out_norm = RMSNorm(d)
@@ -144,17 +151,34 @@ class DynamicsModel(nn.Module):
         """
         self._check(z_btnc, tau_idx_bt, step_idx_bt)
         b, t, n, _ = z_btnc.shape
-        lat = self.latent_in(z_btnc)  # (B,T,N,d)
+        act = self.embed_actions(act_in_btsd, mask_in_bts)  # (B,T,d); validates the actions first
+        emb = self.latent_in(z_btnc)  # (B,T,N,d)
+        lat = emb if self.routing is None else emb + self._routed(emb, act_in_btsd, mask_in_bts, kv_cache, update_cache)
+        act = act.to(lat.dtype)
         reg = self.registers.to(lat.dtype).expand(b, t, -1, -1)  # (B,T,R,d)
         sc = self.shortcut_proj(torch.cat([self.tau_emb(tau_idx_bt.long()),
                                            self.step_emb(step_idx_bt.long())], -1))  # (B,T,d)
-        act = self.embed_actions(act_in_btsd, mask_in_bts).to(lat.dtype)  # (B,T,d)
         x = torch.cat([lat, reg, sc[:, :, None].to(lat.dtype), act[:, :, None]], 2) + self.slot_emb.to(lat.dtype)
         start = kv_cache.length if kv_cache is not None else 0
         for i, blk in enumerate(self.blocks):
             cache = kv_cache.layers[i] if kv_cache is not None else None
             x = blk(x, cache, start, update_cache)
         return self.latent_out(self.out_norm(x[:, :, :n]))
+
+    def _routed(self, emb_btnd: torch.Tensor, act_in_btsd: torch.Tensor, mask_in_bts: torch.Tensor,
+                kv_cache: KVCache | None, update_cache: bool) -> torch.Tensor:
+        """R(a_into_t) @ emb_{t-1} (B,T,N,d); the step before the first comes from the KV cache (zeros if none)."""
+        b, t, n, d = emb_btnd.shape
+        first = kv_cache.last_embedding if kv_cache is not None else None
+        if first is None:
+            first = emb_btnd.new_zeros(b, n, d)
+        prev = torch.cat([first[:, None].to(emb_btnd.dtype), emb_btnd[:, :-1]], 1)  # (B,T,N,d)
+        if kv_cache is not None and update_cache:
+            kv_cache.last_embedding = emb_btnd[:, -1].detach()
+        mask = mask_in_bts.bool()
+        idx = torch.where(mask[..., None], act_in_btsd.long(), 0) + self.card_offsets  # (B,T,S,D)
+        maps = (self.routing[idx] * mask[..., None, None, None].to(self.routing.dtype)).sum((2, 3))  # (B,T,N,N)
+        return (maps * self.cfg.routing_scale).to(emb_btnd.dtype) @ prev
 
     def forward(self, z_btnc: torch.Tensor, tau_idx_bt: torch.Tensor, step_idx_bt: torch.Tensor,
                 actions_btsd: torch.Tensor, action_mask_bts: torch.Tensor, kv_cache: KVCache | None = None,

@@ -63,7 +63,11 @@ def test_masked_substeps_and_no_action(model):
     assert torch.allclose(none[0, 0], model.action_base)
 
 
-def test_kv_cache_matches_full_forward(model):
+@pytest.mark.parametrize("routing", [False, True])
+def test_kv_cache_matches_full_forward(routing):
+    model = tiny_model(action_routing=routing)
+    if routing:  # maps are zero at init: give them values so the cached previous-step embeddings matter
+        torch.nn.init.normal_(model.routing, std=0.1)
     z, a, m = tiny_batch(t=6)
     tau, step = _labels(2, 6)
     ref = model(z, tau, step, a, m)

@@ -49,9 +49,11 @@ def test_context_level_on_grid():
     assert context_tau_idx(8, 0.1) == 7
 
 
-@pytest.mark.parametrize("action_free", [False, True])
-def test_cached_rollout_equals_uncached(action_free):
-    model = tiny_model(num_kv_heads=1)
+@pytest.mark.parametrize("action_free,routing", [(False, False), (True, False), (False, True), (True, True)])
+def test_cached_rollout_equals_uncached(action_free, routing):
+    model = tiny_model(num_kv_heads=1, action_routing=routing)
+    if routing:
+        torch.nn.init.normal_(model.routing, std=0.1)
     z, a, m = tiny_batch(b=3, t=8, seed=2)
     m[:] = True
     fut = None if action_free else a[:, 3:7]
