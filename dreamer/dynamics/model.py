@@ -168,7 +168,7 @@ class DynamicsModel(nn.Module):
     def _routed(self, emb_btnd: torch.Tensor, act_in_btsd: torch.Tensor, mask_in_bts: torch.Tensor,
                 kv_cache: KVCache | None, update_cache: bool) -> torch.Tensor:
         """R(a_into_t) @ emb_{t-1} (B,T,N,d); the step before the first comes from the KV cache (zeros if none)."""
-        b, t, n, d = emb_btnd.shape
+        b, _, n, d = emb_btnd.shape
         first = kv_cache.last_embedding if kv_cache is not None else None
         if first is None:
             first = emb_btnd.new_zeros(b, n, d)
