@@ -102,3 +102,22 @@ def save_best(rt, phase: int, state: dict) -> Path:
     path = rt.run_dir / BEST[phase]
     atomic_save(state, path)
     return path
+
+
+def phase1_eval(ckpt: dict | None, path: str | Path) -> dict | None:
+    """Phase 1's held-out figures (open-loop error per horizon, copy-last, action-shuffle ratio) for the checkpoint
+    at ``path``: its own when it is phase 1's (``ckpt`` already loaded, or None to load it), else those of the run
+    folder's phase-1 final beside it; None when none are found. A damaged file is logged, never raised: the
+    figures are a report, not an input."""
+    path = Path(path)
+    try:
+        if ckpt is None and path.is_file():
+            ckpt = load_checkpoint(path)
+        if ckpt is not None and ckpt.get("phase") == 1:
+            return dict(ckpt.get("eval") or {}) or None
+        final1 = path.parent / FINAL[1]
+        if final1.is_file():
+            return dict(load_checkpoint(final1).get("eval") or {}) or None
+    except (OSError, ValueError) as e:
+        log.warning("%s: could not read phase 1's held-out figures (%s)", path, e)
+    return None

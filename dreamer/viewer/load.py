@@ -23,7 +23,7 @@ from dreamer.data.cache import LatentCache
 from dreamer.data.episode import ActionSpace
 from dreamer.dynamics import DynamicsConfig, DynamicsModel
 from dreamer.pipeline.build import build_agent, build_dynamics, frozen
-from dreamer.pipeline.checkpoints import FINAL
+from dreamer.pipeline.checkpoints import FINAL, phase1_eval
 from dreamer.presets import apply_override, from_dict, load_config
 from dreamer.tokenizer import CosmosTokenizerWrapper, build_tokenizer
 from dreamer.training import loop
@@ -141,15 +141,3 @@ def load_world(path: str | Path, configs: Sequence[str] = (), overrides: Sequenc
              tokenizer.num_tokens, tokenizer.channels, list(cache.action_space.cards), agent is not None)
     return World(path, cfg, tokenizer, cache, dynamics, agent, dev, phase1_eval(ckpt, path))
 
-
-def phase1_eval(ckpt: dict, path: Path) -> dict | None:
-    """Phase 1's held-out figures for the checkpoint at ``path`` (None when none are found)."""
-    if ckpt.get("phase") == 1:
-        return dict(ckpt.get("eval") or {}) or None
-    final1 = path.parent / FINAL[1]
-    if final1.is_file():
-        try:
-            return dict(load_checkpoint(final1).get("eval") or {}) or None
-        except (OSError, ValueError) as e:  # the figures are a courtesy: a damaged file must not stop the viewer
-            log.warning("%s: could not read phase 1's held-out figures (%s)", final1, e)
-    return None
