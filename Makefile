@@ -26,12 +26,14 @@ DEMO ?= configs/crafter_tiny.yaml
 DEMO_RUN ?= checkpoints/crafter_tiny
 # The whole pipeline on the embedded default: collect Crafter episodes and fit the tokenizer (phase 0),
 # build the latent cache (inside phase 1), a data summary with a reconstruction picture and the held-out
-# PSNR, then phases 1, 2 and 3, ending with the comparison table (random vs BC vs PMPO) in the real
-# environment. Rerunning resumes / reuses.
+# PSNR, whether the play page's dream follows left and right (diagnostics/play_actions.py), then phases 2
+# and 3, ending with the comparison table (random vs BC vs PMPO) in the real environment. Rerunning
+# resumes / reuses.
 demo: $(STAMP)
 	$(PY) train_phase0_tokenizer.py --config $(DEMO)
 	$(PY) train_phase1_cosmos.py --config $(DEMO)
 	$(PY) -m dreamer.summary --config $(DEMO)
+	$(PY) -m diagnostics.play_actions --checkpoint $(DEMO_RUN)/phase1_cosmos_final.pt --starts 4
 	$(PY) train_phase2.py --config $(DEMO) --checkpoint $(DEMO_RUN)/phase1_cosmos_final.pt
 	$(PY) train_phase3.py --config $(DEMO) --phase2-checkpoint $(DEMO_RUN)/phase2_final.pt
 

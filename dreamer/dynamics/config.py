@@ -37,6 +37,9 @@ class DynamicsConfig:
     # budget. False = the paper's design (and that of checkpoints saved before the option existed).
     action_routing: bool = False
     routing_scale: float = 10.0  # maps are stored divided by this (zero init), so Adam moves them this much faster
+    # "zero": every map starts at 0 (the routed term is learned from nothing); "identity": a full chunk's maps sum to
+    # the identity at init, so every step starts out receiving the previous step's tokens in place (copy-last).
+    routing_init: str = "zero"
     max_time: int = 64  # max latent steps in one sequence (RoPE table size, KV-cache capacity)
     # --- shortcut forcing ----------------------------------------------------------------------
     k_max: int = 64  # Δ_min = 1/k_max; power of two
@@ -87,6 +90,8 @@ class DynamicsConfig:
             raise bad("context_noise", "must be in [0, 1)")
         if not self.routing_scale > 0:
             raise bad("routing_scale", "must be > 0")
+        if self.routing_init not in ("zero", "identity"):
+            raise bad("routing_init", "must be 'zero' or 'identity'")
         for f in ("qk_norm", "rms_normalise", "rms_per_term", "action_routing"):
             if not isinstance(getattr(self, f), bool):
                 raise bad(f, "must be a bool")

@@ -79,6 +79,9 @@ class DynamicsModel(nn.Module):
         # action routing: one N x N token map per action value, stored / routing_scale, zero at init
         self.routing = (nn.Parameter(torch.zeros(sum(self.action_cards), num_tokens, num_tokens))
                         if cfg.action_routing else None)
+        if self.routing is not None and cfg.routing_init == "identity":  # a full chunk's S*D maps sum to I
+            with torch.no_grad():
+                self.routing += torch.eye(num_tokens) / (chunk_len * len(self.action_cards) * cfg.routing_scale)
         rope = RotaryTime(d // cfg.num_heads, cfg.max_time)
         self.blocks = nn.ModuleList(Block(cfg, cfg.is_time_layer(i), rope) for i in range(cfg.num_layers))
         self.out_norm = RMSNorm(d)

@@ -103,11 +103,27 @@ def test_gqa_cache_shape_and_training(kv):
     assert all(p.grad is not None for p in model.blocks[1].attn.parameters())
 
 
+def test_identity_routing_init_routes_the_previous_step_in_place():
+    """routing_init=identity: any full chunk's maps sum to I, so step t receives step t-1's embeddings unmoved."""
+    model = tiny_model(action_routing=True, routing_init="identity")
+    z, acts, mask, *_ = tiny_batch()
+    act_in, mask_in = model.into_actions(acts, mask)
+    emb = model.latent_in(z)
+    routed = model._routed(emb, act_in, mask_in, None, False)
+    full = mask_in.all(-1)  # steps whose incoming chunk is complete
+    assert full[:, 1:].any()
+    torch.testing.assert_close(routed[:, 1:][full[:, 1:]], emb[:, :-1][full[:, 1:]])
+    torch.testing.assert_close(routed[:, 0], torch.zeros_like(routed[:, 0]))  # nothing before the first step
+    zero = tiny_model(action_routing=True)
+    assert zero.routing.abs().max() == 0
+
+
 @pytest.mark.parametrize("kw,field", [
     ({"k_max": 48}, "k_max"), ({"k_max": 1}, "k_max"), ({"num_kv_heads": 3}, "num_kv_heads"),
     ({"num_heads": 3}, "d_model"), ({"time_every": 1}, "time_every"), ({"num_layers": 1}, "num_layers"),
     ({"sample_steps": 3}, "sample_steps"), ({"sample_steps": 16}, "sample_steps"),
     ({"context_noise": 1.0}, "context_noise"), ({"bootstrap_fraction": 1.5}, "bootstrap_fraction"),
+    ({"routing_init": "eye"}, "routing_init"),
 ])
 def test_bad_config(kw, field):
     with pytest.raises(ValueError, match=f"DynamicsConfig.{field}"):
