@@ -27,6 +27,7 @@ import logging
 import threading
 import urllib.request
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
@@ -76,18 +77,33 @@ def action_contrast(base_url: str, starts: Sequence[tuple[str, int]], first: Seq
             "presses": presses, "starts": len(starts), "first": list(first), "second": list(second)}
 
 
-def pick_starts(session, count: int, seed: int, presses: int) -> list[tuple[str, int]]:
-    """``count`` (episode, latent step) pairs of the session's held-out start episodes, with room for the context."""
+def pick_starts(session, count: int, seed: int) -> list[tuple[str, int]]:
+    """``count`` (episode, latent step) pairs from the session's held-out start episodes (cycled in a shuffled order),
+    each step leaving room for the session's context."""
     rng = np.random.default_rng(seed)
     cache = session.world.cache
-    names = list(session.starts)
+    names = [session.starts[i] for i in rng.permutation(len(session.starts))]
     out = []
     for i in range(count):
-        name = names[int(rng.integers(len(names)))] if len(names) < count else names[i * len(names) // count]
+        name = names[i % len(names)]
         length = len(cache.episode(name))
         lo = min(session.context - 1, length - 1)
         out.append((name, int(rng.integers(lo, max(lo + 1, length - 1)))))
     return out
+
+
+@contextmanager
+def serving(session):
+    """A play server for ``session`` on a free local port, in a thread; yields its URL."""
+    from dreamer.viewer.server import make_server, url_of
+
+    server = make_server(session, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield url_of(server)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def measure(checkpoint: str, configs: Sequence[str] = (), overrides: Sequence[str] = (), starts: int = 8,
@@ -95,19 +111,11 @@ def measure(checkpoint: str, configs: Sequence[str] = (), overrides: Sequence[st
             second: Sequence[str] = ("d",)) -> dict:
     """Load ``checkpoint`` as ``python -m dreamer.play`` does, serve it on a free local port and measure."""
     from dreamer.viewer.load import load_world
-    from dreamer.viewer.server import make_server, url_of
     from dreamer.viewer.session import PlaySession
 
     session = PlaySession(load_world(checkpoint, configs, overrides, device), context, seed)
-    server = make_server(session, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        out = action_contrast(url_of(server), pick_starts(session, starts, seed, presses), first, second,
-                              presses=presses)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(session) as url:
+        out = action_contrast(url, pick_starts(session, starts, seed), first, second, presses=presses)
     out["checkpoint"] = str(checkpoint)
     return out
 

@@ -3,7 +3,6 @@ that ignores them. The world is the crafter_state reference (its decoder draws t
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from dreamer.envs.config import CollectConfig, EnvConfig
 from dreamer.tokenizer import TokenizerConfig
 from dreamer.tokenizer.crafter_state import CrafterStateTokenizer
 from dreamer.viewer.load import World
-from dreamer.viewer.server import make_server, url_of
 from dreamer.viewer.session import PlaySession
 
 ROWS, COLS = 7, 9  # the view cells are tokens 9 * row + col
@@ -61,13 +59,8 @@ def _world(w, moves: bool) -> World:
 
 def _contrast(world, seed=0):
     session = PlaySession(world, context=2, seed=seed)
-    server = make_server(session, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        return play_actions.action_contrast(url_of(server), play_actions.pick_starts(session, 3, seed, 4), presses=4)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with play_actions.serving(session) as url:
+        return play_actions.action_contrast(url, play_actions.pick_starts(session, 3, seed), presses=4)
 
 
 def test_a_model_blind_to_actions_scores_about_one(state_world):
