@@ -101,6 +101,7 @@ def evaluate(rt, objective: FitObjective, batches, step: int, tag: str = "eval/t
         objective.eval()
         metrics["action_accuracy"] = heldout_action_accuracy(objective, batches)
         objective.train()
+    loop.check_heldout("phase 0", metrics, batches, f" (step {step})", ("psnr", "mse", "action_accuracy"))
     rt.scalars(step, metrics, tag)
     if rt.writer is not None:
         rt.writer.add_image("tokenizer/heldout_original|reconstruction", side_by_side(orig, recon), step,
@@ -213,6 +214,7 @@ def main(argv=None) -> dict:
             loop.save_periodic(rt, PREFIX, loop.payload(cfg, done, models, opt, sched, None,
                                                         dict(extra, eval=metrics, curve=curve)), pc.keep_checkpoints)
 
+    guard.finish("phase 0")
     if rt.is_main and start_step >= last and out.exists():
         log.info("phase 0 already complete (%d steps): %s is up to date; raise phase0.steps to keep fitting", last,
                  out)
@@ -241,4 +243,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamer.errors import run_cli
+
+    run_cli(main)

@@ -33,11 +33,13 @@ def evaluate(rt, model, loss_fn, tokenizer, cache, val: ClipSampler, step: int) 
     pc, gen = rt.cfg.phase1, torch.Generator(device=rt.device).manual_seed(rt.cfg.seed)
     model.eval()
     sums: dict[str, float] = {}
-    for i in range(pc.eval_batches):
-        m = heldout_metrics(model, loss_fn, val.batch(10**6 + i), pc.eval_context, generator=gen)
+    batches = [val.batch(10**6 + i) for i in range(pc.eval_batches)]
+    for b in batches:
+        m = heldout_metrics(model, loss_fn, b, pc.eval_context, generator=gen)
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v / pc.eval_batches
-    batch = val.batch(10**6)
+    loop.check_heldout("phase 1", sums, batches, f" (step {step})")
+    batch = batches[0]
     c = pc.eval_context
     pred = rollout(model, batch["latents"][:, :c], batch["actions"][:, :c], batch["action_mask"][:, :c],
                    batch["actions"][:, c - 1 : -1], batch["action_mask"][:, c - 1 : -1], generator=gen)
@@ -108,6 +110,7 @@ def main(argv=None) -> dict:
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:
             loop.save_periodic(rt, PREFIX[1], loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
+    guard.finish("phase 1")
     if not metrics and (rt.is_main or sharded):  # resumed at the end: the held-out figures of the final weights
         metrics = evaluate(rt, model, loss_fn, tokenizer, cache, val, pc.steps)
     final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 1, "eval": metrics})  # every rank
@@ -121,4 +124,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamer.errors import run_cli
+
+    run_cli(main)

@@ -36,6 +36,7 @@ from dreamer.training.runtime import releases_on_error, start, wrap_model
 from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase2")
+HELDOUT_KEYS = ("bc_nll", "bc_accuracy", "reward_mae_zero", "continue_accuracy")  # finite on any held-out data
 
 
 class Phase2Objective(nn.Module):
@@ -101,6 +102,7 @@ def main(argv=None) -> dict:
         if (rt.is_main or sharded) and (done % pc.eval_every == 0 or done == pc.steps):  # FSDP: every rank
             metrics, acts = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen,
                                     cfg.rl)
+            loop.check_heldout("phase 2", metrics, [{"provenance": val_names}], f" (step {done})", HELDOUT_KEYS)
             rt.scalars(done, metrics, "eval/agent/")
             log_histograms(rt.writer, cache.action_space.names, acts, done)
             log.info("step %d: held-out BC accuracy %.3f (majority action %.3f), NLL %.3f; reward MAE on rewarded "
@@ -120,6 +122,7 @@ def main(argv=None) -> dict:
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:  # none during a non-finite streak
             loop.save_periodic(rt, PREFIX[2], loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
+    guard.finish("phase 2")
     result: dict = {"heldout": metrics}
     if not metrics and (rt.is_main or sharded):  # resumed at the end: the held-out figures of the final weights
         metrics, _ = heldout(agent, cache, val_names, cfg.data.clip_len, majority, pc.batch_size, rt.device, gen,
@@ -145,4 +148,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamer.errors import run_cli
+
+    run_cli(main)

@@ -138,6 +138,7 @@ def main(argv=None) -> dict:
         if done % pc.ckpt_every == 0 and done < pc.steps and guard.healthy:  # none during a non-finite streak
             loop.save_periodic(rt, PREFIX[3], loop.payload(cfg, done, models, opt, sched, info), pc.keep_checkpoints)
 
+    guard.finish("phase 3")
     result: dict = {}
     final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 3, "phase2_checkpoint": str(p2_path)})
     if rt.is_main:  # the real-env comparison needs the agent only (replicated on every rank)
@@ -153,4 +154,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamer.errors import run_cli
+
+    run_cli(main)

@@ -18,6 +18,11 @@
     earlier phase-1 checkpoint, a phase-2 final (wrong phase), a copy of the original (same weights:
     must resume), and --fresh with another one (must start over on it). Survived = the expected refusal
     or run; lost = a silent resume on the old dynamics or a rewritten config.
+  - damaged_cache: a cache entry truncated, NaN in a training and in the held-out entry (survived = rebuilt,
+    bitwise the undamaged run's end), an entry and its episode file both damaged (refused naming both), NaN
+    hidden from the cache's check (the guard stops naming the episodes);
+  - user_errors: eight command-line mistakes (config keys, paths of the wrong kind, the disk floor, a busy
+    run folder); survived = one ``error:`` line naming the culprit, no traceback, the exit code of its kind.
 """
 
 from __future__ import annotations
@@ -210,6 +215,108 @@ def swapped_input(d: Path) -> dict:
     return {"tried": len(cases), "survived": survived, "lost": len(cases) - survived, "detail": detail}
 
 
+def _cache_trial(d: Path, name: str) -> tuple[Path, list[str]]:
+    """A trial folder whose latent cache is built (phase 1 not run yet), and its (train…, held-out) entries."""
+    from test_resilience import tiny_overrides
+
+    r = _trial_dir(d, name)
+    subprocess.run([sys.executable, "-m", "dreamer.pipeline.data", *tiny_overrides(r, 12)], cwd=ROOT, env=ENV,
+                   check=True, capture_output=True)
+    split = json.loads((r / "cache" / "manifest.json").read_text())["split"]
+    return r, split["train"] + split["val"]
+
+
+def _nan_into(f: Path) -> None:
+    z = np.load(f)
+    z[1] = np.nan
+    np.save(f, z)
+
+
+def damaged_cache(d: Path, ref: Path) -> dict:
+    """The cache cases: an entry's latents truncated, NaN in a training entry, NaN in the held-out entry (each
+    survived = named, moved aside, rebuilt, and the run ends bitwise equal to the undamaged reference); a damaged
+    entry whose episode file is damaged too (survived = refused in one line naming both files, exit 4); NaN that
+    the cache's check cannot see (records rewritten; survived = the guard stops in one line naming the episodes,
+    exit 6)."""
+    from test_resilience import hide_from_the_check
+
+    detail = []
+    for case in ("truncated_train_entry", "nan_train_entry", "nan_heldout_entry", "entry_and_episode_damaged",
+                 "nan_hidden_from_the_check"):
+        r, names = _cache_trial(d, f"dc_{case}")
+        name = names[-1] if case == "nan_heldout_entry" else names[0]
+        f = r / "cache" / "episodes" / name / "latents.npy"
+        if case.startswith("truncated") or case == "entry_and_episode_damaged":
+            f.write_bytes(f.read_bytes()[:90])
+        if case == "entry_and_episode_damaged":
+            episode = r / "eps" / f"{name}.npz"  # the trial's own copy, not the shared episodes
+            os.unlink(r / "eps")
+            (r / "eps").mkdir()
+            for src in sorted((d / "eps").glob("*.npz")):
+                (r / "eps" / src.name).write_bytes(src.read_bytes())
+            episode.write_bytes(episode.read_bytes()[:500])
+        if case.startswith("nan"):
+            if case == "nan_hidden_from_the_check":
+                for n in names:
+                    _nan_into(r / "cache" / "episodes" / n / "latents.npy")
+                hide_from_the_check(r / "cache")
+            else:
+                _nan_into(f)
+        out = subprocess.run(_phase1(r), cwd=ROOT, env=ENV, capture_output=True, text=True, check=False)
+        last = (out.stderr.strip().splitlines() or [""])[-1]
+        if case == "entry_and_episode_damaged":
+            ok = out.returncode == 4 and "Traceback" not in out.stderr and str(f) in last and f"{name}.npz" in last
+        elif case == "nan_hidden_from_the_check":
+            ok = out.returncode == 6 and "Traceback" not in out.stderr and "non-finite" in last and "ep_" in last
+        else:
+            run = r / "ckpt" / "t"
+            ok = (out.returncode == 0 and str(f) in out.stderr and (r / "cache" / "damaged").is_dir()
+                  and _same_final(ref, run / "phase1_cosmos_final.pt"))
+        detail.append({"case": case, "survived": ok, "exit_code": out.returncode, "message": last[:300]})
+    survived = sum(x["survived"] for x in detail)
+    return {"tried": len(detail), "survived": survived, "lost": len(detail) - survived, "detail": detail}
+
+
+def user_errors(d: Path) -> dict:
+    """Mistakes at the command line: survived = no traceback, one ``error:`` line naming the culprit, the exit code
+    of its kind (dreamer.errors)."""
+    from test_resilience import tiny_overrides
+
+    r = _trial_dir(d, "ue")
+    subprocess.run(_phase1(r, 2), cwd=ROOT, env=ENV, check=True, capture_output=True)
+    p1 = [sys.executable, "train_phase1_cosmos.py", *tiny_overrides(r, 2)]
+    busy = r / "ckpt" / "t"
+    cases = [("unknown --set key", [*p1, "--set", "phase1.stepz=3"], 2, "'stepz'"),
+             ("wrong type", [*p1, "--set", "phase1.steps=abc"], 2, "phase1.steps"),
+             ("missing tokenizer folder", [*p1, "--set", f"tokenizer.pretrained={d / 'no_tokenizer'}"], 3, "no_tokenizer"),
+             ("folder as --checkpoint", [sys.executable, "train_phase2.py", *tiny_overrides(r, 2), "--checkpoint",
+                                         str(busy)], 3, "is a folder"),
+             ("file as data.cache_dir", [*p1, "--set", f"data.cache_dir={busy / 'phase1_cosmos_final.pt'}"], 3,
+              "is a file, not a folder"),
+             ("file as checkpoint_root", [*p1, "--set", f"checkpoint_root={busy / 'phase1_cosmos_final.pt'}"], 3,
+              "is a file, not a folder"),
+             ("disk floor above the free space", [*p1, "--set", "min_free_mb=1000000000"], 5, "min_free_mb"),
+             ("busy run folder", [*p1, "--set", "phase1.steps=4"], 5, "is in use by")]
+    detail = []
+    for name, cmd, code, says in cases:
+        holder = None
+        if name == "busy run folder":  # a second command while the first trains
+            holder = subprocess.Popen([*p1, "--set", "phase1.steps=400", "--set", "phase1.ckpt_every=1000"], cwd=ROOT,
+                                      env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            lock = busy / "run.lock"
+            while holder.poll() is None and f'"pid": {holder.pid},' not in (lock.read_text() if lock.is_file() else ""):
+                time.sleep(0.05)
+        out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, check=False)
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        last = (out.stderr.strip().splitlines() or [""])[-1]
+        ok = out.returncode == code and "Traceback" not in out.stderr and last.startswith("error:") and says in last
+        detail.append({"case": name, "survived": ok, "exit_code": out.returncode, "message": last[:300]})
+    survived = sum(x["survived"] for x in detail)
+    return {"tried": len(detail), "survived": survived, "lost": len(detail) - survived, "detail": detail}
+
+
 def hostile(trials: int) -> dict:
     from dreamer.data.episode import save_episode
     from dreamer.data.synthetic import make_episode
@@ -223,7 +330,9 @@ def hostile(trials: int) -> dict:
         ref_final = ref / "ckpt" / "t" / "phase1_cosmos_final.pt"
         return {"kill_while_writing": kill_while_writing(d, ref_final, trials),
                 "truncated_latest": truncated_latest(d, ref_final, trials),
-                "swapped_input": swapped_input(d)}
+                "swapped_input": swapped_input(d),
+                "damaged_cache": damaged_cache(d, ref_final),
+                "user_errors": user_errors(d)}
 
 
 def rss_child(cache_dir: str) -> None:

@@ -5,4 +5,6 @@ import sys
 from diagnostics.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dreamer.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -156,4 +156,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from dreamer.errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from dreamer.errors import RUN_FOLDER, UserError
+
 log = logging.getLogger(__name__)
 
 HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
@@ -36,8 +38,10 @@ _OLD = re.compile(r"\.(?P<target>.+)\.old-(?:(?P<host>[0-9a-f]{6})-)?(?P<pid>\d+
 LEGACY_STALE_S = 3600  # an unnamed writer's temporary counts as abandoned after an hour without change
 
 
-class WriteError(OSError):
+class WriteError(UserError, OSError):
     """A write failed (disk full, quota, read-only, I/O error): names the file and the free space."""
+
+    exit_code = RUN_FOLDER
 
 
 def _tag() -> str:

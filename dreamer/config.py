@@ -25,6 +25,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     checkpoint_root: str = "checkpoints"
     threads: int = 0  # torch intra-op threads (0 = PyTorch's default)
+    min_free_mb: int | None = None  # free disk a run needs before it trains; null: 3x its largest checkpoint, >= 16
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
@@ -43,6 +44,8 @@ class Config:
             raise ValueError(f"run must name a folder under checkpoint_root (no '..', not absolute), got {self.run!r}")
         if not self.checkpoint_root.strip():
             raise ValueError("checkpoint_root must not be empty")
+        if self.min_free_mb is not None and self.min_free_mb < 0:
+            raise ValueError(f"min_free_mb must be >= 0 or null (derived from the run's checkpoints), got {self.min_free_mb}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = PyTorch's default), got {self.threads}")
         clip_len = self.phase1.clip_len or self.data.clip_len  # the clips phase 1 evaluates on

@@ -50,4 +50,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamer.errors import run_cli
+
+    run_cli(main)

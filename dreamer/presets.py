@@ -19,10 +19,7 @@ from typing import Any
 import yaml
 
 from dreamer.atomic import atomic_write_bytes
-
-
-class ConfigError(ValueError):
-    """A bad config file, key or value; the message names it."""
+from dreamer.errors import ConfigError
 
 
 def _merge(base: dict, new: dict) -> dict:

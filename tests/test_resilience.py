@@ -82,6 +82,32 @@ def test_two_process_gloo_then_single_process_resume(episodes):
     assert "resumed from" in out.stderr and load_checkpoint(final)["step"] == 6
 
 
+def test_one_ddp_worker_killed_brings_the_launcher_down_and_the_rerun_resumes(episodes):
+    """One of two torchrun workers SIGKILLed after the step-4 checkpoint: the launcher ends (non-zero) within
+    seconds, the other worker with it, the run folder's lock is let go, and the same command resumes."""
+    tmp = episodes
+    cmd = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519", "train_phase1_cosmos.py",
+           *tiny_overrides(tmp, steps=400, ckpt_every=4)]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    launcher = subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((tmp / "ckpt" / "t").glob("phase1_step4.pt")):
+        time.sleep(0.05)
+    workers = [c for c in psutil.Process(launcher.pid).children(recursive=True) if "train_phase1_cosmos.py" in
+               " ".join(c.cmdline())]
+    assert len(workers) == 2
+    workers[-1].kill()
+    t0 = time.time()
+    assert launcher.wait(timeout=60) != 0
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive and time.time() - t0 < 60
+    assert not (tmp / "ckpt" / "t" / "phase1_cosmos_final.pt").exists(), "killed too late to test anything"
+    out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=8, ckpt_every=4)], timeout=300)  # the lock is free
+    assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]
+    assert load_checkpoint(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")["step"] == 8
+
+
 def test_two_identical_commands_one_run_folder(episodes):
     """The second of two identical commands on one run folder stops at once, naming the first; the first
     runs to its end and lets go of the folder (a failing one lets go too: tests/training/test_lock.py)."""
@@ -108,14 +134,15 @@ def test_sigkill_then_resume_matches_uninterrupted(episodes, tmp_path_factory):
     out = run(["train_phase1_cosmos.py", *tiny_overrides(ref, steps)], timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "train_phase1_cosmos.py", *tiny_overrides(tmp, steps)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((tmp / "ckpt" / "t").glob("phase1_step4.pt")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp / "ckpt" / "t" / "phase1_cosmos_final.pt").exists(), "killed too late to test anything"
+    for kill_after in ("phase1_step4.pt", "phase1_step8.pt"):  # two SIGKILLs in a row, the second in the resumed run
+        proc = subprocess.Popen([sys.executable, "train_phase1_cosmos.py", *tiny_overrides(tmp, steps)], cwd=ROOT,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while time.time() < deadline and not list((tmp / "ckpt" / "t").glob(kill_after)):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (tmp / "ckpt" / "t" / "phase1_cosmos_final.pt").exists(), "killed too late to test anything"
     out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps)], timeout=300)
     assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]
     a, b = weights(ref / "ckpt" / "t" / "phase1_cosmos_final.pt"), weights(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")
@@ -124,6 +151,9 @@ def test_sigkill_then_resume_matches_uninterrupted(episodes, tmp_path_factory):
 
 
 def test_nan_batches_stop_run_and_keep_checkpoint(episodes):
+    """Non-finite batches the cache's check cannot see (its records rewritten to match the poisoned files, as if
+    the model made them non-finite): the guard stops the run in one line, exit code 6, naming the steps and the
+    episodes, and leaves the last good checkpoint as it was."""
     tmp = episodes
     assert run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=2)], timeout=300).returncode == 0
     good, final = tmp / "ckpt" / "t" / "phase1_step2.pt", tmp / "ckpt" / "t" / "phase1_cosmos_final.pt"
@@ -132,12 +162,54 @@ def test_nan_batches_stop_run_and_keep_checkpoint(episodes):
         z = np.load(d / "latents.npy")
         z[:] = np.nan
         np.save(d / "latents.npy", z)
+    hide_from_the_check(tmp / "cache")
     out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=10), "--set", "phase1.max_nonfinite=3"], timeout=300)
-    assert out.returncode != 0
-    assert "non-finite" in out.stderr and "3 non-finite steps in a row" in out.stderr
-    assert "ep_" in out.stderr  # the batch provenance is reported
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 6 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert last.startswith("error: 3 non-finite steps in a row") and "steps 2, 3, 4" in last and "ep_" in last
     assert good.read_bytes() == before and final.read_bytes() == final_before
     assert not list((tmp / "ckpt" / "t").glob("phase1_step[3-9]*.pt"))
+
+
+def hide_from_the_check(cache_dir: Path) -> None:
+    """Record the cache's files as they are now, so that opening it does not check them again."""
+    import json
+
+    from dreamer.data.cache import file_record
+
+    manifest = json.loads((cache_dir / "manifest.json").read_text())
+    manifest["files"] = {n: file_record(cache_dir / "episodes" / n) for n in manifest["sources"]}
+    (cache_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_damaged_cache_entries_are_rebuilt_and_the_run_ends_as_an_undamaged_one(episodes, tmp_path_factory):
+    """The hostile pass's cache cases at once: a training entry's latents.npy truncated, NaN written into another
+    training entry's and into the held-out entry's. Phase 1 names each, moves it aside, re-encodes it from its
+    episode file and ends with the weights and held-out figures of a run on the undamaged cache."""
+    ref = tmp_path_factory.mktemp("undamaged")
+    os.symlink(episodes / "eps", ref / "eps")
+    assert run(["train_phase1_cosmos.py", *tiny_overrides(ref, steps=4)], timeout=300).returncode == 0
+    tmp = episodes
+    assert run(["-m", "dreamer.pipeline.data", *tiny_overrides(tmp, steps=4)], timeout=300).returncode == 0
+    import json
+
+    split = json.loads((tmp / "cache" / "manifest.json").read_text())["split"]
+    (train_a, train_b), held = split["train"][:2], split["val"][0]
+    f = tmp / "cache" / "episodes" / train_a / "latents.npy"
+    f.write_bytes(f.read_bytes()[:90])
+    for name in (train_b, held):
+        f = tmp / "cache" / "episodes" / name / "latents.npy"
+        z = np.load(f)
+        z[1] = np.nan
+        np.save(f, z)
+    out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=4)], timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name, cause in ((train_a, "unreadable"), (train_b, "non-finite latents"), (held, "non-finite latents")):
+        assert f"{tmp / 'cache' / 'episodes' / name / 'latents.npy'}: {cause}" in out.stderr
+    assert len(list((tmp / "cache" / "damaged").iterdir())) == 3
+    a, b = load_checkpoint(ref / "ckpt" / "t" / "phase1_cosmos_final.pt"), load_checkpoint(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")
+    assert all(torch.equal(a["models"]["dynamics"][k], b["models"]["dynamics"][k]) for k in a["models"]["dynamics"])
+    assert a["eval"] == b["eval"] and all(np.isfinite(v) for v in b["eval"].values())
 
 
 def test_fsdp_two_process_sigkill_resume_matches_ddp_and_hands_off(episodes, tmp_path_factory):

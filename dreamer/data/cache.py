@@ -14,6 +14,13 @@ Each episode folder is written to a temporary folder and renamed, and the manife
 atomically: an interrupted build resumes by skipping episodes that are already complete, after removing
 the half-built folders its killed writers left (:func:`dreamer.atomic.remove_stale_temps`). A cache
 built by another tokenizer is refused; an episode whose source changed is re-encoded.
+
+The cache checks what it serves. The manifest records each array file's size and modification time, taken
+after a full check (readable, shapes and dtypes that agree, finite latents); opening the cache checks again,
+in full, only the entries whose files changed since (:func:`find_damage`), so a batch never pays for it.
+A damaged entry is refused by :class:`LatentCache` naming the file and the cause; :func:`heal` (called by
+:func:`dreamer.pipeline.data.prepare_data`) moves it aside to ``<cache_dir>/damaged/`` and the build
+re-encodes it from its episode file.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +38,20 @@ import torch
 from tqdm import tqdm
 
 from dreamer.atomic import atomic_dir, atomic_write_bytes, remove_stale_temps
-from dreamer.data.episode import ActionSpace, Episode, load_episode
+from dreamer.data.episode import ActionSpace, Episode, EpisodeError, load_episode
+from dreamer.errors import PathKindError, UserError
 
 log = logging.getLogger(__name__)
 ARRAYS = ("latents", "actions", "action_mask", "rewards", "continues")
 
 
-class CacheMismatchError(RuntimeError):
+class CacheMismatchError(UserError, RuntimeError):
     """The cache on disk was built with another tokenizer or action space than the one asked for."""
+
+
+class DamagedCacheError(UserError, RuntimeError):
+    """Cache entries that cannot be served (missing, unreadable, of the wrong shape or dtype, non-finite latents),
+    or a damaged entry whose episode file cannot rebuild it; the message names the files."""
 
 
 def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
@@ -126,7 +140,8 @@ def build_cache(
             )
     names = [Path(p).stem for p in episode_paths]
     if len(set(names)) != len(names):
-        raise ValueError(f"episode file names must be unique under {Path(episode_paths[0]).parent}")
+        raise EpisodeError(Path(episode_paths[0]).parent, "<file names>", "episode file names must be unique (an episode "
+                           "is cached under its file name)")
     todo = list(zip(names, episode_paths))[shard[0] :: shard[1]]
     for name, path in tqdm(todo, desc="encode episodes", unit="ep", disable=len(todo) < 2):
         src_hash = file_sha256(path)
@@ -171,7 +186,17 @@ def write_manifest_file(cache_dir: Path, names: list[str], ident: dict, val_frac
         sources[name] = json.loads((d / "source.json").read_text())
         spaces.add(json.dumps(sources[name]["action_space"], sort_keys=True))
     if len(spaces) != 1:
-        raise ValueError(f"episodes under one cache must share one action space, found {sorted(spaces)}")
+        raise CacheMismatchError(f"latent cache {cache_dir}: the episodes of one cache must share one action space, found "
+                                 f"{sorted(spaces)}; keep each kind of episode under its own data.episodes_dir")
+    shapes = {np.load(cache_dir / "episodes" / n / "latents.npy", mmap_mode="r").shape[1:] for n in names[:1]}
+    latent_shape = list(shapes.pop()) if shapes else None
+    damage = {}
+    for name in names:  # the full check once, before the files are recorded as good
+        cause = entry_damage(cache_dir / "episodes" / name, latent_shape, full=True)
+        if cause:
+            damage[name] = cause
+    if damage:
+        raise DamagedCacheError(_damage_message(cache_dir, damage))
     train, val = _split(names, val_fraction, split_seed)
     # Per-channel statistics over every latent token of the training split (float64 accumulation).
     total, sq, count = 0.0, 0.0, 0
@@ -195,9 +220,112 @@ def write_manifest_file(cache_dir: Path, names: list[str], ident: dict, val_frac
             np.load(cache_dir / "episodes" / n / "rewards.npy", mmap_mode="r").shape[0] for n in names)),
             "env_steps": int(sum(s["num_steps"] for s in sources.values()))},
         "stats": {"mean": mean.tolist(), "std": std.tolist()},
+        "latent_shape": latent_shape,  # (N, C) of every entry
+        "files": {n: file_record(cache_dir / "episodes" / n) for n in names},  # [size, mtime_ns] once checked
     }
     atomic_write_bytes(cache_dir / "manifest.json", json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def file_record(entry: Path) -> dict[str, list[int] | None]:
+    """[size, mtime_ns] of each array file of a cache entry (None for a missing one)."""
+    out: dict[str, list[int] | None] = {}
+    for k in ARRAYS:
+        try:
+            st = (entry / f"{k}.npy").stat()
+            out[k] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            out[k] = None
+    return out
+
+
+def entry_damage(entry: Path, latent_shape: list[int] | None, full: bool = True) -> str | None:
+    """Why a cache entry cannot be served, or None: a file missing or unreadable, shapes or dtypes that do not
+    agree (latents (L, N, C) float16 with the cache's N, C; actions (L, S, D); the rest (L, S) / (L,)), and with
+    ``full`` non-finite latents."""
+    arrays = {}
+    for k in ARRAYS:
+        f = entry / f"{k}.npy"
+        if not f.is_file():
+            return f"{f}: {'is a folder' if f.is_dir() else 'missing'}"
+        try:
+            arrays[k] = np.load(f, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            return f"{f}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    z = arrays["latents"]
+    L = z.shape[0] if z.ndim else -1
+    want = {"latents": (np.float16, 3), "actions": (np.int64, 3), "action_mask": (np.bool_, 2),
+            "rewards": (np.float32, 1), "continues": (np.float32, 1)}
+    for k, (dtype, ndim) in want.items():
+        a = arrays[k]
+        if a.dtype != dtype or a.ndim != ndim or a.shape[0] != L:
+            return (f"{entry / f'{k}.npy'}: {a.dtype} {a.shape}, expected {np.dtype(dtype)} with {ndim} dims and "
+                    f"{L} steps (as latents.npy)")
+    if latent_shape is not None and list(z.shape[1:]) != list(latent_shape):
+        return f"{entry / 'latents.npy'}: tokens x channels {tuple(z.shape[1:])}, the cache's are {tuple(latent_shape)}"
+    if arrays["actions"].shape[1] != arrays["action_mask"].shape[1]:
+        return f"{entry / 'actions.npy'}: {arrays['actions'].shape[1]} sub-steps, action_mask.npy has " \
+               f"{arrays['action_mask'].shape[1]}"
+    if full:
+        finite = np.isfinite(np.asarray(z, dtype=np.float32)).reshape(L, -1).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            return f"{entry / 'latents.npy'}: non-finite latents at {bad.size} of {L} steps (first at step {bad[0]})"
+    return None
+
+
+def find_damage(root: Path, manifest: dict, names: list[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """({entry: cause} of the entries that cannot be served, [entries checked in full because their files changed
+    since the manifest recorded them, or were never recorded, and found good])."""
+    records, damage, rechecked = manifest.get("files") or {}, {}, []
+    for name in names if names is not None else sorted(manifest["sources"]):
+        entry = root / "episodes" / name
+        now = file_record(entry)
+        if records.get(name) == now:
+            continue  # unchanged since its full check
+        cause = entry_damage(entry, manifest.get("latent_shape"), full=True)
+        if cause:
+            damage[name] = cause
+        else:
+            rechecked.append(name)
+    return damage, rechecked
+
+
+def _damage_message(root: Path, damage: dict[str, str]) -> str:
+    shown = "; ".join(list(damage.values())[:4]) + (f"; and {len(damage) - 4} more" if len(damage) > 4 else "")
+    return (f"latent cache {root}: {len(damage)} damaged entr{'y' if len(damage) == 1 else 'ies'}: {shown}. The cache "
+            "is derived data: any phase script (or python -m dreamer.pipeline.data --config …) moves damaged "
+            "entries aside and re-encodes them from their episode files")
+
+
+def heal(cache_dir: str | os.PathLike) -> dict[str, str]:
+    """Move every damaged entry of the cache at ``cache_dir`` aside (to ``damaged/<entry>-<time>``), so that
+    :func:`build_cache` re-encodes it; returns {entry: cause}. Entries not yet in the manifest (a build that
+    stopped before writing it) are checked in full too. Call it on one process (rank 0) only."""
+    cache_dir = Path(cache_dir)
+    manifest_path, episodes = cache_dir / "manifest.json", cache_dir / "episodes"
+    if not episodes.is_dir():
+        return {}
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"sources": {}}
+    listed = sorted(manifest["sources"])
+    damage, _ = find_damage(cache_dir, manifest, listed)
+    for d in sorted(episodes.iterdir()):  # built, not yet in a manifest
+        if d.is_dir() and not d.name.startswith(".") and d.name not in manifest["sources"] and (d / "source.json").is_file():
+            cause = entry_damage(d, manifest.get("latent_shape"), full=True)
+            if cause:
+                damage[d.name] = cause
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name, cause in damage.items():
+        if not (episodes / name).exists():  # nothing left to move: the build encodes it anew
+            log.warning("latent cache: %s; re-encoding it from its episode file", cause)
+            continue
+        target = cache_dir / "damaged" / f"{name}-{stamp}"
+        if target.exists():
+            target = target.with_name(f"{target.name}-{os.getpid()}")
+        target.parent.mkdir(exist_ok=True)
+        os.replace(episodes / name, target)
+        log.warning("latent cache: %s; entry moved aside to %s, re-encoding it from its episode file", cause, target)
+    return damage
 
 
 @dataclass
@@ -221,7 +349,8 @@ class LatentCache:
         self.root = Path(root)
         path = self.root / "manifest.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no latent cache at {self.root} (missing manifest.json); build it first")
+            raise PathKindError(f"no latent cache at {self.root} (missing manifest.json); build it first (python -m "
+                                "dreamer.pipeline.data --config …, or any phase script)")
         self.manifest = json.loads(path.read_text())
         if expect_tokenizer is not None and self.manifest["tokenizer"] != expect_tokenizer:
             raise CacheMismatchError(
@@ -229,6 +358,9 @@ class LatentCache:
                 f"expected {_short(expect_tokenizer)}"
             )
         self.names: list[str] = sorted(self.manifest["sources"])
+        damage, self.rechecked = find_damage(self.root, self.manifest, self.names)
+        if damage:
+            raise DamagedCacheError(_damage_message(self.root, damage))
         self.train_names: list[str] = self.manifest["split"]["train"]
         self.val_names: list[str] = self.manifest["split"]["val"]
         self.mean = np.asarray(self.manifest["stats"]["mean"], dtype=np.float32)  # (C,)

@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from dreamer.atomic import atomic_open
+from dreamer.errors import UserError, require_dir
 
 FORMAT_VERSION = 1
 
 
-class EpisodeError(ValueError):
+class EpisodeError(UserError, ValueError):
     """A malformed episode file; the message names the file and the field."""
 
     def __init__(self, path: str | os.PathLike | None, field_name: str, problem: str):
@@ -141,7 +142,13 @@ def load_episode(path: str | os.PathLike, frame_size: int | None = None) -> Epis
     """
     path = Path(path)
     if not path.is_file():
-        raise EpisodeError(path, "<file>", "no such file")
+        raise EpisodeError(path, "<file>", "is a folder, not an episode file" if path.is_dir() else "no such file")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] != b"PK":  # an .npz is a zip archive; anything else would be blamed on numpy's pickle fallback
+        what = ("empty (0 bytes)" if not head else "a text file" if all(32 <= c < 127 or c in (9, 10, 13) for c in head)
+                else f"a file that starts with {head!r}")
+        raise EpisodeError(path, "<file>", f"not an episode: an .npz (zip archive) was expected, this is {what}")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -175,7 +182,5 @@ def load_episode(path: str | os.PathLike, frame_size: int | None = None) -> Epis
 
 def list_episodes(root: str | os.PathLike) -> list[Path]:
     """Episode files below ``root`` in a stable (sorted) order."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"episode folder {root} does not exist")
+    root = require_dir(root, "episode folder")
     return sorted(p for p in root.rglob("*.npz") if not p.name.startswith("."))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from dreamer.data.cache import LatentCache
+from dreamer.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,14 @@ class ClipSampler:
         self.seed, self.rank, self.device = seed, rank, torch.device(device)
         lengths = {n: len(cache.episode(n)) for n in names}
         self.names = [n for n in names if lengths[n] >= clip_len]
-        short = len(names) - len(self.names)
+        short = [n for n in names if lengths[n] < clip_len]
         if short:
-            log.warning("%d of %d episodes are shorter than data.clip_len=%d latent steps and are skipped",
-                        short, len(names), clip_len)
+            listed = ", ".join(f"{cache.manifest['sources'][n]['path']} ({lengths[n]} latent steps, "
+                               f"{cache.manifest['sources'][n].get('num_steps', '?')} env steps)" for n in short[:5])
+            log.warning("%d of %d episodes are shorter than data.clip_len=%d latent steps and are skipped: %s%s",
+                        len(short), len(names), clip_len, listed, f" and {len(short) - 5} more" if len(short) > 5 else "")
         if not self.names:
-            raise ValueError(f"no episode in {cache.root} has data.clip_len={clip_len} latent steps "
+            raise ConfigError(f"no episode in {cache.root} has data.clip_len={clip_len} latent steps "
                              f"(longest: {max(lengths.values(), default=0)}); lower data.clip_len")
         starts = np.array([lengths[n] - clip_len + 1 for n in self.names], dtype=np.int64)
         self._draw = UniformClipDraw(starts, batch_size, seed, rank)

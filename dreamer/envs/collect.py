@@ -183,4 +183,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamer.errors import run_cli
+
+    run_cli(main)

@@ -18,6 +18,7 @@ from PIL import Image
 from dreamer.data.episode import ActionSpace
 from dreamer.envs.config import EnvConfig
 from dreamer.envs.crafter_env import CrafterEnv
+from dreamer.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def make_env(cfg: EnvConfig, seed: int | None = None) -> gym.Env:
         try:
             inner = gym.make(cfg.env_id, render_mode="rgb_array", max_episode_steps=cfg.max_steps)
         except gym.error.Error as e:
-            raise ValueError(f"EnvConfig.env_id={cfg.env_id!r}: gymnasium cannot build it ({e})") from e
+            raise ConfigError(f"env.env_id={cfg.env_id!r}: gymnasium cannot build it ({e})") from e
         env = RGBFrames(ZeroBasedActions(inner), cfg.size, seed=seed)
     action_space_of(env)  # fail early on continuous actions
     if seed is not None:

@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from dreamer.envs.config import CollectConfig, EnvConfig
+from dreamer.errors import ConfigError
 
 POLICY_STREAM = 0x5EED  # policies seed (seed, POLICY_STREAM): a stream apart from the env's own seed
 
@@ -73,8 +74,8 @@ def make_policy(env_cfg: EnvConfig, collect_cfg: CollectConfig, action_space: sp
         return RandomPolicy(action_space, seed=collect_cfg.seed)
     if collect_cfg.policy == "scripted":
         if not env_cfg.is_crafter:
-            raise ValueError(f"CollectConfig.policy='scripted' exists for Crafter only, not env_id={env_cfg.env_id!r}")
+            raise ConfigError(f"collect.policy='scripted' exists for Crafter only, not env_id={env_cfg.env_id!r}")
         from dreamer.envs.scripted_crafter import ScriptedCrafterPolicy
 
         return ScriptedCrafterPolicy(epsilon=collect_cfg.epsilon, seed=collect_cfg.seed)
-    raise ValueError(f"unknown policy {collect_cfg.policy!r}")
+    raise ConfigError(f"collect.policy={collect_cfg.policy!r} is not a known policy")

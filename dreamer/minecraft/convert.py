@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from dreamer.atomic import atomic_write_bytes
 from dreamer.data.episode import ActionSpace, Episode, EpisodeError, save_episode
+from dreamer.errors import require_dir
 from dreamer.minecraft.actions import MINERL_V04, VPT, MinecraftLayout
 from dreamer.minecraft.minerl_v04 import find_minerl_trajectories, read_minerl_trajectory, task_of
 from dreamer.minecraft.paths import safe_filename
@@ -81,8 +82,7 @@ def plan_jobs(cfg: ConvertConfig) -> tuple[list[Job], int]:
     else:
         if src.is_file():
             root = Path(cfg.data_root) if cfg.data_root else src.parent
-            if not root.is_dir():
-                raise FileNotFoundError(f"VPT data root {root} does not exist (set --data-root)")
+            require_dir(root, "VPT data root", "set --data-root")
             index = read_vpt_index(src)
             recs = index.recordings(root, source=src, only_present=True)
             missing = len(index.relpaths) - len(recs)
@@ -207,4 +207,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dreamer.errors import run_cli
+
+    sys.exit(run_cli(main))

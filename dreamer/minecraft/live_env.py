@@ -15,11 +15,12 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from dreamer.errors import UserError
 from dreamer.minecraft.actions import MinecraftLayout, layout_for
 from dreamer.minecraft.video import resize_frame
 
 
-class MineRLUnavailableError(RuntimeError):
+class MineRLUnavailableError(UserError, RuntimeError):
     """``minerl`` cannot be imported here."""
 
 

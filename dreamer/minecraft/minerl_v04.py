@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamer.data.episode import Episode
+from dreamer.errors import require_dir
 from dreamer.minecraft.actions import MINERL_V04, encode_enum
 from dreamer.minecraft.camera import quantize_camera
 from dreamer.minecraft.paths import MinecraftDataError
@@ -138,9 +139,7 @@ def task_of(traj_dir: Path) -> str:
 
 def find_minerl_trajectories(root: str | os.PathLike) -> list[Path]:
     """Trajectory folders (those holding ``rendered.npz`` or ``recording.mp4``) at or below ``root``, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"MineRL data folder {root} does not exist")
+    root = require_dir(root, "MineRL data folder")
     found = {p.parent for name in ("rendered.npz", "recording.mp4") for p in root.rglob(name)}
     return sorted(found)
 

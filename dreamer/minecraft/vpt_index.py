@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dreamer.errors import require_dir
 from dreamer.minecraft.paths import MinecraftDataError, check_relpath, safe_join
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,7 @@ def read_vpt_index(path: str | os.PathLike) -> VptIndex:
 
 def find_vpt_recordings(root: str | os.PathLike) -> list[VptRecording]:
     """Every ``*.mp4`` at or below ``root`` (sorted); its actions file is the same path with ``.jsonl``."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"VPT data folder {root} does not exist")
+    root = require_dir(root, "VPT data folder")
     out = []
     for video in sorted(root.rglob("*.mp4")):
         rel = video.relative_to(root).as_posix()

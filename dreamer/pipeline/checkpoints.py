@@ -46,7 +46,7 @@ def load_handoff(path: Path, cfg, phase: int) -> dict:
     have = sorted(ckpt.get("models", {}))
     missing = [k for k in HANDOFF[phase] if k not in have]
     if missing:
-        raise ValueError(f"checkpoint {path} lacks models {missing} (has {have}); phase {phase + 1} needs the "
+        raise CheckpointError(f"checkpoint {path} lacks models {missing} (has {have}); phase {phase + 1} needs the "
                          f"{FINAL[phase]} written by {SCRIPT[phase]}")
     found = ckpt.get("phase")
     if found != phase:

@@ -23,6 +23,9 @@ def parse_args(description: str, argv: list[str] | None = None,
     p.add_argument("--fresh", action="store_true",
                    help="start this phase over instead of resuming: its earlier checkpoints, evaluation and "
                         "TensorBoard logs are moved to <run dir>/superseded/ (nothing is deleted)")
+    p.add_argument("--debug", action="store_true",
+                   help="show the Python traceback of a user error too (else: one line and exit codes 2-6, "
+                        "dreamer.errors)")
     if extra:
         extra(p)
     args = p.parse_args(argv)

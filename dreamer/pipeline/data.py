@@ -8,8 +8,9 @@ import logging
 from pathlib import Path
 
 from dreamer.atomic import remove_stale_temps
-from dreamer.data.cache import LatentCache, build_cache, write_manifest_file
-from dreamer.data.episode import list_episodes
+from dreamer.data.cache import DamagedCacheError, LatentCache, build_cache, heal, write_manifest_file
+from dreamer.data.episode import EpisodeError, list_episodes
+from dreamer.errors import PathKindError, require_dir
 from dreamer.tokenizer import CosmosTokenizerWrapper, build_tokenizer
 from dreamer.training.runtime import releases_on_error
 
@@ -29,6 +30,8 @@ def make_tokenizer(cfg, device) -> CosmosTokenizerWrapper:
 def episode_paths(cfg, rt) -> list[Path]:
     """The episode files of ``cfg.data.episodes_dir``, collected first (rank 0) when too few and asked to."""
     root = Path(cfg.data.episodes_dir)
+    if root.exists() and not root.is_dir():
+        require_dir(root, "data.episodes_dir")  # says what it is instead
     if rt.is_main:
         remove_stale_temps(root)  # episode files half-written by a killed collection
     found = list_episodes(root) if root.is_dir() else []
@@ -42,7 +45,7 @@ def episode_paths(cfg, rt) -> list[Path]:
         rt.barrier()
         found = list_episodes(root)
     if not found:
-        raise FileNotFoundError(
+        raise PathKindError(
             f"data.episodes_dir={root} holds no episode files; collect some (data.collect=true) or convert a dataset"
         )
     return found
@@ -52,14 +55,24 @@ def prepare_data(cfg, rt, tokenizer: CosmosTokenizerWrapper | None = None) -> tu
     """The frozen tokenizer and an up-to-date latent cache for ``cfg.data``."""
     tokenizer = tokenizer or make_tokenizer(cfg, rt.device)
     paths = episode_paths(cfg, rt)
-    cache_dir = Path(cfg.data.cache_dir)
-    build_cache(paths, tokenizer, cache_dir, shard=(rt.rank, rt.world), write_manifest=False, frame_size=cfg.env.size)
+    cache_dir = require_dir(cfg.data.cache_dir, "data.cache_dir", create=True)
+    healed = heal(cache_dir) if rt.is_main else {}  # damaged entries moved aside: the build re-encodes them
+    rt.barrier()
+    try:
+        build_cache(paths, tokenizer, cache_dir, shard=(rt.rank, rt.world), write_manifest=False,
+                    frame_size=cfg.env.size)
+    except EpisodeError as e:
+        if Path(e.path).stem in healed:
+            raise DamagedCacheError(f"latent cache entry {healed[Path(e.path).stem]}, and it cannot be rebuilt: its "
+                                    f"episode file is unusable too ({e})") from e
+        raise
     rt.barrier()
     if rt.is_main:
         names = [p.stem for p in paths]
         manifest = cache_dir / "manifest.json"
         cache = LatentCache(cache_dir) if manifest.is_file() else None
-        if cache is None or cache.names != sorted(names) or _stale(cache, paths):
+        if (cache is None or cache.names != sorted(names) or healed or cache.rechecked
+                or _stale(cache, paths)):
             write_manifest_file(cache_dir, names, tokenizer.identity(), cfg.data.val_fraction, cfg.data.split_seed)
     rt.barrier()
     cache = LatentCache(cache_dir, expect_tokenizer=tokenizer.identity())
@@ -72,7 +85,10 @@ def open_or_prepare(cfg, rt, tokenizer: CosmosTokenizerWrapper) -> LatentCache:
     """The cache of ``cfg.data`` as it is when its manifest exists (checked against ``tokenizer``), else built."""
     root = Path(cfg.data.cache_dir)
     if (root / "manifest.json").is_file():
-        return LatentCache(root, expect_tokenizer=tokenizer.identity())
+        try:
+            return LatentCache(root, expect_tokenizer=tokenizer.identity())
+        except DamagedCacheError as e:
+            log.warning("%s: rebuilding it", e)
     return prepare_data(cfg, rt, tokenizer)[1]
 
 
@@ -99,4 +115,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dreamer.errors import run_cli
+
+    run_cli(main)

@@ -1,6 +1,7 @@
 """The frozen tokenizer: frames → pooled latents (B, T_lat, N, C) (Cosmos), or the privileged Crafter state →
 latents (the ``crafter_state`` reference); :func:`build_tokenizer` picks by ``tokenizer.kind``."""
 
+from dreamer.errors import ConfigError
 from dreamer.tokenizer.config import KINDS, TokenizerConfig
 from dreamer.tokenizer.cosmos import (
     PRESETS,
@@ -22,7 +23,7 @@ def build_tokenizer(cfg: TokenizerConfig):
 
         return CrafterStateTokenizer(cfg)
     if cfg.kind != "cosmos":
-        raise ValueError(f"tokenizer.kind must be one of {list(KINDS)}, got {cfg.kind!r}")
+        raise ConfigError(f"tokenizer.kind must be one of {list(KINDS)}, got {cfg.kind!r}")
     return CosmosTokenizerWrapper(cfg=cfg)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dreamer.errors import PathKindError
 from dreamer.tokenizer.config import TokenizerConfig
 
 log = logging.getLogger(__name__)
@@ -185,14 +186,17 @@ def build_vae(preset: str, pretrained: str | None = None, temporal_compression: 
 
     if pretrained:
         path = Path(pretrained)
+        if path.is_file():
+            raise PathKindError(f"tokenizer.pretrained={pretrained} is a file, not a folder: give the folder that holds "
+                                "config.json (a phase-0 tokenizer folder or a downloaded Cosmos tokenizer)")
         if path.exists():
             sub = "vae" if (path / "vae" / "config.json").is_file() else None
             if sub is None and not (path / "config.json").is_file():
-                raise FileNotFoundError(f"tokenizer.pretrained={pretrained}: no config.json in it or in its vae/ folder")
+                raise PathKindError(f"tokenizer.pretrained={pretrained}: no config.json in this folder or in its vae/ folder")
             return AutoencoderKLCosmos.from_pretrained(str(path), subfolder=sub), str(path.resolve())
         if pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1 or path.parent.is_dir():
-            raise FileNotFoundError(
-                f"tokenizer.pretrained={pretrained}: no such directory ({path.resolve()}). If it is the output of "
+            raise PathKindError(
+                f"tokenizer.pretrained={pretrained}: no such folder ({path.resolve()}). If it is the output of "
                 "phase 0, fit it first: python train_phase0_tokenizer.py --config <the same config>"
             )
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 from dreamer.atomic import atomic_open, write_error
+from dreamer.errors import UserError, require_file
 
 log = logging.getLogger(__name__)
 COMPILED_PREFIX = "_orig_mod."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file that cannot be used; the message names it."""
 
 
@@ -58,9 +59,7 @@ def atomic_save(obj: dict, path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load with ``weights_only=True`` after checking the zip members' CRCs. Raises
     :class:`DamagedCheckpointError` or :class:`UnsafeCheckpointError` (both name the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    path = require_file(path, "checkpoint", "give a .pt file (the phase scripts write <run dir>/phase*_final.pt)")
     damage = _damage(path)
     if damage:
         raise DamagedCheckpointError(f"checkpoint {path} is damaged: {damage}")

@@ -21,13 +21,17 @@ import sys
 import time
 from pathlib import Path
 
+from dreamer.errors import RUN_FOLDER, UserError
+
 log = logging.getLogger(__name__)
 LOCK_NAME = "run.lock"
 _HELD: dict[Path, RunLock] = {}  # the folders this process holds, by resolved lock path
 
 
-class RunFolderBusyError(RuntimeError):
+class RunFolderBusyError(UserError, RuntimeError):
     """Another process is writing the run folder."""
+
+    exit_code = RUN_FOLDER
 
 
 class RunLock:

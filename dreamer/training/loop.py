@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from dreamer.errors import DIVERGED, UserError
 from dreamer.presets import to_dict
 from dreamer.training import sharding
 from dreamer.training.checkpoint import (
@@ -32,11 +34,13 @@ from dreamer.training.runtime import unwrap
 log = logging.getLogger(__name__)
 
 
-class NonFiniteError(RuntimeError):
-    """Too many non-finite losses or gradients in a row."""
+class NonFiniteError(UserError, RuntimeError):
+    """Too many non-finite losses or gradients (in a row, or from one episode), or non-finite held-out figures."""
+
+    exit_code = DIVERGED
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint from another tokenizer, latent statistics or action space than the data given."""
 
 
@@ -64,15 +68,33 @@ def make_scheduler(opt: torch.optim.Optimizer, pc: PhaseConfig) -> torch.optim.l
 
 
 class NonFiniteGuard:
-    """Skip a step whose loss or gradient is not finite; stop after ``max_in_row`` in a row."""
+    """Skip a step whose loss or gradient is not finite. Stop (:class:`NonFiniteError`) after ``max_in_row`` in a
+    row, or once one episode was in ``max_in_row`` of the skipped batches and in at least half of them: a
+    damaged episode shows up again and again, whatever lies between. Either way the message lists the steps
+    and the episodes of the skipped batches (the ``provenance`` [(episode, start), …] of each)."""
 
     def __init__(self, max_in_row: int):
         self.max_in_row, self.in_row, self.total = max_in_row, 0, 0
+        self.skipped: list[tuple[int, list]] = []  # (step, provenance) of every skipped step
 
     @property
     def healthy(self) -> bool:
         """False during a run of non-finite steps: no checkpoint is written then."""
         return self.in_row == 0
+
+    def culprits(self, last: int | None = None) -> Counter:
+        """How many of the (``last``) skipped batches each episode was in."""
+        counts: Counter = Counter()
+        for _, prov in self.skipped[-last:] if last else self.skipped:
+            counts.update({_episode(p) for p in prov or []})
+        return counts
+
+    def report(self, last: int | None = None) -> str:
+        """'steps 3, 9, 12; episodes ep_0 (3 batches), ep_2 (1)' for the (``last``) skipped steps."""
+        steps = [s for s, _ in (self.skipped[-last:] if last else self.skipped)]
+        shown = ", ".join(str(s) for s in steps[:12]) + (", …" if len(steps) > 12 else "")
+        eps = ", ".join(f"{e} ({n})" for e, n in self.culprits(last).most_common(8))
+        return f"steps {shown}; episodes (skipped batches each is in): {eps or 'not known'}"
 
     def check(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, provenance=None) -> bool:
         if torch.isfinite(loss).all() and torch.isfinite(grad_norm).all():
@@ -80,14 +102,51 @@ class NonFiniteGuard:
             return True
         self.in_row += 1
         self.total += 1
+        self.skipped.append((step, list(provenance or [])))
         log.warning("step %d: non-finite loss %s / grad norm %s; step skipped (%d in a row). Batch: %s",
                     step, float(loss), float(grad_norm), self.in_row, provenance)
         if self.in_row >= self.max_in_row:
             raise NonFiniteError(
-                f"{self.in_row} non-finite steps in a row (max_nonfinite={self.max_in_row}) ending at step {step}; "
-                f"the last good checkpoint is left intact. Last batch: {provenance}"
-            )
+                f"{self.in_row} non-finite steps in a row (max_nonfinite={self.max_in_row}) ending at step {step}: "
+                f"{self.report(self.in_row)}; the last good checkpoint is left intact")
+        worst = self.culprits().most_common(1)
+        if worst and worst[0][1] >= self.max_in_row and 2 * worst[0][1] >= self.total:
+            raise NonFiniteError(
+                f"episode {worst[0][0]} was in {worst[0][1]} of the {self.total} batches skipped as non-finite "
+                f"(max_nonfinite={self.max_in_row}): its data is the likely cause. Skipped {self.report()}; the last "
+                "good checkpoint is left intact")
         return False
+
+    def finish(self, phase: str) -> None:
+        """At the end of a run: one warning naming the skipped steps and their episodes, if any were skipped."""
+        if self.total:
+            log.warning("%s: %d step(s) were skipped as non-finite: %s", phase, self.total, self.report())
+
+
+def _episode(pick) -> str:
+    """The episode of one provenance entry ((episode, start) or a bare name)."""
+    return str(pick[0]) if isinstance(pick, (tuple, list)) and pick else str(pick)
+
+
+def check_heldout(phase: str, metrics: dict, batches: list[dict], where: str = "", keys=None) -> None:
+    """Stop the phase (:class:`NonFiniteError`) when a held-out figure (of ``keys``, default all) is not finite,
+    naming the held-out episodes: those whose clips hold non-finite latents, else every episode of ``batches``
+    (dicts with ``provenance`` and, when known, ``latents``)."""
+    bad = {k: v for k, v in metrics.items() if (keys is None or k in keys) and isinstance(v, (float, int))
+           and not math.isfinite(v)}
+    if not bad:
+        return
+    named, seen = [], []
+    for b in batches:
+        z = b.get("latents")
+        for i, pick in enumerate(b.get("provenance") or []):
+            seen.append(_episode(pick))
+            if z is not None and not torch.isfinite(z[i]).all():
+                named.append(_episode(pick))
+    eps = sorted(set(named)) or sorted(set(seen))
+    why = "their clips hold non-finite latents" if named else "the model's outputs on them are not finite"
+    raise NonFiniteError(f"{phase}: held-out figures are not finite ({', '.join(sorted(bad)[:6])}) on held-out "
+                         f"episodes {eps} ({why}){where}")
 
 
 def optimizer_step(opt, sched, loss: torch.Tensor, pc: PhaseConfig, guard: NonFiniteGuard, step: int,

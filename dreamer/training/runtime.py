@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dreamer.atomic import HOST_TAG, atomic_write_bytes, remove_stale_temps
+from dreamer.errors import RUN_FOLDER, ConfigError, UserError, require_dir
 from dreamer.presets import save_config
 from dreamer.training.gradmode import ensure_grad_enabled
 from dreamer.training.lock import RunLock
@@ -163,7 +164,7 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} asked for, but CUDA is not available; use device=cpu or auto")
+        raise ConfigError(f"device={name!r} asked for, but CUDA is not available; use device=cpu or auto")
     if dev.type == "cuda" and dev.index is None:
         return torch.device(f"cuda:{local_rank}")
     return dev
@@ -177,8 +178,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_run_dir(run_dir: Path, min_free_mb: int = 200) -> None:
-    """Fail before training when the run directory cannot be written or the disk is (nearly) full."""
+class RunFolderError(UserError, RuntimeError):
+    """The run folder cannot be used: not a folder, not writable, or too little free space under it."""
+
+    exit_code = RUN_FOLDER
+
+
+def min_free_mb(run_dir: Path, configured: int | None = None) -> int:
+    """The free space a run needs before it trains: ``configured`` (the config's ``min_free_mb``), else three
+    times the largest checkpoint already in the run folder (a periodic one, the final one and a temporary
+    copy being written), at least 16 MiB."""
+    if configured is not None:
+        return int(configured)
+    sizes = [p.stat().st_size for p in run_dir.glob("*.pt") if p.is_file()] if run_dir.is_dir() else []
+    return max(16, -(-3 * max(sizes, default=0) // 2**20))
+
+
+def check_run_dir(run_dir: Path, need_mb: int | None = None) -> None:
+    """Fail before training when the run directory cannot be written or the disk is (nearly) full
+    (``need_mb``: the config's ``min_free_mb``; None derives it from the run's checkpoints, :func:`min_free_mb`)."""
+    require_dir(run_dir, "run directory", "set checkpoint_root or run to a folder", create=True)
+    need_mb = min_free_mb(run_dir, need_mb)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=run_dir, prefix=f".write_probe.{HOST_TAG}-{os.getpid()}-",
@@ -186,10 +206,11 @@ def check_run_dir(run_dir: Path, min_free_mb: int = 200) -> None:
             probe.write(b"x" * 1024)
             probe.flush()
     except OSError as e:
-        raise RuntimeError(f"run directory {run_dir} is not writable ({e}); fix permissions or set checkpoint_root") from e
+        raise RunFolderError(f"run directory {run_dir} is not writable ({e}); fix permissions or set checkpoint_root") from e
     free_mb = shutil.disk_usage(run_dir).free / 2**20
-    if free_mb < min_free_mb:
-        raise RuntimeError(f"only {free_mb:.0f} MiB free under {run_dir}; need at least {min_free_mb} MiB for checkpoints")
+    if free_mb < need_mb:
+        raise RunFolderError(f"only {free_mb:.0f} MiB free under {run_dir}; need at least {need_mb} MiB for checkpoints "
+                             "(min_free_mb; by default three times the run's largest checkpoint, at least 16 MiB)")
 
 
 def start(cfg, phase: str, inputs: dict | None = None, fresh: bool = False) -> Runtime:
@@ -216,13 +237,14 @@ def start(cfg, phase: str, inputs: dict | None = None, fresh: bool = False) -> R
     run_dir = cfg.run_dir
     lock = None
     if rank == 0:  # one lock per run, held by rank 0 for all its ranks
+        require_dir(run_dir, "run directory", "set checkpoint_root (and run) to a folder", create=True)
         try:
             lock = RunLock.acquire(run_dir, phase)
         except OSError as e:
-            raise RuntimeError(f"run directory {run_dir} is not writable ({e}); fix permissions or set "
+            raise RunFolderError(f"run directory {run_dir} is not writable ({e}); fix permissions or set "
                                f"checkpoint_root") from e
         try:
-            check_run_dir(run_dir)
+            check_run_dir(run_dir, getattr(cfg, "min_free_mb", None))
             remove_stale_temps(run_dir, owned=True)
         except BaseException:
             lock.release()

@@ -22,6 +22,7 @@ from dreamer.config import Config
 from dreamer.data.cache import LatentCache
 from dreamer.data.episode import ActionSpace
 from dreamer.dynamics import DynamicsConfig, DynamicsModel
+from dreamer.errors import PathKindError, UserError
 from dreamer.pipeline.build import build_agent, build_dynamics, frozen
 from dreamer.pipeline.checkpoints import FINAL, phase1_eval
 from dreamer.presets import apply_override, from_dict, load_config
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 FINALS = " or ".join(FINAL[p] for p in (1, 2, 3))
 
 
-class CheckpointKindError(ValueError):
+class CheckpointKindError(UserError, ValueError):
     """The file is a checkpoint, but not one holding a world model (and, when needed, an agent)."""
 
 
@@ -122,7 +123,7 @@ def load_world(path: str | Path, configs: Sequence[str] = (), overrides: Sequenc
     try:
         tokenizer = build_tokenizer(cfg.tokenizer).to(dev)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"checkpoint {path}: its tokenizer is missing: {e}. Point "
+        raise PathKindError(f"checkpoint {path}: its tokenizer is missing: {e}. Point "
                                 "--set tokenizer.pretrained=<folder> at the tokenizer it was trained with") from e
     if ckpt.get("tokenizer") is not None and ckpt["tokenizer"] != tokenizer.identity():
         raise loop.CheckpointMismatchError(
@@ -133,7 +134,7 @@ def load_world(path: str | Path, configs: Sequence[str] = (), overrides: Sequenc
     try:
         cache = LatentCache(cfg.data.cache_dir, expect_tokenizer=tokenizer.identity())
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}. The viewers start from real latents of data.cache_dir; run the phase "
+        raise PathKindError(f"{e}. The viewers start from real latents of data.cache_dir; run the phase "
                                 "scripts first or pass --set data.cache_dir=<folder>") from e
     loop.check_compatible(ckpt, cache, path)
     dynamics, agent = models_from_checkpoint(ckpt, cfg, tokenizer, cache, dev)

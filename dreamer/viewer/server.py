@@ -20,6 +20,7 @@ import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from dreamer.errors import RUN_FOLDER, UserError
 from dreamer.viewer.session import PlayError, PlaySession
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,10 @@ FILES = {"/": ("play.html", "text/html; charset=utf-8"), "/index.html": ("play.h
 MAX_BODY = 1 << 16
 
 
-class PortInUseError(OSError):
+class PortInUseError(UserError, OSError):
     """The port asked for is taken; the message names it."""
+
+    exit_code = RUN_FOLDER
 
 
 class PlayServer(ThreadingHTTPServer):

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from dreamer.data.cache import CacheMismatchError, LatentCache, align_episode, build_cache
+from dreamer.data.cache import (
+    CacheMismatchError,
+    DamagedCacheError,
+    LatentCache,
+    align_episode,
+    build_cache,
+    find_damage,
+    heal,
+)
 from dreamer.data.episode import save_episode
 from dreamer.data.loader import ClipSampler
 from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
@@ -92,3 +100,73 @@ def test_clip_len_too_long(tmp_path, episode_factory, tiny_tokenizer):
     cache = LatentCache(tmp_path / "cache")
     with pytest.raises(ValueError, match="data.clip_len=50"):
         ClipSampler(cache, cache.train_names, clip_len=50, batch_size=2)
+
+
+# The cache checks what it serves (issue 29): a truncated or non-finite entry is refused by name, moved aside
+# and re-encoded bit for bit from its episode file; an unchanged entry is not read again.
+@pytest.fixture
+def built(tmp_path, episode_factory, tiny_tokenizer):
+    paths = _episodes(tmp_path, episode_factory, n=3)
+    build_cache(paths, tiny_tokenizer, tmp_path / "cache", val_fraction=0.34)
+    original = {p.stem: (tmp_path / "cache" / "episodes" / p.stem / "latents.npy").read_bytes() for p in paths}
+    return tmp_path / "cache", paths, original
+
+
+def _damage(entry, how: str) -> None:
+    f = entry / "latents.npy"
+    if how == "truncated":
+        f.write_bytes(f.read_bytes()[:90])  # the header cut short, as the hostile pass did
+    elif how == "nan":
+        z = np.load(f)
+        z[1] = np.nan
+        np.save(f, z)  # same size, new mtime
+    elif how == "missing":
+        f.unlink()
+    elif how == "wrong_dtype":
+        np.save(f, np.load(f).astype(np.float32))
+
+
+@pytest.mark.parametrize("how,says", [("truncated", "unreadable"), ("nan", "non-finite latents at 1 of"),
+                                      ("missing", "missing"), ("wrong_dtype", "expected float16")])
+def test_a_damaged_entry_is_named_moved_aside_and_rebuilt(built, tiny_tokenizer, how, says, caplog):
+    cache_dir, paths, original = built
+    assert LatentCache(cache_dir).rechecked == []  # recorded when written: nothing read again on open
+    _damage(cache_dir / "episodes" / "ep_001", how)
+    with pytest.raises(DamagedCacheError) as e:
+        LatentCache(cache_dir)
+    assert str(cache_dir / "episodes" / "ep_001" / "latents.npy") in str(e.value) and says in str(e.value)
+    assert "re-encodes them from their episode files" in str(e.value)
+
+    healed = heal(cache_dir)
+    assert list(healed) == ["ep_001"] and says in healed["ep_001"]
+    aside = list((cache_dir / "damaged").iterdir())
+    assert len(aside) == 1 and aside[0].name.startswith("ep_001-")  # kept, not deleted
+    assert "entry moved aside" in caplog.text or how == "missing"
+    build_cache(paths, tiny_tokenizer, cache_dir, val_fraction=0.34)
+    cache = LatentCache(cache_dir)
+    for name, data in original.items():
+        assert (cache_dir / "episodes" / name / "latents.npy").read_bytes() == data  # as it was built
+    assert cache.rechecked == [] and find_damage(cache_dir, cache.manifest) == ({}, [])
+
+
+def test_an_untouched_cache_heals_nothing(built):
+    cache_dir, _, _ = built
+    assert heal(cache_dir) == {} and not (cache_dir / "damaged").exists()
+
+
+def test_a_touched_but_intact_entry_is_checked_and_served(built):
+    cache_dir, _, _ = built
+    f = cache_dir / "episodes" / "ep_000" / "latents.npy"
+    f.write_bytes(f.read_bytes())  # new mtime, same content
+    cache = LatentCache(cache_dir)
+    assert cache.rechecked == ["ep_000"]  # read once in full, found good
+
+
+def test_short_episodes_are_skipped_by_name(tmp_path, episode_factory, tiny_tokenizer, caplog):
+    paths = [save_episode(tmp_path / "eps" / "ep_zero.npz", episode_factory(T=0, seed=0)),
+             *_episodes(tmp_path, episode_factory, n=2)]
+    build_cache(paths, tiny_tokenizer, tmp_path / "cache", val_fraction=0.0)
+    cache = LatentCache(tmp_path / "cache")
+    ClipSampler(cache, cache.train_names, clip_len=3, batch_size=2)
+    assert "1 of 3 episodes are shorter than data.clip_len=3" in caplog.text
+    assert f"{(tmp_path / 'eps' / 'ep_zero.npz').resolve()} (1 latent steps, 0 env steps)" in caplog.text

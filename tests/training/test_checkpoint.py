@@ -150,3 +150,42 @@ def test_state_hash_follows_the_weights_only():
     assert state_sha256(a) == state_sha256(same)
     assert state_sha256(a) != state_sha256({"dynamics": {"w": torch.ones(3) * 2, "b": a["dynamics"]["b"]}})
     assert state_sha256(a) != state_sha256({"dynamics": {"w": torch.ones(3, dtype=torch.float64), "b": a["dynamics"]["b"]}})
+
+
+def test_nonfinite_guard_names_an_episode_that_keeps_failing():
+    """Non-finite steps that are not in a row, but share one episode: the guard stops once that episode was in
+    max_nonfinite of the skipped batches (and at least half of them), naming it and the steps."""
+    guard = NonFiniteGuard(3)
+    nan, fine = torch.tensor(float("nan")), torch.tensor(1.0)
+    for step, prov in ((2, [("ep_0", 1), ("ep_3", 4)]), (5, [("ep_1", 0), ("ep_0", 7)])):
+        assert not guard.check(step, nan, fine, prov)
+        assert guard.check(step + 1, fine, fine, [("ep_2", 0)])  # a good step between: the streak resets
+    with pytest.raises(NonFiniteError) as e:
+        guard.check(9, nan, fine, [("ep_0", 2), ("ep_2", 5)])
+    msg = str(e.value)
+    assert "episode ep_0 was in 3 of the 3 batches" in msg and "steps 2, 5, 9" in msg and "ep_2 (1)" in msg
+    assert guard.culprits()["ep_0"] == 3
+
+
+def test_nonfinite_guard_in_a_row_names_the_streak():
+    guard = NonFiniteGuard(2)
+    nan, fine = torch.tensor(float("nan")), torch.tensor(1.0)
+    guard.check(0, nan, fine, [("ep_a", 0)])
+    with pytest.raises(NonFiniteError, match=r"2 non-finite steps in a row .* steps 0, 1; .*ep_a \(1\), ep_b \(1\)"):
+        guard.check(1, nan, fine, [("ep_b", 0)])
+
+
+def test_heldout_figures_that_are_not_finite_stop_the_phase_naming_the_episodes():
+    from dreamer.training.loop import check_heldout
+
+    z = torch.zeros(2, 3, 4, 5)
+    z[1, 2, 0, 0] = float("nan")
+    batches = [{"latents": z, "provenance": [("ep_5", 0), ("ep_9", 3)]}]
+    check_heldout("phase 1", {"one_step_mse": 0.1}, batches)  # finite: nothing to say
+    with pytest.raises(NonFiniteError, match=r"phase 1: held-out figures are not finite \(one_step_mse\) on held-out "
+                                             r"episodes \['ep_9'\] \(their clips hold non-finite latents\)"):
+        check_heldout("phase 1", {"one_step_mse": float("nan"), "copy": 0.2}, batches)
+    with pytest.raises(NonFiniteError, match=r"\['ep_5', 'ep_9'\] \(the model's outputs"):
+        check_heldout("phase 1", {"x": float("inf")}, [{"latents": torch.zeros(2, 3, 4, 5),
+                                                         "provenance": batches[0]["provenance"]}])
+    check_heldout("phase 2", {"value_return_corr": float("nan"), "bc_nll": 1.0}, [], keys=("bc_nll",))

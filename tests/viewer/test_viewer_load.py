@@ -50,7 +50,7 @@ def test_missing_tokenizer_folder_is_named(s4_run, tmp_path):
     moved = tmp_path / "moved"
     shutil.move(folder, moved)
     try:
-        with pytest.raises(FileNotFoundError, match=rf"{folder.name}.*no such directory.*tokenizer\.pretrained"):
+        with pytest.raises(FileNotFoundError, match=rf"{folder.name}.*no such folder.*tokenizer\.pretrained"):
             load_world(s4_run["phase1"])
     finally:
         shutil.move(moved, folder)
