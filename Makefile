@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 # Everything, the slow subprocess / torchrun tests included; the fast inner loop while coding is
 # `$(PY) -m pytest -m "not slow" tests`.
 test: $(STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || echo "make test: no chromium/chromedriver \
+	on PATH: the browser tests will skip (apt-get install -y chromium chromium-driver; .ci/run does it)"
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 DEMO ?= configs/crafter_tiny.yaml

@@ -180,7 +180,7 @@ def main(argv=None) -> dict:
     curve = [tuple(c) for c in (ckpt or {}).get("curve") or []]  # (step, held-out PSNR) of every evaluation
     last = (ckpt or {}).get("stopped_at") or pc.steps  # where fitting ends: the last step, or a plateau
     extra = {"phase": 0, "baseline": baseline, "source": desc}
-    for step in trange(start_step, last, desc="phase0", disable=not rt.is_main, initial=start_step, total=pc.steps):
+    for step in trange(start_step, last, desc="phase0", disable=None if rt.is_main else True, initial=start_step, total=pc.steps):
         batch = train.batch(step, rt.device)
         with rt.autocast(pc.bf16):
             recon, target, _, logits = net(batch["frames"])

@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     info = loop.data_info(cache)
     tokens, t0 = 0, time.perf_counter()
     metrics: dict = {}
-    for step in trange(start_step, pc.steps, desc="phase1", disable=not rt.is_main, initial=start_step, total=pc.steps):
+    for step in trange(start_step, pc.steps, desc="phase1", disable=None if rt.is_main else True, initial=start_step, total=pc.steps):
         batch = train.batch(step)
         with rt.autocast(pc.bf16):
             loss, m = loss_fn(net, batch["latents"], batch["actions"], batch["action_mask"])

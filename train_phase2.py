@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     best_nll, best_step = best_so_far(rt, 2, "bc_nll") if pc.keep_best else (float("inf"), None)
     gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
     metrics: dict = {}
-    for step in trange(start_step, pc.steps, desc="phase2", disable=not rt.is_main, initial=start_step, total=pc.steps):
+    for step in trange(start_step, pc.steps, desc="phase2", disable=None if rt.is_main else True, initial=start_step, total=pc.steps):
         done = step + 1
         log_now = done % pc.log_every == 0 or done == pc.steps
         batch = train.batch(step)

@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
     info = loop.data_info(cache)
     sums: dict[str, float] = {}
     n_sum, imagined, t_log = 0, 0, time.perf_counter()
-    for step in trange(start_step, pc.steps, desc="phase3", disable=not rt.is_main, initial=start_step, total=pc.steps):
+    for step in trange(start_step, pc.steps, desc="phase3", disable=None if rt.is_main else True, initial=start_step, total=pc.steps):
         batch = train.batch(step)
         im = dream(batch, step)
         with rt.autocast(pc.bf16):

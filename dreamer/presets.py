@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -115,8 +116,21 @@ def from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         where = f"section '{prefix}'" if prefix else "the top level"
-        raise ConfigError(f"unknown config key(s) {unknown} in {where}; valid keys: {names}")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+        close = {k: difflib.get_close_matches(k, names, n=3, cutoff=0.6) for k in unknown}
+        hint = "; ".join(f"did you mean {' or '.join(repr(m) for m in c)} for {k!r}?" for k, c in close.items() if c)
+        err = ConfigError(f"unknown config key(s) {unknown} in {where}" + (f"; {hint}" if hint else "")
+                          + f"; valid keys: {names}")
+        err.keys = [f"{prefix}.{k}" if prefix else k for k in unknown]
+        raise err
+    kwargs = {}
+    for k, v in data.items():
+        full = f"{prefix}.{k}" if prefix else k
+        try:
+            kwargs[k] = _coerce(v, hints[k], full)
+        except ConfigError as e:  # the key travels with the error: load_config names where it was set
+            if not getattr(e, "keys", None):
+                e.keys = [full]
+            raise
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
@@ -133,9 +147,89 @@ def save_config(cfg: Any, path: str | Path) -> Path:
 
 
 def load_config(cls: type, paths: list[str] | None = None, overrides: list[str] | None = None) -> Any:
+    """``cls`` from the presets ``paths`` (stacked) and the ``overrides``; an unknown key's error also names
+    where it came from (the preset file, or the --set)."""
     data: dict = {}
+    sources: list[tuple[str, dict]] = []
     for p in paths or []:
-        data = _merge(data, read_yaml(p))
+        one = read_yaml(p)
+        sources.append((str(p), one))
+        data = _merge(data, one)
     for o in overrides or []:
         data = apply_override(data, o)
-    return from_dict(cls, data)
+        sources.append((f"--set {o}", apply_override({}, o)))
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        keys = getattr(e, "keys", None)
+        if not keys:
+            raise
+        found = sorted({src for k in keys for src, d in sources if _has_key(d, k.split("."))})
+        if not found:
+            raise
+        raise ConfigError(f"{e} (set in {', '.join(found)})") from None
+
+
+def _has_key(data: dict, parts: list[str]) -> bool:
+    for p in parts:
+        if not isinstance(data, dict) or p not in data:
+            return False
+        data = data[p]
+    return True
+
+
+def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, meaning) of every leaf of the config dataclass ``cls``, in declaration order; the
+    meaning is the comment on the field's line or on the lines just above it in the source."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    notes = _field_comments(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += reference(tp, key)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
+        rows.append((key, _type_name(tp), yaml.safe_dump(default, default_flow_style=True).strip().removesuffix(
+            "\n...").removesuffix("..."), notes.get(f.name, "")))
+    return rows
+
+
+def _type_name(tp) -> str:
+    name = getattr(tp, "__name__", None) if typing.get_origin(tp) is None else None
+    return name or str(tp).replace("typing.", "")
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """{field: comment} from the source of ``cls`` and its bases (inline ``# …``, else the ``#`` lines above)."""
+    import inspect
+    import re
+
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        above: list[str] = []
+        last = None  # the field whose inline comment a '#   …' line (aligned, two or more spaces) continues
+        for line in lines:
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                if last and re.match(r"#\s{2,}", stripped):
+                    out[last] += " " + stripped.lstrip("#").strip()
+                else:
+                    above.append(stripped.lstrip("#").strip())
+                    last = None
+                continue
+            m = re.match(r"    (\w+)\s*:\s*[^=#]+(?:=[^#]*)?(?:#\s*(.*))?$", line)
+            last = None
+            if m:  # a field: its inline comment, else the comment lines just above it
+                out[m.group(1)] = (m.group(2) or " ".join(above)).strip()
+                last = m.group(1) if m.group(2) else None
+            above = []
+    return out

@@ -28,10 +28,42 @@ def test_stacking_and_overrides(tmp_path):
 
 
 def test_unknown_key_lists_valid_keys():
-    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['clip_length'\] in section 'data'; valid keys: .*clip_len"):
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['clip_length'\] in section 'data'; did you mean "
+                                          r"'clip_len' for 'clip_length'\?; valid keys: .*clip_len.* \(set in --set "
+                                          r"data.clip_length=3\)"):
         load(None, ["data.clip_length=3"])
-    with pytest.raises(ConfigError, match="unknown config key"):
+    with pytest.raises(ConfigError, match="unknown config key") as e:
         load(None, ["nonsense=1"])
+    assert "did you mean" not in str(e.value)
+
+
+def test_a_bad_key_in_a_preset_names_the_file(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"phase1": {"stpes": 5}}))
+    top = tmp_path / "top.yaml"
+    top.write_text(yaml.safe_dump({"include": ["base.yaml"], "run": "x"}))
+    with pytest.raises(ConfigError, match=rf"did you mean 'steps' for 'stpes'\?.*\(set in {top}\)"):
+        load([str(top)])  # the include resolves into the file given
+    base.write_text(yaml.safe_dump({"phase1": {"steps": "many"}}))
+    with pytest.raises(ConfigError, match=rf"'phase1.steps': expected int, got 'many' \(set in {top}\)"):
+        load([str(top)])
+    base.write_text(yaml.safe_dump({"phase1": {"steps": 5}}))
+    with pytest.raises(ConfigError, match=r"expected int, got 'x' \(set in --set phase2.steps=x\)"):
+        load([str(top)], ["phase2.steps=x"])
+
+
+def test_the_config_reference_lists_every_key():
+    """docs/config.md is generated from the config dataclasses (python -m dreamer.config > docs/config.md): a key
+    added, removed, retyped or redocumented without regenerating it fails here."""
+    from dreamer.config import reference_markdown
+    from dreamer.presets import reference
+
+    doc = Path("docs/config.md").read_text()
+    rows = reference(Config)
+    missing = [k for k, *_ in rows if f"| `{k}` |" not in doc]
+    assert not missing, f"docs/config.md lacks {missing}: run python -m dreamer.config > docs/config.md"
+    assert doc == reference_markdown(), "docs/config.md is stale: run python -m dreamer.config > docs/config.md"
+    assert all(meaning for *_, meaning in rows), [k for k, *_, m in rows if not m]  # every key says what it does
 
 
 def test_bad_types_and_values():

@@ -196,7 +196,7 @@ def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, m
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(seeds), desc=f"episodes {env_cfg.env_id} (agent)")
+        bar = tqdm(total=len(seeds), desc=f"episodes {env_cfg.env_id} (agent)", disable=None)  # a terminal only
     was_training = agent.training
     agent.eval()
     try:

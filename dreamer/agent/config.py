@@ -25,25 +25,25 @@ class AgentConfig:
     """
 
     # trunk
-    d_model: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
+    d_model: int = 128  # trunk: transformer width
+    num_layers: int = 2  # trunk: transformer blocks
+    num_heads: int = 4  # trunk: attention heads
     max_time: int = 64  # longest latent history the trunk accepts in one call
     mlp_hidden: int = 512  # SwiGLU hidden width in each trunk block
-    dropout: float = 0.0
-    rope_base: float = 10000.0
+    dropout: float = 0.0  # trunk: dropout in attention and MLP
+    rope_base: float = 10000.0  # trunk: RoPE base period (time axis)
     # heads
-    head_hidden: int = 256
-    head_layers: int = 1
+    head_hidden: int = 256  # heads: hidden units per layer
+    head_layers: int = 1  # heads: hidden layers of the policy, reward, continue and value MLPs
     # two-hot (docs/design.md §8)
-    num_bins: int = 255
-    bin_low: float = -20.0
-    bin_high: float = 20.0
+    num_bins: int = 255  # two-hot bins of the reward and value heads (docs/design.md §8)
+    bin_low: float = -20.0  # two-hot: lowest bin (symlog space)
+    bin_high: float = 20.0  # two-hot: highest bin (symlog space)
     # phase-2 losses
     focal_gamma: float = 0.0  # 0 = plain cross-entropy
-    bc_loss_weight: float = 1.0
-    reward_loss_weight: float = 1.0
-    continue_loss_weight: float = 1.0
+    bc_loss_weight: float = 1.0  # phase-2 loss weight of behaviour cloning
+    reward_loss_weight: float = 1.0  # phase-2 loss weight of the reward head
+    continue_loss_weight: float = 1.0  # phase-2 loss weight of the continue head
     value_loss_weight: float = 1.0  # the behaviour policy's value on the data's λ-returns (phase 3 starts from it)
 
     def __post_init__(self) -> None:
@@ -93,10 +93,10 @@ class RLConfig:
     `lambda_returns` is `gamma(chunk_len) = gamma_env ** chunk_len`.
     """
 
-    gamma_env: float = 0.997
-    lam: float = 0.95
-    alpha: float = 0.5
-    beta: float = 0.3
+    gamma_env: float = 0.997  # discount per environment step (per latent step: gamma_env ** chunk_len)
+    lam: float = 0.95  # λ of the TD(λ) returns
+    alpha: float = 0.5  # PMPO: weight of the positive-advantage term (1 - alpha on the negative one)
+    beta: float = 0.3  # PMPO: weight of the KL to the phase-2 (BC) prior
     # PMPO splits on the sign of A = R - v. A value still biased for the imagined returns (phase 2 fits it to
     # the behaviour policy's real returns) puts nearly every pair on one side; subtracting the batch's mean
     # advantage first splits them into better and worse than this batch's average instead.

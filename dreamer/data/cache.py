@@ -143,7 +143,7 @@ def build_cache(
         raise EpisodeError(Path(episode_paths[0]).parent, "<file names>", "episode file names must be unique (an episode "
                            "is cached under its file name)")
     todo = list(zip(names, episode_paths))[shard[0] :: shard[1]]
-    for name, path in tqdm(todo, desc="encode episodes", unit="ep", disable=len(todo) < 2):
+    for name, path in tqdm(todo, desc="encode episodes", unit="ep", disable=True if len(todo) < 2 else None):
         src_hash = file_sha256(path)
         target = cache_dir / "episodes" / name
         src_file = target / "source.json"

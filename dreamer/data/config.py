@@ -11,7 +11,7 @@ class DataConfig:
     cache_dir: str = "data/crafter_tiny/cache"  # latent cache built from episodes_dir
     val_fraction: float = 0.1  # episodes held out (by episode, never by clip)
     clip_len: int = 16  # latent steps per training clip
-    split_seed: int = 0
+    split_seed: int = 0  # seed of the train / held-out split (by episode name)
     collect: bool = True  # collect episodes with the env/collect settings when episodes_dir is empty
 
     def __post_init__(self):

@@ -22,14 +22,14 @@ def _is_pow2(x: int) -> bool:
 @dataclass
 class DynamicsConfig:
     # --- transformer ---------------------------------------------------------------------------
-    d_model: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
+    d_model: int = 128  # transformer width
+    num_layers: int = 4  # transformer blocks (space and time layers)
+    num_heads: int = 4  # attention heads
     num_kv_heads: int = 2  # grouped-query attention; == num_heads disables it
-    num_registers: int = 4
+    num_registers: int = 4  # register tokens per step
     time_every: int = 2  # layer i is a causal time layer iff (i + 1) % time_every == 0, else space-only
     mlp_ratio: float = 8.0 / 3.0  # SwiGLU hidden width = mlp_ratio * d_model, rounded up to a multiple of 8
-    qk_norm: bool = True
+    qk_norm: bool = True  # RMS-normalise queries and keys
     # Action routing (docs/design.md §4, "What phase 1 needs"): each step's latent tokens also receive the previous
     # step's token embeddings mixed by an N x N map chosen by the action chunk that leads into the step (one learned
     # map per action value, summed over the chunk's valid sub-steps and components). It lets an action MOVE content
@@ -49,7 +49,7 @@ class DynamicsConfig:
     # True: each term by its own RMS (flow/rms_f + boot/rms_b).  Measured unstable (bootstrap collapses to
     # the identity map, see shortcut.py), so the default normalises the combined loss by one shared RMS.
     rms_per_term: bool = False
-    rms_decay: float = 0.99
+    rms_decay: float = 0.99  # decay of the running RMS that divides the loss terms
     # Fraction of batch ROWS (whole sequences) trained with bootstrap steps (Δ > Δ_min); the other rows
     # use Δ = Δ_min (flow term) at every step.  Inside a bootstrap row, every step draws
     # j ~ U{0, ..., log2(k_max) - 1}.  The row count is drawn with stochastic rounding, so its

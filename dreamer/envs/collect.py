@@ -139,7 +139,7 @@ def _collect_some(env_cfg: EnvConfig, collect_cfg: CollectConfig, out_dir: Path,
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(indices, desc=f"collect {source_name(env_cfg, collect_cfg)}")
+            it = tqdm(indices, desc=f"collect {source_name(env_cfg, collect_cfg)}", disable=None)  # a terminal only
         for i in it:
             ep = rollout(env, policy, collect_cfg.seed + i, env_cfg, collect_cfg, index=i)
             save_episode(episode_path(out_dir, i), ep)

@@ -18,11 +18,11 @@ class EnvConfig:
         (64, 64) and (9, 9)); a smaller area makes world generation much faster (tests).
     """
 
-    env_id: str = "crafter"
-    size: int = 64
-    max_steps: int = 1000
-    crafter_area: tuple[int, int] = (64, 64)
-    crafter_view: tuple[int, int] = (9, 9)
+    env_id: str = "crafter"  # "crafter" or a gymnasium id with image observations
+    size: int = 64  # frames are size x size RGB uint8
+    max_steps: int = 1000  # time limit (truncated=True)
+    crafter_area: tuple[int, int] = (64, 64)  # Crafter world size in tiles (smaller: faster resets)
+    crafter_view: tuple[int, int] = (9, 9)  # Crafter view grid in tiles
 
     def __post_init__(self):
         if not isinstance(self.env_id, str) or not self.env_id.strip():
@@ -50,11 +50,11 @@ class CollectConfig:
         from seed ``seed + i``).
     """
 
-    num_episodes: int = 10
-    policy: str = "scripted"
-    epsilon: float = 0.2
-    seed: int = 0
-    workers: int = 1
+    num_episodes: int = 10  # episodes to collect
+    policy: str = "scripted"  # "scripted" (Crafter only) or "random"
+    epsilon: float = 0.2  # random-action probability mixed into the scripted policy
+    seed: int = 0  # episode i is reset with seed + i
+    workers: int = 1  # processes that play episodes in parallel
 
     def __post_init__(self):
         if not isinstance(self.num_episodes, int) or self.num_episodes < 0:

@@ -140,7 +140,7 @@ def run_policy_episodes(
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(it, total=len(seeds), desc=f"episodes {env_cfg.env_id}")
+            it = tqdm(it, total=len(seeds), desc=f"episodes {env_cfg.env_id}", disable=None)  # a terminal only
         for seed, (env, obs, info) in it:
             if hasattr(act_fn, "reset"):
                 act_fn.reset(seed)

@@ -132,7 +132,7 @@ def convert(cfg: ConvertConfig) -> ConversionSummary:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = ConversionSummary(layout, missing=missing)
-    for job in tqdm(jobs, desc=f"convert {cfg.format}", unit="ep", disable=not cfg.progress):
+    for job in tqdm(jobs, desc=f"convert {cfg.format}", unit="ep", disable=None if cfg.progress else True):
         target = out / f"{job.name}.npz"
         if target.is_file() and _count_existing(target, layout, summary):
             summary.skipped_existing += 1

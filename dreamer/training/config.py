@@ -13,17 +13,17 @@ def _check(cond: bool, section: str, key: str, value, want: str) -> None:
 
 @dataclass
 class PhaseConfig:
-    steps: int = 1000
-    batch_size: int = 16
-    lr: float = 3e-4
-    weight_decay: float = 0.01
+    steps: int = 1000  # training steps
+    batch_size: int = 16  # clips per batch (per rank)
+    lr: float = 3e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.01  # AdamW weight decay
     warmup: int = 100  # linear warm-up steps, then cosine decay to min_lr_ratio * lr
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    log_every: int = 10
+    min_lr_ratio: float = 0.1  # the cosine schedule ends at min_lr_ratio * lr
+    grad_clip: float = 1.0  # clip each parameter group's gradient norm to this (0 = no clipping)
+    log_every: int = 10  # TensorBoard scalars every this many steps
     eval_every: int = 250  # held-out figures / real-env evaluation
     ckpt_every: int = 250  # periodic checkpoint <phase>_step<N>.pt (atomic)
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # periodic checkpoints kept (the oldest are pruned)
     bf16: bool = False  # bf16 autocast (CUDA); on CPU only when asked
     compile: bool = False  # torch.compile the trained model (CUDA)
     fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of DDP (dreamer/training/sharding.py)
@@ -57,7 +57,7 @@ class Phase0Config(PhaseConfig):
     # Stop once `patience` held-out evaluations in a row gained less than `min_delta` dB over the best before
     # them (0 = always run all `steps`); the tokenizer is then saved from the step it stopped at.
     patience: int = 0
-    min_delta: float = 0.1
+    min_delta: float = 0.1  # see patience
     # Weight of the auxiliary behaviour loss: an ActionHead predicts each latent step's action chunk from the
     # pooled latent, so the fitted latents carry what the agent must decide (0 = reconstruction only).
     action_weight: float = 0.0
@@ -109,7 +109,7 @@ class Phase2Config(PhaseConfig):
 class Phase3Config(PhaseConfig):
     horizon: int = 16  # imagined latent steps per rollout
     context: int = 4  # context latent steps sampled from the cache
-    value_lr: float = 3e-4
+    value_lr: float = 3e-4  # learning rate of the value head (the policy's is lr)
     value_warmup: int = 0  # first steps train only the value head: a zero-initialised value makes every
     #                        advantage >= 0, so PMPO would otherwise only reinforce the policy's own samples
     eval_episodes: int = 10  # real-env episodes at the end (and periodically if eval_every < steps)
