@@ -131,7 +131,8 @@ def main(argv=None) -> dict:
     if pc.keep_best:
         result["best"] = {"step": best_step, "bc_nll": best_nll}
         log.info("lowest held-out BC NLL %.3f at step %s: %s", best_nll, best_step, rt.run_dir / BEST[2])
-    final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 2, "eval": result})  # every rank
+    final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 2, "eval": result,  # every rank
+                                                                    "action_counts": [c.tolist() for c in counts]})
     if rt.is_main:
         save_final(rt, 2, final)
         if pc.eval_episodes > 0:

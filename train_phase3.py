@@ -140,7 +140,8 @@ def main(argv=None) -> dict:
 
     guard.finish("phase 3")
     result: dict = {}
-    final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 3, "phase2_checkpoint": str(p2_path)})
+    final = loop.payload(cfg, pc.steps, models, opt, sched, info, {"phase": 3, "phase2_checkpoint": str(p2_path),
+                                                                    "action_counts": p2.get("action_counts")})
     if rt.is_main:  # the real-env comparison needs the agent only (replicated on every rank)
         save_final(rt, 3, final)
         if pc.eval_episodes > 0:

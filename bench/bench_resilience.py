@@ -288,7 +288,8 @@ def user_errors(d: Path) -> dict:
     busy = r / "ckpt" / "t"
     cases = [("unknown --set key", [*p1, "--set", "phase1.stepz=3"], 2, "'stepz'"),
              ("wrong type", [*p1, "--set", "phase1.steps=abc"], 2, "phase1.steps"),
-             ("missing tokenizer folder", [*p1, "--set", f"tokenizer.pretrained={d / 'no_tokenizer'}"], 3, "no_tokenizer"),
+             ("missing tokenizer folder", [*p1, "--set", f"tokenizer.pretrained={d / 'no_tokenizer'}"], 3,
+              "no_tokenizer"),
              ("folder as --checkpoint", [sys.executable, "train_phase2.py", *tiny_overrides(r, 2), "--checkpoint",
                                          str(busy)], 3, "is a folder"),
              ("file as data.cache_dir", [*p1, "--set", f"data.cache_dir={busy / 'phase1_cosmos_final.pt'}"], 3,

@@ -9,7 +9,7 @@ Gemma 3 fusion head); ``config`` (the run's Config); ``pipeline`` (the hallway b
 The contract between them: docs/design.md.
 """
 
-__all__ = ["CosmosTokenizerWrapper"]
+__all__ = ["CosmosTokenizerWrapper", "load_agent"]
 __version__ = "0.1.0"
 
 
@@ -19,4 +19,8 @@ def __getattr__(name: str):
         from dreamer.tokenizer import CosmosTokenizerWrapper
 
         return CosmosTokenizerWrapper
+    if name == "load_agent":  # a trained agent that acts in its env (dreamer/evaluate.py)
+        from dreamer.evaluate import load_agent
+
+        return load_agent
     raise AttributeError(f"module 'dreamer' has no attribute {name!r}")

@@ -45,7 +45,8 @@ class Config:
         if not self.checkpoint_root.strip():
             raise ValueError("checkpoint_root must not be empty")
         if self.min_free_mb is not None and self.min_free_mb < 0:
-            raise ValueError(f"min_free_mb must be >= 0 or null (derived from the run's checkpoints), got {self.min_free_mb}")
+            raise ValueError(f"min_free_mb must be >= 0 or null (derived from the run's checkpoints), got "
+                             f"{self.min_free_mb}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = PyTorch's default), got {self.threads}")
         clip_len = self.phase1.clip_len or self.data.clip_len  # the clips phase 1 evaluates on
@@ -77,7 +78,8 @@ def reference_markdown() -> str:
     for key, tp, default, meaning in rows:
         sections.setdefault(key.split(".")[0] if "." in key else "", []).append((key, tp, default, meaning))
     for name, items in sections.items():
-        out += [f"## {f'`{name}`' if name else 'Top level'}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        title = f"`{name}`" if name else "Top level"
+        out += [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         out += [f"| `{k}` | {_cell(t)} | `{d}` | {_cell(m)} |" for k, t, d, m in items]
         out.append("")
     return "\n".join(out)

@@ -47,3 +47,24 @@ def test_every_phase_at_decision_rate(tmp_path, S):
         assert (run / name).is_file(), name
     summary = summarise_run(load([TEST_CONFIG], args[3::2]))
     assert summary["heldout_reconstruction"]["psnr_db"] > 0 and (run / "reconstruction.png").is_file()
+
+    # A saved agent, outside the pipeline (dreamer/evaluate.py): the README's three lines act in the env with the
+    # checkpoint's normalisation (no cache), and `python -m dreamer.evaluate` plays it beside the baselines.
+    import json
+
+    import numpy as np
+
+    import dreamer
+    from dreamer import evaluate
+
+    agent = dreamer.load_agent(run / "phase3_final.pt")
+    env = agent.make_env(); obs, info = env.reset(seed=10000); agent.reset(seed=10000)  # noqa: E702
+    obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+    assert env.action_space.contains(agent.act(obs, info)) and agent.phase == 3
+    assert np.allclose(agent.data.mean, cache.mean) and np.allclose(agent.data.std, cache.std)
+    assert agent.action_counts is not None and sum(agent.action_counts[0]) > 0  # phase 2's, carried by phase 3
+    out = evaluate.main(["--checkpoint", str(run / "phase3_final.pt"), "--episodes", "2", "--video"])
+    written = json.loads((run / "phase3_final.evaluate.json").read_text())
+    assert set(written["summaries"]) == {"random", "frame_blind", "pmpo"} == set(out["summaries"])
+    assert written["seeds"] == [10000, 10001] and all(s["episodes"] == 2 for s in written["summaries"].values())
+    assert (run / "phase3_final_episode10000.mp4").stat().st_size > 0

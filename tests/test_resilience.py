@@ -145,7 +145,8 @@ def test_sigkill_then_resume_matches_uninterrupted(episodes, tmp_path_factory):
         assert not (tmp / "ckpt" / "t" / "phase1_cosmos_final.pt").exists(), "killed too late to test anything"
     out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps)], timeout=300)
     assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]
-    a, b = weights(ref / "ckpt" / "t" / "phase1_cosmos_final.pt"), weights(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")
+    a = weights(ref / "ckpt" / "t" / "phase1_cosmos_final.pt")
+    b = weights(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
 
@@ -163,7 +164,8 @@ def test_nan_batches_stop_run_and_keep_checkpoint(episodes):
         z[:] = np.nan
         np.save(d / "latents.npy", z)
     hide_from_the_check(tmp / "cache")
-    out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=10), "--set", "phase1.max_nonfinite=3"], timeout=300)
+    out = run(["train_phase1_cosmos.py", *tiny_overrides(tmp, steps=10), "--set", "phase1.max_nonfinite=3"],
+              timeout=300)
     last = out.stderr.strip().splitlines()[-1]
     assert out.returncode == 6 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert last.startswith("error: 3 non-finite steps in a row") and "steps 2, 3, 4" in last and "ep_" in last
@@ -207,7 +209,8 @@ def test_damaged_cache_entries_are_rebuilt_and_the_run_ends_as_an_undamaged_one(
     for name, cause in ((train_a, "unreadable"), (train_b, "non-finite latents"), (held, "non-finite latents")):
         assert f"{tmp / 'cache' / 'episodes' / name / 'latents.npy'}: {cause}" in out.stderr
     assert len(list((tmp / "cache" / "damaged").iterdir())) == 3
-    a, b = load_checkpoint(ref / "ckpt" / "t" / "phase1_cosmos_final.pt"), load_checkpoint(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")
+    a = load_checkpoint(ref / "ckpt" / "t" / "phase1_cosmos_final.pt")
+    b = load_checkpoint(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")
     assert all(torch.equal(a["models"]["dynamics"][k], b["models"]["dynamics"][k]) for k in a["models"]["dynamics"])
     assert a["eval"] == b["eval"] and all(np.isfinite(v) for v in b["eval"].values())
 

@@ -140,8 +140,8 @@ def build_cache(
             )
     names = [Path(p).stem for p in episode_paths]
     if len(set(names)) != len(names):
-        raise EpisodeError(Path(episode_paths[0]).parent, "<file names>", "episode file names must be unique (an episode "
-                           "is cached under its file name)")
+        raise EpisodeError(Path(episode_paths[0]).parent, "<file names>", "episode file names must be unique (an "
+                           "episode is cached under its file name)")
     todo = list(zip(names, episode_paths))[shard[0] :: shard[1]]
     for name, path in tqdm(todo, desc="encode episodes", unit="ep", disable=True if len(todo) < 2 else None):
         src_hash = file_sha256(path)
@@ -186,8 +186,8 @@ def write_manifest_file(cache_dir: Path, names: list[str], ident: dict, val_frac
         sources[name] = json.loads((d / "source.json").read_text())
         spaces.add(json.dumps(sources[name]["action_space"], sort_keys=True))
     if len(spaces) != 1:
-        raise CacheMismatchError(f"latent cache {cache_dir}: the episodes of one cache must share one action space, found "
-                                 f"{sorted(spaces)}; keep each kind of episode under its own data.episodes_dir")
+        raise CacheMismatchError(f"latent cache {cache_dir}: the episodes of one cache must share one action space, "
+                                 f"found {sorted(spaces)}; keep each kind of episode under its own data.episodes_dir")
     shapes = {np.load(cache_dir / "episodes" / n / "latents.npy", mmap_mode="r").shape[1:] for n in names[:1]}
     latent_shape = list(shapes.pop()) if shapes else None
     damage = {}
@@ -310,7 +310,8 @@ def heal(cache_dir: str | os.PathLike) -> dict[str, str]:
     listed = sorted(manifest["sources"])
     damage, _ = find_damage(cache_dir, manifest, listed)
     for d in sorted(episodes.iterdir()):  # built, not yet in a manifest
-        if d.is_dir() and not d.name.startswith(".") and d.name not in manifest["sources"] and (d / "source.json").is_file():
+        unlisted = d.is_dir() and not d.name.startswith(".") and d.name not in manifest["sources"]
+        if unlisted and (d / "source.json").is_file():
             cause = entry_damage(d, manifest.get("latent_shape"), full=True)
             if cause:
                 damage[d.name] = cause

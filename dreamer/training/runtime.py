@@ -206,11 +206,13 @@ def check_run_dir(run_dir: Path, need_mb: int | None = None) -> None:
             probe.write(b"x" * 1024)
             probe.flush()
     except OSError as e:
-        raise RunFolderError(f"run directory {run_dir} is not writable ({e}); fix permissions or set checkpoint_root") from e
+        raise RunFolderError(f"run directory {run_dir} is not writable ({e}); fix permissions or set "
+                             "checkpoint_root") from e
     free_mb = shutil.disk_usage(run_dir).free / 2**20
     if free_mb < need_mb:
-        raise RunFolderError(f"only {free_mb:.0f} MiB free under {run_dir}; need at least {need_mb} MiB for checkpoints "
-                             "(min_free_mb; by default three times the run's largest checkpoint, at least 16 MiB)")
+        raise RunFolderError(f"only {free_mb:.0f} MiB free under {run_dir}; need at least {need_mb} MiB for "
+                             "checkpoints (min_free_mb; by default three times the run's largest checkpoint, at "
+                             "least 16 MiB)")
 
 
 def start(cfg, phase: str, inputs: dict | None = None, fresh: bool = False) -> Runtime:
