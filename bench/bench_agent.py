@@ -15,7 +15,8 @@ skipped when its output is already there and otherwise resumed by rerunning it:
 
 Every policy plays the same evaluation seeds (eval.seed + i, phase2.eval_episodes of them) with sampled
 actions. The table gives mean return ± 95% interval, length, Crafter score and per-achievement rates, the
-PMPO seeds one by one and pooled; the wall time of every stage is kept in <run>/ladder.json.
+PMPO seeds one by one and pooled (also as a bar chart, <run>/ladder.png); the wall time of every stage is kept in
+<run>/ladder.json.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from dreamer.atomic import atomic_write_bytes
 from dreamer.config import load
-from dreamer.envs.evaluation import comparison_table, summarise
+from dreamer.envs.evaluation import comparison_table, save_comparison_chart, summarise
 
 
 def stage_commands(cfg, args, passthrough: list[str]) -> list[tuple[str, list[str], Path]]:
@@ -75,7 +76,8 @@ def report(cfg, seeds: list[int]) -> str:
             pooled += ev["episodes"]["phase3"]
     if pooled:
         summaries["pmpo_pooled"] = summarise(pooled)
-    lines = [comparison_table(summaries)]
+    save_comparison_chart(summaries, run / "ladder.png", f"ladder {cfg.run}")
+    lines = [comparison_table(summaries), f"(the picture: {run / 'ladder.png'})"]
     deaths = {k: v.get("deaths", {}) for k, v in summaries.items()}
     lines.append("\ndeaths (episodes ended by): " + json.dumps(deaths))
     ladder = run / "ladder.json"

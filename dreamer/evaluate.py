@@ -5,7 +5,7 @@
 
 plays the checkpoint's agent next to the uniform random policy and the frame-blind one (the data's action
 frequencies, when the checkpoint or its run carries them) on seeds seed + i, prints the comparison table
-and writes it as JSON (default ``<checkpoint>.evaluate.json`` beside the checkpoint); ``--video`` also
+and writes it as JSON (default ``<checkpoint>.evaluate.json`` beside the checkpoint) and as a bar chart (``.png``); ``--video`` also
 writes the agent's first episode as an mp4. In Python, three lines act in a gymnasium env::
 
     agent = dreamer.load_agent("checkpoints/crafter_tiny/phase3_final.pt")   # tokenizer, agent, normalisation
@@ -39,6 +39,7 @@ from dreamer.envs.evaluation import (
     comparison_table,
     run_frequency_episodes,
     run_random_episodes,
+    save_comparison_chart,
     summarise,
     with_max_steps,
 )
@@ -223,6 +224,7 @@ def main(argv=None) -> dict:
            "summaries": summaries, "episodes": episodes}
     target = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".evaluate.json")
     atomic_write_bytes(target, json.dumps(out, indent=1, default=float).encode())
+    save_comparison_chart(summaries, target.with_suffix(".png"), Path(args.checkpoint).name)
     print(comparison_table(summaries))
     log.info("wrote %s", target)
     if args.video:

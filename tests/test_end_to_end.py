@@ -58,9 +58,10 @@ def test_every_phase_at_decision_rate(tmp_path, S):
     from dreamer import evaluate
 
     agent = dreamer.load_agent(run / "phase3_final.pt")
-    env = agent.make_env(); obs, info = env.reset(seed=10000); agent.reset(seed=10000)  # noqa: E702
+    env = agent.make_env(); obs, info = env.reset(seed=10000); agent.reset(seed=10000)
     obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
     assert env.action_space.contains(agent.act(obs, info)) and agent.phase == 3
+    assert isinstance(reward, float) and not (terminated or truncated)
     assert np.allclose(agent.data.mean, cache.mean) and np.allclose(agent.data.std, cache.std)
     assert agent.action_counts is not None and sum(agent.action_counts[0]) > 0  # phase 2's, carried by phase 3
     out = evaluate.main(["--checkpoint", str(run / "phase3_final.pt"), "--episodes", "2", "--video"])
@@ -68,3 +69,5 @@ def test_every_phase_at_decision_rate(tmp_path, S):
     assert set(written["summaries"]) == {"random", "frame_blind", "pmpo"} == set(out["summaries"])
     assert written["seeds"] == [10000, 10001] and all(s["episodes"] == 2 for s in written["summaries"].values())
     assert (run / "phase3_final_episode10000.mp4").stat().st_size > 0
+    assert (run / "phase3_final.evaluate.png").is_file() and (run / "phase3_results.png").is_file()
+    assert (run / "phase2_results.png").is_file()

@@ -228,3 +228,56 @@ def comparison_table(summaries: dict[str, dict]) -> str:
             rates = [(s.get("success_rates") or {}).get(a) for s in summaries.values()]
             rows.append(f"{a:{wa}}" + "".join(f"{_num(r, '{:.1f}'):>{w + 2}}" for r in rates))
     return "\n".join(rows)
+
+
+def comparison_chart(summaries: dict[str, dict], title: str = "") -> np.ndarray:
+    """The comparison as a picture, uint8 (H, W, 3): one bar per policy, its mean return with the 95% interval
+    as a whisker, labelled with the return and the Crafter score (when known)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    names = list(summaries)
+    bar, gap, left, top, height = 70, 30, 50, 40, 220
+    width = left + len(names) * (bar + gap) + gap
+    img = Image.new("RGB", (max(width, 320), top + height + 60), "white")
+    d, font = ImageDraw.Draw(img), ImageFont.load_default()
+    highs = [s["return_mean"] + (s.get("return_ci95") or 0.0) for s in summaries.values()]
+    lows = [min(0.0, s["return_mean"] - (s.get("return_ci95") or 0.0)) for s in summaries.values()]
+    hi, lo = max([*highs, 1e-6]), min(lows)
+    y = lambda v: top + height - (v - lo) / (hi - lo) * height
+    d.line([(left - 5, y(0.0)), (width - gap // 2, y(0.0))], fill="black")
+    for v in np.linspace(lo, hi, 5):
+        d.text((4, y(v) - 6), f"{v:.1f}", fill="gray", font=font)
+    colours = ["#9e9e9e", "#bdbdbd", "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2"]
+    for i, (name, s) in enumerate(summaries.items()):
+        x0 = left + gap + i * (bar + gap)
+        m, ci = s["return_mean"], s.get("return_ci95") or 0.0
+        d.rectangle([x0, min(y(m), y(0.0)), x0 + bar, max(y(m), y(0.0))], fill=colours[i % len(colours)])
+        cx = x0 + bar // 2
+        d.line([(cx, y(m - ci)), (cx, y(m + ci))], fill="black", width=2)
+        for v in (m - ci, m + ci):
+            d.line([(cx - 8, y(v)), (cx + 8, y(v))], fill="black", width=2)
+        score = f"score {s['score']:.1f}%" if s.get("score") is not None else ""
+        d.text((x0, top + height + 8), name[:12], fill="black", font=font)
+        d.text((x0, top + height + 22), f"{m:.2f} ± {ci:.2f}", fill="black", font=font)
+        d.text((x0, top + height + 36), score, fill="black", font=font)
+    d.text((left, 10), (title + "  " if title else "") + "mean return, 95% interval (real env)", fill="black",
+           font=font)
+    return np.asarray(img)
+
+
+def save_comparison_chart(summaries: dict[str, dict], path, title: str = "", writer=None, step: int = 0) -> np.ndarray:
+    """:func:`comparison_chart` written as a PNG at ``path`` (atomically) and, given a SummaryWriter, as the
+    TensorBoard image ``eval/results``."""
+    import io
+
+    from PIL import Image
+
+    from dreamer.atomic import atomic_write_bytes
+
+    pic = comparison_chart(summaries, title)
+    buf = io.BytesIO()
+    Image.fromarray(pic).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    if writer is not None:
+        writer.add_image("eval/results", pic, step, dataformats="HWC")
+    return pic

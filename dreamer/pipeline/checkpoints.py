@@ -27,6 +27,7 @@ class WrongPhaseError(CheckpointError):
 PREFIX = {0: "phase0", 1: "phase1", 2: "phase2", 3: "phase3"}  # periodic checkpoints <prefix>_step<N>.pt
 FINAL = {1: "phase1_cosmos_final.pt", 2: "phase2_final.pt", 3: "phase3_final.pt"}
 EVAL_JSON = {2: "phase2_eval.json", 3: "phase3_eval.json"}
+RESULTS_PNG = {2: "phase2_results.png", 3: "phase3_results.png"}  # the real-env comparison as a bar chart
 BEST = {2: "phase2_best.pt"}  # phase2.keep_best: the weights of the lowest held-out BC NLL so far
 SCRIPT = {0: "train_phase0_tokenizer.py", 1: "train_phase1_cosmos.py", 2: "train_phase2.py", 3: "train_phase3.py"}
 # The models a phase's final checkpoint hands on, with the config section each was built from.

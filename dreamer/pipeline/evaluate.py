@@ -20,10 +20,11 @@ from dreamer.envs.evaluation import (
     flat_scalars,
     run_frequency_episodes,
     run_random_episodes,
+    save_comparison_chart,
     summarise,
 )
 from dreamer.pipeline.build import build_agent
-from dreamer.pipeline.checkpoints import EVAL_JSON
+from dreamer.pipeline.checkpoints import EVAL_JSON, RESULTS_PNG
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ def evaluate_bc(rt, tokenizer, agent: Agent, cache, counts: list[np.ndarray]) ->
            "seconds": time.perf_counter() - t0,
            **{who: summarise(r) for who, r in runs.items()}, "episodes": runs}
     _write_json(rt, 2, out)
+    save_comparison_chart({who: out[who] for who in runs}, rt.run_dir / RESULTS_PNG[2], f"{cfg.run} phase 2",
+                          rt.writer, cfg.phase2.steps)
     for who in runs:
         s = out[who]
         rt.scalars(cfg.phase2.steps, {k: v for k, v in s.items() if isinstance(v, (int, float))}, f"env/{who}/")
@@ -142,6 +145,7 @@ def final_comparison(rt, tokenizer, cache, agent: Agent, phase2_agent_state: dic
     if dynamics is not None and pc.exploit_episodes > 0:
         out["exploitation"] = exploitation_check(rt, tokenizer, cache, dynamics, {"phase2_bc": bc, "phase3": agent})
     _write_json(rt, 3, out)
+    save_comparison_chart(out["summaries"], rt.run_dir / RESULTS_PNG[3], f"{rt.cfg.run} phase 3", rt.writer, pc.steps)
     table = comparison_table(out["summaries"])
     log.info("real-env comparison, %d episodes per policy (%s):\n%s", len(out["seeds"]), rt.run_dir / EVAL_JSON[3],
              table)
