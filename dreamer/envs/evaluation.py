@@ -230,6 +230,22 @@ def comparison_table(summaries: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def beats(name: str, summary: dict, base_name: str, base: dict) -> tuple[bool, str]:
+    """Whether ``name`` beats ``base_name`` in the real env, in one plain line: beyond both 95% intervals
+    (its mean minus its interval above the base's mean plus the base's), a difference inside them, or worse."""
+    m, ci = summary["return_mean"], summary.get("return_ci95") or 0.0
+    bm, bci = base["return_mean"], base.get("return_ci95") or 0.0
+    score = (f"; score {summary['score']:.2f}% vs {base['score']:.2f}%"
+             if summary.get("score") is not None and base.get("score") is not None else "")
+    figures = f"{name} return {m:.2f} ± {ci:.2f} vs {base_name} {bm:.2f} ± {bci:.2f}{score}"
+    if m - ci > bm + bci:
+        return True, f"{figures}: {name} beats {base_name} beyond both 95% intervals"
+    if m > bm:
+        return False, (f"{figures}: WARNING, {name} does NOT clearly beat {base_name} (higher, but inside the "
+                       "intervals: no difference)")
+    return False, f"{figures}: WARNING, {name} does NOT beat {base_name}"
+
+
 def comparison_chart(summaries: dict[str, dict], title: str = "") -> np.ndarray:
     """The comparison as a picture, uint8 (H, W, 3): one bar per policy, its mean return with the 95% interval
     as a whisker, labelled with the return and the Crafter score (when known)."""

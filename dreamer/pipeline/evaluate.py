@@ -16,6 +16,7 @@ from dreamer.agent import Agent
 from dreamer.agent.acting import run_agent_episodes
 from dreamer.atomic import atomic_write_bytes
 from dreamer.envs.evaluation import (
+    beats,
     comparison_table,
     flat_scalars,
     run_frequency_episodes,
@@ -88,6 +89,9 @@ def evaluate_bc(rt, tokenizer, agent: Agent, cache, counts: list[np.ndarray]) ->
     _write_json(rt, 2, out)
     save_comparison_chart({who: out[who] for who in runs}, rt.run_dir / RESULTS_PNG[2], f"{cfg.run} phase 2",
                           rt.writer, cfg.phase2.steps)
+    if "data_frequency" in runs:  # the plain verdict: does BC use the frames?
+        ok, line = beats("BC", out["bc"], "the frame-blind policy", out["data_frequency"])
+        (log.info if ok else log.warning)("phase 2, real env (%d episodes): %s", len(seeds), line)
     for who in runs:
         s = out[who]
         rt.scalars(cfg.phase2.steps, {k: v for k, v in s.items() if isinstance(v, (int, float))}, f"env/{who}/")
@@ -149,4 +153,8 @@ def final_comparison(rt, tokenizer, cache, agent: Agent, phase2_agent_state: dic
     table = comparison_table(out["summaries"])
     log.info("real-env comparison, %d episodes per policy (%s):\n%s", len(out["seeds"]), rt.run_dir / EVAL_JSON[3],
              table)
+    if "phase2_bc" in out["summaries"]:  # the plain verdict: did imagination RL improve on BC?
+        ok, line = beats("PMPO", out["summaries"]["phase3"], "BC", out["summaries"]["phase2_bc"])
+        (log.info if ok else log.warning)("phase 3, real env (%d episodes, one training seed): %s", len(out["seeds"]),
+                                          line)
     return out, table

@@ -86,3 +86,17 @@ def test_envs_reset_in_worker_processes_play_as_reset_here():
         for a in (3, 4, 1, 5):
             assert np.array_equal(e1.step(a)[0], e2.step(a)[0])
     assert run_random_episodes(cfg, [5, 6], cards=[17], reset_workers=2) == run_random_episodes(cfg, [5, 6], cards=[17])
+
+
+def test_the_plain_verdict_of_one_policy_against_its_baseline():
+    from dreamer.envs.evaluation import beats
+
+    bc, blind = {"return_mean": 6.1, "return_ci95": 1.26, "score": 11.4}, {"return_mean": 2.23, "return_ci95": 0.48,
+                                                                           "score": 2.4}
+    ok, line = beats("BC", bc, "the frame-blind policy", blind)
+    assert ok and line == ("BC return 6.10 ± 1.26 vs the frame-blind policy 2.23 ± 0.48; score 11.40% vs 2.40%: BC "
+                           "beats the frame-blind policy beyond both 95% intervals")
+    ok, line = beats("PMPO", {"return_mean": 6.34, "return_ci95": 1.15}, "BC", bc)
+    assert not ok and "does NOT clearly beat BC" in line and "no difference" in line
+    ok, line = beats("PMPO", {"return_mean": 5.0, "return_ci95": 1.0}, "BC", bc)
+    assert not ok and line.endswith("WARNING, PMPO does NOT beat BC")
