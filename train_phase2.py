@@ -29,7 +29,7 @@ from dreamer.pipeline.build import build_agent, build_dynamics, frozen
 from dreamer.pipeline.checkpoints import BEST, FINAL, PREFIX, best_so_far, save_best, save_final
 from dreamer.pipeline.cli import parse_args_after
 from dreamer.pipeline.data import prepare_data
-from dreamer.pipeline.evaluate import evaluate_bc
+from dreamer.pipeline.evaluate import curve_point, evaluate_bc
 from dreamer.training import loop, sharding
 from dreamer.training.checkpoint import atomic_save
 from dreamer.training.runtime import releases_on_error, start, wrap_model
@@ -112,6 +112,8 @@ def main(argv=None) -> dict:
                      metrics.get("reward_mae_nonzero_constant", float("nan")), metrics["reward_mae_zero"],
                      metrics["continue_accuracy"], metrics["continue_base_rate_accuracy"],
                      metrics.get("value_return_corr", float("nan")))
+        if pc.env_eval_every and done % pc.env_eval_every == 0 and done < pc.steps and rt.is_main and not sharded:
+            curve_point(rt, tokenizer, agent, cache, pc.env_eval_episodes, done, "eval/phase2/bc/")
         evaluated = done % pc.eval_every == 0 or done == pc.steps
         if pc.keep_best and evaluated and rt.broadcast_flag(rt.is_main and metrics["bc_nll"] < best_nll):
             best = loop.payload(cfg, done, models, data_info=info, extra={"eval": {"heldout": metrics}})  # every rank

@@ -224,3 +224,23 @@ def test_keep_best_writes_the_lowest_heldout_nll_and_it_hands_off(phase1_run, ca
     before = (run / BEST[2]).read_bytes()
     assert train_phase2.main(cmd)["best"] == result["best"]  # rerun of the finished run: the best is kept
     assert (run / BEST[2]).read_bytes() == before
+
+
+def test_a_real_env_learning_curve_and_the_results_picture(phase1_run):
+    """phase2.env_eval_every: the BC policy plays env_eval_episodes episodes every N steps, a TensorBoard curve
+    eval/phase2/bc/return_mean ending at the final evaluation; the comparison is also a bar chart (PNG and
+    TensorBoard image) and the checkpoint keeps the data's action counts (the frame-blind baseline's)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tmp = phase1_run
+    run = tmp / "ckpt" / "curve"
+    extra = (*PHASE2, "run=curve", "phase2.env_eval_every=2", "phase2.env_eval_episodes=1")
+    train_phase2.main([*_args(tmp, extra), "--checkpoint", str(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")])
+    acc = EventAccumulator(str(run / "tb" / "phase2"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    points = [(e.step, e.value) for e in acc.Scalars("eval/phase2/bc/return_mean")]
+    final = json.loads((run / "phase2_eval.json").read_text())["bc"]
+    assert [s for s, _ in points] == [2, 4] and points[-1][1] == pytest.approx(final["return_mean"])
+    assert "eval/results" in acc.Tags()["images"] and (run / "phase2_results.png").stat().st_size > 0
+    counts = load_checkpoint(run / "phase2_final.pt")["action_counts"]
+    assert len(counts) == 1 and len(counts[0]) == 17 and sum(counts[0]) > 0

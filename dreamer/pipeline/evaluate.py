@@ -87,6 +87,7 @@ def evaluate_bc(rt, tokenizer, agent: Agent, cache, counts: list[np.ndarray]) ->
            "seconds": time.perf_counter() - t0,
            **{who: summarise(r) for who, r in runs.items()}, "episodes": runs}
     _write_json(rt, 2, out)
+    rt.scalars(cfg.phase2.steps, flat_scalars(out["bc"]), "eval/phase2/bc/")  # the curve's last point
     save_comparison_chart({who: out[who] for who in runs}, rt.run_dir / RESULTS_PNG[2], f"{cfg.run} phase 2",
                           rt.writer, cfg.phase2.steps)
     if "data_frequency" in runs:  # the plain verdict: does BC use the frames?
@@ -98,6 +99,24 @@ def evaluate_bc(rt, tokenizer, agent: Agent, cache, counts: list[np.ndarray]) ->
         log.info("real env, %s policy over %d episodes: %s", who, len(seeds),
                  {k: v for k, v in s.items() if isinstance(v, (int, float))})
     return out
+
+
+def curve_point(rt, tokenizer, agent: Agent, cache, episodes: int, step: int, tag: str) -> dict:
+    """One point of a real-env learning curve: ``agent`` on ``episodes`` seeds eval.seed + i (sampled unless
+    eval.greedy), logged under ``tag`` (``eval/phase2/bc/``) at ``step``; returns its summary."""
+    cfg = rt.cfg
+    modes = {m: m.training for m in agent.modules()}  # restored one by one: training goes on as it was
+    try:
+        s = summarise(run_agent_episodes(cfg.env, eval_seeds(cfg, episodes), tokenizer, agent, cache.mean, cache.std,
+                                         greedy=cfg.eval.greedy, max_steps=cfg.eval.max_steps,
+                                         context=eval_context(cfg, agent.cfg), reset_workers=cfg.eval.reset_workers))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    rt.scalars(step, flat_scalars(s), tag)
+    log.info("step %d: real env, %d episodes: return %.2f ± %.2f, length %.0f%s", step, episodes, s["return_mean"],
+             s["return_ci95"], s["length_mean"], f", score {s['score']:.2f}%" if s.get("score") is not None else "")
+    return s
 
 
 def evaluate_policies(rt, tokenizer, cache, agents: dict[str, Agent], with_random: bool) -> dict:
@@ -146,6 +165,7 @@ def final_comparison(rt, tokenizer, cache, agent: Agent, phase2_agent_state: dic
     out = evaluate_policies(rt, tokenizer, cache, agents, with_random=pc.eval_baselines)
     for name, s in out["summaries"].items():
         rt.scalars(pc.steps, flat_scalars(s), f"eval/final/{name}/")
+    rt.scalars(pc.steps, flat_scalars(out["summaries"]["phase3"]), "eval/phase3/")  # the curve's last point
     if dynamics is not None and pc.exploit_episodes > 0:
         out["exploitation"] = exploitation_check(rt, tokenizer, cache, dynamics, {"phase2_bc": bc, "phase3": agent})
     _write_json(rt, 3, out)

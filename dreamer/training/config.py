@@ -99,10 +99,16 @@ class Phase2Config(PhaseConfig):
     # across checkpoints of one run it tracked the real-env return (docs/agent.md). The final checkpoint,
     # its evaluation and the handoff stay the last step's; phase 3 starts from the best when given it.
     keep_best: bool = False
+    # Real-env curve: every env_eval_every steps the BC policy plays env_eval_episodes episodes (seeds eval.seed + i),
+    # logged as TensorBoard curves eval/phase2/bc/* that end at the final evaluation's figures; 0 = the end only.
+    env_eval_every: int = 0
+    env_eval_episodes: int = 4  # episodes of each point of the curve
 
     def __post_init__(self):
         super().__post_init__()
         _check(self.eval_episodes >= 0, "phase2", "eval_episodes", self.eval_episodes, ">= 0 (0 = skip)")
+        _check(self.env_eval_every >= 0, "phase2", "env_eval_every", self.env_eval_every, ">= 0 (0 = the end only)")
+        _check(self.env_eval_episodes >= 1, "phase2", "env_eval_episodes", self.env_eval_episodes, ">= 1")
 
 
 @dataclass
