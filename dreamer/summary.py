@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from dreamer.config import load
 from dreamer.data.cache import LatentCache
@@ -38,7 +38,14 @@ def reconstruction_picture(tokenizer: CosmosTokenizerWrapper, frames: np.ndarray
     psnr = 10 * np.log10(255.0**2 / max(mse, 1e-10))
     grid = torch.cat([torch.cat(list(orig), 1), torch.cat(list(rec), 1)], 0).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)
+    big = Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST)
+    labelled = Image.new("RGB", (big.width + 110, big.height), "white")  # a column of row labels on the left
+    labelled.paste(big, (110, 0))
+    draw, half = ImageDraw.Draw(labelled), big.height // 2
+    draw.text((6, half // 2 - 6), "real frames", fill="black")
+    draw.text((6, half + half // 2 - 12), "reconstructed", fill="black")
+    draw.text((6, half + half // 2 + 2), "(each from its latent)", fill="gray")
+    labelled.save(path)
     return psnr
 
 

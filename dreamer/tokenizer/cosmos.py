@@ -179,6 +179,14 @@ def probe_layout(vae, resolution: int) -> tuple[int, int]:
     return 8 // (T_lat - 1), resolution // factor
 
 
+def _loading() -> dict:
+    """from_pretrained options: without ``accelerate`` ask for the plain loading diffusers falls back to anyway,
+    so it does not warn on every load (the tokenizers here are small)."""
+    import importlib.util
+
+    return {} if importlib.util.find_spec("accelerate") else {"low_cpu_mem_usage": False}
+
+
 def build_vae(preset: str, pretrained: str | None = None, temporal_compression: int = 0):
     """An AutoencoderKLCosmos from a local directory / hub id, or a named preset with random weights
     (laid out for ``temporal_compression``, see :func:`preset_config`)."""
@@ -193,7 +201,7 @@ def build_vae(preset: str, pretrained: str | None = None, temporal_compression: 
             sub = "vae" if (path / "vae" / "config.json").is_file() else None
             if sub is None and not (path / "config.json").is_file():
                 raise PathKindError(f"tokenizer.pretrained={pretrained}: no config.json in this folder or in its vae/ folder")
-            return AutoencoderKLCosmos.from_pretrained(str(path), subfolder=sub), str(path.resolve())
+            return AutoencoderKLCosmos.from_pretrained(str(path), subfolder=sub, **_loading()), str(path.resolve())
         if pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1 or path.parent.is_dir():
             raise PathKindError(
                 f"tokenizer.pretrained={pretrained}: no such folder ({path.resolve()}). If it is the output of "
@@ -201,7 +209,8 @@ def build_vae(preset: str, pretrained: str | None = None, temporal_compression: 
             )
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         try:
-            vae = AutoencoderKLCosmos.from_pretrained(pretrained, subfolder="vae", local_files_only=offline)
+            vae = AutoencoderKLCosmos.from_pretrained(pretrained, subfolder="vae", local_files_only=offline,
+                                                      **_loading())
         except Exception as e:
             raise RuntimeError(
                 f"tokenizer.pretrained={pretrained!r}: could not load from the hub ({type(e).__name__}: {e}). "
