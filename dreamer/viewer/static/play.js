@@ -18,9 +18,12 @@ async function call(path, body) {
   return data;
 }
 
+let playing = null;        // the episode on screen: the selector follows it when it changes (a random restart)
+
 function show(s) {
   $("frame").src = s.frame;
   $("episode").textContent = s.episode + " / " + s.start;
+  if (s.episode !== playing) { playing = s.episode; $("episode-select").value = s.episode; }
   $("decision").textContent = String(s.decision);
   $("action").textContent = s.action === null ? "-" : s.action;
   const ms = s.latency_ms;
