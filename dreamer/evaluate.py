@@ -44,12 +44,9 @@ from dreamer.envs.evaluation import (
     with_max_steps,
 )
 from dreamer.envs.gym_env import make_env
-from dreamer.errors import PathKindError
 from dreamer.pipeline.build import build_agent, frozen
 from dreamer.pipeline.evaluate import eval_context
-from dreamer.tokenizer import build_tokenizer
 from dreamer.training.checkpoint import CheckpointError, load_checkpoint
-from dreamer.training.loop import CheckpointMismatchError
 from dreamer.training.runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -112,7 +109,7 @@ class LoadedAgent:
 def load_agent(path: str | Path, overrides: Sequence[str] = (), device: str = "cpu",
                greedy: bool = False) -> LoadedAgent:
     """The agent of a phase-2 or phase-3 checkpoint, with its tokenizer and the checkpoint's normalisation."""
-    from dreamer.viewer.load import config_for
+    from dreamer.viewer.load import checkpoint_tokenizer, config_for
 
     path = Path(path)
     ckpt = load_checkpoint(path)
@@ -125,15 +122,7 @@ def load_agent(path: str | Path, overrides: Sequence[str] = (), device: str = "c
             raise CheckpointError(f"checkpoint {path} lacks '{key}': it was not written by a phase script")
     cfg = config_for(ckpt, (), list(overrides))
     dev = pick_device(device)
-    try:
-        tokenizer = build_tokenizer(cfg.tokenizer).to(dev)
-    except FileNotFoundError as e:
-        raise PathKindError(f"checkpoint {path}: its tokenizer is missing: {e}. Point --set "
-                            "tokenizer.pretrained=<folder> at the tokenizer it was trained with") from e
-    if ckpt.get("tokenizer") is not None and ckpt["tokenizer"] != tokenizer.identity():
-        raise CheckpointMismatchError(f"checkpoint {path} was trained on latents of another tokenizer than its "
-                                      f"config's (tokenizer.pretrained={cfg.tokenizer.pretrained!r}); pass the one it "
-                                      "was trained with (--set tokenizer.*)")
+    tokenizer = checkpoint_tokenizer(ckpt, cfg, path, dev)
     data = CheckpointData(ActionSpace.from_dict(ckpt["action_space"]), int(ckpt["chunk_len"]),
                           np.asarray(ckpt["latent_stats"]["mean"], np.float32),
                           np.asarray(ckpt["latent_stats"]["std"], np.float32))

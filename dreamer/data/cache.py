@@ -192,7 +192,7 @@ def write_manifest_file(cache_dir: Path, names: list[str], ident: dict, val_frac
     latent_shape = list(shapes.pop()) if shapes else None
     damage = {}
     for name in names:  # the full check once, before the files are recorded as good
-        cause = entry_damage(cache_dir / "episodes" / name, latent_shape, full=True)
+        cause = entry_damage(cache_dir / "episodes" / name, latent_shape)
         if cause:
             damage[name] = cause
     if damage:
@@ -239,10 +239,10 @@ def file_record(entry: Path) -> dict[str, list[int] | None]:
     return out
 
 
-def entry_damage(entry: Path, latent_shape: list[int] | None, full: bool = True) -> str | None:
+def entry_damage(entry: Path, latent_shape: list[int] | None) -> str | None:
     """Why a cache entry cannot be served, or None: a file missing or unreadable, shapes or dtypes that do not
-    agree (latents (L, N, C) float16 with the cache's N, C; actions (L, S, D); the rest (L, S) / (L,)), and with
-    ``full`` non-finite latents."""
+    agree (latents (L, N, C) float16 with the cache's N, C; actions (L, S, D); the rest (L, S) / (L,)), or
+    non-finite latents (a full read of the latents)."""
     arrays = {}
     for k in ARRAYS:
         f = entry / f"{k}.npy"
@@ -266,11 +266,10 @@ def entry_damage(entry: Path, latent_shape: list[int] | None, full: bool = True)
     if arrays["actions"].shape[1] != arrays["action_mask"].shape[1]:
         return f"{entry / 'actions.npy'}: {arrays['actions'].shape[1]} sub-steps, action_mask.npy has " \
                f"{arrays['action_mask'].shape[1]}"
-    if full:
-        finite = np.isfinite(np.asarray(z, dtype=np.float32)).reshape(L, -1).all(axis=1)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            return f"{entry / 'latents.npy'}: non-finite latents at {bad.size} of {L} steps (first at step {bad[0]})"
+    finite = np.isfinite(np.asarray(z, dtype=np.float32)).reshape(L, -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        return f"{entry / 'latents.npy'}: non-finite latents at {bad.size} of {L} steps (first at step {bad[0]})"
     return None
 
 
@@ -283,7 +282,7 @@ def find_damage(root: Path, manifest: dict, names: list[str] | None = None) -> t
         now = file_record(entry)
         if records.get(name) == now:
             continue  # unchanged since its full check
-        cause = entry_damage(entry, manifest.get("latent_shape"), full=True)
+        cause = entry_damage(entry, manifest.get("latent_shape"))
         if cause:
             damage[name] = cause
         else:
@@ -312,7 +311,7 @@ def heal(cache_dir: str | os.PathLike) -> dict[str, str]:
     for d in sorted(episodes.iterdir()):  # built, not yet in a manifest
         unlisted = d.is_dir() and not d.name.startswith(".") and d.name not in manifest["sources"]
         if unlisted and (d / "source.json").is_file():
-            cause = entry_damage(d, manifest.get("latent_shape"), full=True)
+            cause = entry_damage(d, manifest.get("latent_shape"))
             if cause:
                 damage[d.name] = cause
     stamp = time.strftime("%Y%m%d-%H%M%S")

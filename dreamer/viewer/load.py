@@ -112,6 +112,22 @@ def models_from_checkpoint(ckpt: dict, cfg: Config, tokenizer, cache,
     return dynamics, agent
 
 
+def checkpoint_tokenizer(ckpt: dict, cfg: Config, path: Path, device) -> CosmosTokenizerWrapper:
+    """The tokenizer of ``cfg`` on ``device``, refused unless it is the one the checkpoint was trained on."""
+    try:
+        tokenizer = build_tokenizer(cfg.tokenizer).to(device)
+    except FileNotFoundError as e:
+        raise PathKindError(f"checkpoint {path}: its tokenizer is missing: {e}. Point "
+                            "--set tokenizer.pretrained=<folder> at the tokenizer it was trained with") from e
+    if ckpt.get("tokenizer") is not None and ckpt["tokenizer"] != tokenizer.identity():
+        raise loop.CheckpointMismatchError(
+            f"checkpoint {path} was trained on latents of another tokenizer than tokenizer.kind={cfg.tokenizer.kind!r} "
+            f"preset="
+            f"{cfg.tokenizer.preset!r} pretrained={cfg.tokenizer.pretrained!r} resolution={cfg.tokenizer.resolution} "
+            f"pool={cfg.tokenizer.pool} gives; pass the config it was trained with (--config / --set tokenizer.*)")
+    return tokenizer
+
+
 def load_world(path: str | Path, configs: Sequence[str] = (), overrides: Sequence[str] = (), device: str = "auto",
                need_agent: bool = False) -> World:
     """Checkpoint → :class:`World` (tokenizer and cache from the checkpoint's config unless overridden)."""
@@ -120,17 +136,7 @@ def load_world(path: str | Path, configs: Sequence[str] = (), overrides: Sequenc
     check_kind(ckpt, path, need_agent)
     cfg = config_for(ckpt, configs, overrides)
     dev = pick_device(device)
-    try:
-        tokenizer = build_tokenizer(cfg.tokenizer).to(dev)
-    except FileNotFoundError as e:
-        raise PathKindError(f"checkpoint {path}: its tokenizer is missing: {e}. Point "
-                                "--set tokenizer.pretrained=<folder> at the tokenizer it was trained with") from e
-    if ckpt.get("tokenizer") is not None and ckpt["tokenizer"] != tokenizer.identity():
-        raise loop.CheckpointMismatchError(
-            f"checkpoint {path} was trained on latents of another tokenizer than tokenizer.kind={cfg.tokenizer.kind!r} "
-            f"preset="
-            f"{cfg.tokenizer.preset!r} pretrained={cfg.tokenizer.pretrained!r} resolution={cfg.tokenizer.resolution} "
-            f"pool={cfg.tokenizer.pool} gives; pass the config it was trained with (--config / --set tokenizer.*)")
+    tokenizer = checkpoint_tokenizer(ckpt, cfg, path, dev)
     try:
         cache = LatentCache(cfg.data.cache_dir, expect_tokenizer=tokenizer.identity())
     except FileNotFoundError as e:
