@@ -91,38 +91,28 @@ def run_stages(stages, cfg, jobs: int, times: dict, ladder: Path) -> None:
         times[stage] = times.get(stage, 0.0) + seconds  # a resumed stage adds up
         atomic_write_bytes(ladder, json.dumps({"seconds": times}, indent=1).encode())
 
-    serial = [t for t in todo if not t[0].startswith("phase3/")]
-    seeds = [t for t in todo if t[0].startswith("phase3/")]
+    serial = [t for t in todo if jobs == 1 or not t[0].startswith("phase3/")]  # one job: the seeds in order too
+    seeds = [t for t in todo if t not in serial]
     for stage, cmd in serial:
         print(f"[ladder] {stage}: {' '.join(cmd)}", flush=True)
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True)
         record(stage, time.perf_counter() - t0)
-    if not seeds:
-        return
-    if jobs == 1:
-        for stage, cmd in seeds:
-            print(f"[ladder] {stage}: {' '.join(cmd)}", flush=True)
-            t0 = time.perf_counter()
-            subprocess.run(cmd, cwd=ROOT, check=True)
-            record(stage, time.perf_counter() - t0)
-        return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     for i in range(0, len(seeds), jobs):
         group, procs, t0 = seeds[i:i + jobs], [], time.perf_counter()
-        for stage, cmd in group:
-            log_path = cfg.run_dir / f"{stage.replace('/', '_')}.log"
+        logs = [cfg.run_dir / f"{stage.replace('/', '_')}.log" for stage, _ in group]
+        for (stage, cmd), log_path in zip(group, logs):
             print(f"[ladder] {stage} ({len(group)} at once, {threads} thread(s), log {log_path}): {' '.join(cmd)}",
                   flush=True)
             with open(log_path, "ab") as fh:  # a resumed seed appends
                 procs.append(subprocess.Popen(cmd + ["--set", f"threads={threads}"], cwd=ROOT, stdout=fh,
                                               stderr=subprocess.STDOUT))
         codes = [p.wait() for p in procs]
-        wall = time.perf_counter() - t0
-        failed = [st for (st, _), c in zip(group, codes) if c != 0]
+        failed = [f"{st} (see {lg})" for (st, _), lg, c in zip(group, logs, codes) if c != 0]
         if failed:
-            raise SystemExit(f"[ladder] {', '.join(failed)} failed: see {cfg.run_dir}/phase3_seed*.log")
-        record(" + ".join(st for st, _ in group) + " (at once)", wall)
+            raise SystemExit(f"[ladder] failed: {', '.join(failed)}")
+        record(" + ".join(st for st, _ in group) + " (at once)", time.perf_counter() - t0)
 
 
 def rl_dir(cfg, seed: int) -> Path:
