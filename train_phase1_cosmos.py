@@ -78,13 +78,15 @@ def main(argv=None) -> dict:
         diagnose_before_training(1, {"tokenizer": tokenizer, "dynamics": model, "loss": loss_fn}, train.batch(0),
                                  rt.device, optimizer=opt, cache=cache, stop=not args.no_diagnose)
 
-    net = wrap_model(rt, model, pc.compile)
+    net = wrap_model(rt, model, pc.compile, key="phase1.compile")
     guard = loop.NonFiniteGuard(pc.max_nonfinite)
     info = loop.data_info(cache)
     tokens, t0 = 0, time.perf_counter()
     metrics: dict = {}
     for step in trange(start_step, pc.steps, desc="phase1", disable=None if rt.is_main else True, initial=start_step, total=pc.steps):
         batch = train.batch(step)
+        if pc.compile:  # the compiled model skips its data-dependent checks: the batch's actions, checked here
+            model.check_actions(batch["actions"], batch["action_mask"])
         with rt.autocast(pc.bf16):
             loss, m = loss_fn(net, batch["latents"], batch["actions"], batch["action_mask"])
         _, norms = loop.optimizer_step(opt, sched, loss, pc, guard, step, batch["provenance"])

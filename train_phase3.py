@@ -30,7 +30,7 @@ from dreamer.pipeline.data import prepare_data
 from dreamer.pipeline.evaluate import evaluate_policies, final_comparison
 from dreamer.training import loop, sharding
 from dreamer.training.pictures import latent_rows_to_grid
-from dreamer.training.runtime import releases_on_error, start
+from dreamer.training.runtime import compiled, releases_on_error, start
 from dreamer.viewer.video import phase_video
 
 log = logging.getLogger("phase3")
@@ -63,16 +63,16 @@ def main(argv=None) -> dict:
     start_step, _ = loop.resume(rt, PREFIX[3], models, opt, sched, cache)
     log.info("phase 3 from %s: policy + value heads (%d parameters), steps %d..%d, horizon %d, context %d", p2_path,
              sum(p.numel() for p in agent.phase3_parameters()), start_step, pc.steps, pc.horizon, pc.context)
-    trunk = agent.trunk
-    if pc.compile and rt.device.type == "cuda":
-        trunk = torch.compile(agent.trunk, dynamic=True)  # called every imagined step on a growing history
-    elif pc.compile:
-        log.warning("compile=true ignored on %s (torch.compile is used on CUDA only)", rt.device)
+    trunk, step_fn = agent.trunk, None
+    if pc.compile:  # both are called every imagined step, on a growing history / KV cache: symbolic sizes
+        trunk = compiled(agent.trunk, rt.device, dynamic=True, key="phase3.compile")
+        if not sharding.is_sharded(dynamics):
+            step_fn = compiled(dynamics.forward_into, rt.device, dynamic=True, key="phase3.compile")
 
     def dream(batch: dict, step: int):
         with rt.autocast(pc.bf16):
             return imagine(dynamics, agent, batch, pc.horizon, step_generator(cfg, rt.rank, step, rt.device),
-                           trunk=trunk)
+                           trunk=trunk, forward_into=step_fn)
 
     if pc.diagnose:
         from diagnostics import diagnose_before_training

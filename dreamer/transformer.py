@@ -1,6 +1,6 @@
 """Transformer building blocks shared by the dynamics model and the agent: RMSNorm, rotary position
-embedding (RoPE) and the SwiGLU feed-forward layer. Each model keeps its own attention and block
-(:mod:`dreamer.dynamics.layers`: axial space/time attention with a KV cache; :mod:`dreamer.agent.layers`:
+embedding (RoPE), the SwiGLU feed-forward layer and the attention kernel call. Each model keeps its own attention
+layer and block (:mod:`dreamer.dynamics.layers`: axial space/time attention with a KV cache; :mod:`dreamer.agent.layers`:
 causal attention in time).
 
 Shape letters (docs/design.md, shape legend): B batch, T time steps, h heads, e head dimension.
@@ -8,9 +8,40 @@ Shape letters (docs/design.md, shape legend): B batch, T time steps, h heads, e 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+_SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)  # enable_gqa= exists
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False,
+              dropout_p: float = 0.0) -> Tensor:
+    """Scaled dot-product attention of q (B, h, Tq, e) over k, v (B, hkv, Tk, e), h a multiple of hkv (GQA).
+
+    On the CPU the kernel runs in float32 whatever the dtype of q, k, v (the result comes back in q's dtype):
+    PyTorch's CPU attention kernels are slower in bf16 than in float32 at this project's shapes, 1.3-2.7x
+    forward and 4-9x forward + backward (``bench/bench_dynamics.py --bf16``), while its bf16 matmuls are
+    about 3x faster. So under bf16 autocast the projections around it run in bf16 and this step in float32.
+    On CUDA it is ``F.scaled_dot_product_attention`` as it is.
+    """
+    dtype = q.dtype
+    upcast = q.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
+    if upcast:
+        q, k, v = q.float(), k.float(), v.float()
+    gqa = {}
+    if k.shape[1] != q.shape[1]:
+        if _SDPA_GQA:
+            gqa = {"enable_gqa": True}
+        else:  # torch < 2.5: expand the KV heads explicitly
+            rep = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    with torch.autocast("cpu", enabled=False) if upcast else nullcontext():
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p,
+                                             **gqa)
+    return out.to(dtype) if upcast else out
 
 
 class RMSNorm(nn.Module):

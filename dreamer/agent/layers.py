@@ -4,10 +4,9 @@ shared pieces of :mod:`dreamer.transformer`."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dreamer.transformer import RMSNorm, SwiGLU, apply_rope
+from dreamer.transformer import RMSNorm, SwiGLU, apply_rope, attention
 
 NORM_EPS = torch.finfo(torch.float32).eps  # RMSNorm eps the agent was trained with (torch.nn.RMSNorm's)
 
@@ -51,9 +50,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, T, e)
         q = apply_rope(self.q_norm(q), cos, sin)
         k = apply_rope(self.k_norm(k), cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 

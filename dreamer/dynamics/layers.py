@@ -11,14 +11,11 @@ Space layers carry no RoPE: slot identity comes from learned slot embeddings add
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from dreamer.transformer import RMSNorm, SwiGLU, apply_rope, rope_tables
+from dreamer.transformer import RMSNorm, SwiGLU, apply_rope, attention, rope_tables
 
 from .config import DynamicsConfig
-
-_SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)  # enable_gqa= exists
 
 
 class RotaryTime(nn.Module):
@@ -54,13 +51,7 @@ class Attention(nn.Module):
         self.rope = rope
 
     def _attend(self, q, k, v, is_causal: bool, mask=None) -> torch.Tensor:
-        if self.hkv == self.h:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
-        if _SDPA_GQA:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
-        rep = self.h // self.hkv  # torch < 2.5: expand the KV heads explicitly
-        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        return attention(q, k, v, mask, is_causal)
 
     def forward(self, x_btmd: torch.Tensor, cache: LayerKV | None = None, start: int = 0,
                 update_cache: bool = True) -> torch.Tensor:

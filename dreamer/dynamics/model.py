@@ -57,8 +57,8 @@ class DynamicsModel(nn.Module):
         if len(action_cards) < 1 or any(int(c) < 1 for c in action_cards):
             raise ValueError(f"DynamicsModel: action_cards={action_cards} must be a non-empty list of ints >= 1")
         self.cfg = cfg
-        # Range checks on actions / labels cost a device sync per forward (and a torch.compile graph
-        # break); set False in tuned GPU training once the data pipeline is trusted.
+        # Range checks on actions / labels cost a device sync per forward; they are skipped inside torch.compile
+        # (see _validating). Set False in tuned GPU training once the data pipeline is trusted.
         self.validate_inputs = True
         self.num_tokens, self.latent_dim, self.chunk_len = num_tokens, latent_dim, chunk_len
         self.action_cards = [int(c) for c in action_cards]
@@ -124,11 +124,23 @@ class DynamicsModel(nn.Module):
             raise ValueError(f"action_mask shape {tuple(mask_bts.shape)} != {(b, t, s)}")
         mask = mask_bts.bool()
         act = torch.where(mask[..., None], act_btsd.long(), 0)
-        if self.validate_inputs and bool(((act < 0) | (act >= self.cards)).any()):
-            raise ValueError(f"action values out of range for cards {self.action_cards} (valid sub-steps)")
+        if self._validating():
+            self.check_actions(act_btsd, mask_bts)
         e = self.action_emb(act + self.card_offsets).sum(-2) + self.substep_emb  # (B,T,S,d)
         e = (e * mask[..., None].to(e.dtype)).sum(-2)  # masked sub-steps contribute nothing
         return e + self.action_base
+
+    def _validating(self) -> bool:
+        """Whether the data-dependent range checks run: ``validate_inputs``, and never inside ``torch.compile``,
+        where each would break the graph (a compiled training step checks its batch eagerly:
+        :meth:`check_actions`)."""
+        return self.validate_inputs and not torch.compiler.is_compiling()
+
+    def check_actions(self, act_btsd: torch.Tensor, mask_bts: torch.Tensor) -> None:
+        """Refuse action values outside their cards on the valid sub-steps (one device sync)."""
+        act = torch.where(mask_bts.bool()[..., None], act_btsd.long(), 0)
+        if bool(((act < 0) | (act >= self.cards)).any()):
+            raise ValueError(f"action values out of range for cards {self.action_cards} (valid sub-steps)")
 
     def _check(self, z_btnc, tau_idx_bt, step_idx_bt) -> None:
         if z_btnc.dim() != 4 or z_btnc.shape[2:] != (self.num_tokens, self.latent_dim):
@@ -138,7 +150,7 @@ class DynamicsModel(nn.Module):
         if tau_idx_bt.shape != bt or step_idx_bt.shape != bt:
             raise ValueError(f"tau_idx {tuple(tau_idx_bt.shape)} / step_idx {tuple(step_idx_bt.shape)} "
                              f"must have shape (B,T)={tuple(bt)}")
-        if self.validate_inputs:
+        if self._validating():
             k, j = self.cfg.k_max, self.cfg.min_step_idx
             if bool(((tau_idx_bt < 0) | (tau_idx_bt > k)).any()) or bool(((step_idx_bt < 0) | (step_idx_bt > j)).any()):
                 raise ValueError(f"tau_idx must lie in [0, k_max={k}] and step_idx in [0, log2 k_max={j}]")

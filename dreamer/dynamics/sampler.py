@@ -77,9 +77,12 @@ class Rollout:
     def __init__(self, model: DynamicsModel, context_z_btnc: torch.Tensor,
                  context_actions_btsd: torch.Tensor | None = None, context_mask_bts: torch.Tensor | None = None,
                  use_kv_cache: bool = True, generator: torch.Generator | None = None,
-                 sample_steps: int | None = None, context_noise: float | None = None) -> None:
+                 sample_steps: int | None = None, context_noise: float | None = None,
+                 forward_into: Callable | None = None) -> None:
         cfg = model.cfg
         self.model, self.use_kv_cache, self.generator = model, use_kv_cache, generator
+        # model.forward_into, or a torch.compile'd version of it (phase3.compile: train_phase3.py)
+        self.forward_into = forward_into if forward_into is not None else model.forward_into
         self.sample_steps = cfg.sample_steps if sample_steps is None else sample_steps
         noise = cfg.context_noise if context_noise is None else context_noise
         self.ctx_tau_idx = context_tau_idx(cfg.k_max, noise)
@@ -119,7 +122,7 @@ class Rollout:
         b, t = zc.shape[:2]
         tau_idx, step_idx = self._labels(b, t, self.ctx_tau_idx, self.model.cfg.min_step_idx, zc)
         if self.cache is not None:
-            self.model.forward_into(zc, tau_idx, step_idx, act_in, mask_in, self.cache, update_cache=True)
+            self.forward_into(zc, tau_idx, step_idx, act_in, mask_in, self.cache, update_cache=True)
         else:
             parts = (zc, tau_idx, step_idx, act_in, mask_in)
             self._ctx = parts if self._ctx is None else tuple(torch.cat([a, p], 1) for a, p in zip(self._ctx, parts))
@@ -146,10 +149,10 @@ class Rollout:
         def predict(z_bnc: torch.Tensor, tau_idx: int, step_idx: int) -> torch.Tensor:
             ti, si = self._labels(b, 1, tau_idx, step_idx, z_bnc)
             if self.cache is not None:
-                return model.forward_into(z_bnc[:, None], ti, si, act[:, None], mask[:, None],
-                                          self.cache, update_cache=False)[:, 0].float()
+                return self.forward_into(z_bnc[:, None], ti, si, act[:, None], mask[:, None],
+                                         self.cache, update_cache=False)[:, 0].float()
             zc, tic, sic, ac, mc = self._ctx
-            out = model.forward_into(torch.cat([zc, z_bnc[:, None]], 1), torch.cat([tic, ti], 1),
+            out = self.forward_into(torch.cat([zc, z_bnc[:, None]], 1), torch.cat([tic, ti], 1),
                                      torch.cat([sic, si], 1), torch.cat([ac, act[:, None]], 1),
                                      torch.cat([mc, mask[:, None]], 1))
             return out[:, -1].float()
@@ -164,7 +167,7 @@ def rollout(model: DynamicsModel, context_z_btnc: torch.Tensor, context_actions_
             context_mask_bts: torch.Tensor | None = None, future_actions_bhsd: torch.Tensor | None = None,
             future_mask_bhs: torch.Tensor | None = None, horizon: int | None = None, use_kv_cache: bool = True,
             generator: torch.Generator | None = None, sample_steps: int | None = None,
-            context_noise: float | None = None) -> torch.Tensor:
+            context_noise: float | None = None, forward_into: Callable | None = None) -> torch.Tensor:
     """Generate H latents after the context -> (B,H,N,C).
 
     future_actions_bhsd[:, h] is the chunk applied from latent Tc-1+h to latent Tc+h (for a cache batch
@@ -179,7 +182,8 @@ def rollout(model: DynamicsModel, context_z_btnc: torch.Tensor, context_actions_
     elif horizon is None:
         raise ValueError("rollout: give future_actions_bhsd or horizon")
     ro = Rollout(model, context_z_btnc, context_actions_btsd, context_mask_bts, use_kv_cache=use_kv_cache,
-                 generator=generator, sample_steps=sample_steps, context_noise=context_noise)
+                 generator=generator, sample_steps=sample_steps, context_noise=context_noise,
+                 forward_into=forward_into)
     out = []
     for h in range(horizon):
         if future_actions_bhsd is None:

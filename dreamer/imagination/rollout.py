@@ -78,23 +78,25 @@ def _last_feature(trunk, history_btnc: Tensor, window: int) -> Tensor:
 @torch.no_grad()
 def imagine(dynamics: DynamicsModel, agent: Agent, context_batch: dict, horizon: int,
             generator: torch.Generator | None = None, sample_steps: int | None = None,
-            context_noise: float | None = None, use_kv_cache: bool = True, trunk=None) -> Imagined:
+            context_noise: float | None = None, use_kv_cache: bool = True, trunk=None,
+            forward_into=None) -> Imagined:
     """Dream ``horizon`` latent steps after each context of ``context_batch`` (see the module docstring).
 
     ``generator`` (on the models' device) drives both the policy's samples and the dynamics' noise,
     so a fixed seed reproduces a rollout. ``sample_steps`` / ``context_noise`` default to the
-    dynamics config. ``trunk`` may be a compiled copy of ``agent.trunk`` (same weights).
+    dynamics config. ``trunk`` may be a compiled copy of ``agent.trunk`` and ``forward_into`` a compiled
+    ``dynamics.forward_into`` (same weights; ``phase3.compile``).
     """
     _check_context(dynamics, agent, context_batch, horizon)
     trunk, window = (trunk if trunk is not None else agent.trunk), agent.trunk.max_time
     ctx = context_batch["latents"].float()  # (B, Tc, N, C)
     b = ctx.shape[0]
     ro = Rollout(dynamics, ctx, context_batch["actions"], context_batch["action_mask"], use_kv_cache=use_kv_cache,
-                 generator=generator, sample_steps=sample_steps, context_noise=context_noise)
+                 generator=generator, sample_steps=sample_steps, context_noise=context_noise, forward_into=forward_into)
     full = torch.ones(b, agent.chunk_len, dtype=torch.bool, device=ctx.device)  # (B, S)
     history = ctx
     h = _last_feature(trunk, history, window).float()  # h_0 (B, d)
-    feats, acts, zs, rews, conts = [h], [], [ctx[:, -1]], [], []
+    feats, acts, zs = [h], [], [ctx[:, -1]]
     for _ in range(horizon):
         a = sample(agent.policy(h), generator)  # (B, S, D)
         z = ro.step(a, full).float()  # (B, N, C)
@@ -103,15 +105,15 @@ def imagine(dynamics: DynamicsModel, agent: Agent, context_batch: dict, horizon:
         acts.append(a)
         zs.append(z)
         feats.append(h)
-        rews.append(agent.reward.predict(h))
-        conts.append(agent.cont.predict(h))
+    features = torch.stack(feats, 1)  # (B, H+1, d)
+    # the reward and continue heads read h_1..h_H once, batched, after the loop (they do not steer it)
     return Imagined(
         latents=torch.stack(zs, 1),
         actions=torch.stack(acts, 1),
         action_mask=full[:, None].expand(b, horizon, agent.chunk_len).clone(),
-        rewards=torch.stack(rews, 1).float(),
-        continues=torch.stack(conts, 1).float(),
-        features=torch.stack(feats, 1),
+        rewards=agent.reward.predict(features[:, 1:]).float(),
+        continues=agent.cont.predict(features[:, 1:]).float(),
+        features=features,
         context=ctx,
     )
 

@@ -24,8 +24,10 @@ class PhaseConfig:
     eval_every: int = 250  # held-out figures / real-env evaluation
     ckpt_every: int = 250  # periodic checkpoint <phase>_step<N>.pt (atomic)
     keep_checkpoints: int = 2  # periodic checkpoints kept (the oldest are pruned)
-    bf16: bool = False  # bf16 autocast (CUDA); on CPU only when asked
-    compile: bool = False  # torch.compile the trained model (CUDA)
+    bf16: bool = False  # bf16 autocast, fp32 master weights (CUDA, or CPUs with AVX512-BF16; CPU attention stays fp32)
+    # torch.compile the trained model (phase 3: the trunk and the KV-cached dynamics step), on CUDA or the CPU (a C++
+    # compiler on PATH); compiling takes 20-60 s on 2 CPU cores, so it pays on runs of a few hundred steps
+    compile: bool = False
     fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of DDP (dreamer/training/sharding.py)
     diagnose: bool = True  # run diagnose_phase() before training and stop on a failure
     max_nonfinite: int = 5  # stop after this many non-finite losses/gradients in a row

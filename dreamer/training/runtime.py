@@ -259,17 +259,22 @@ def start(cfg, phase: str, inputs: dict | None = None, fresh: bool = False) -> R
     return rt
 
 
-def wrap_model(rt: Runtime, model: torch.nn.Module, compile: bool = False) -> torch.nn.Module:
-    """torch.compile (CUDA only, when asked) and DistributedDataParallel (when launched by torchrun and
+def compiled(fn, device: torch.device, dynamic: bool | None = None, key: str = "compile"):
+    """``torch.compile(fn)``, on CUDA or the CPU (where inductor writes C++ kernels, so a C++ compiler must be
+    on PATH: refused by name, ``key``, when there is none). ``dynamic=None`` lets the first change of a size
+    make that size symbolic (one recompile), ``True`` starts symbolic (a growing history or KV cache)."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++")):
+        raise ConfigError(f"{key}=true on the CPU needs a C++ compiler for torch.compile's kernels (none of $CXX, "
+                          f"g++, c++ is on PATH): install one (apt-get install g++) or set {key}=false")
+    return torch.compile(fn, dynamic=dynamic)
+
+
+def wrap_model(rt: Runtime, model: torch.nn.Module, compile: bool = False, key: str = "compile") -> torch.nn.Module:
+    """torch.compile (when asked; CUDA or the CPU) and DistributedDataParallel (when launched by torchrun and
     the model was not sharded with FSDP, which replaces DDP: dreamer.training.sharding)."""
     from dreamer.training.sharding import is_sharded
 
-    net = model
-    if compile:
-        if rt.device.type == "cuda":
-            net = torch.compile(net)
-        else:
-            log.warning("compile=true ignored on %s (torch.compile is used on CUDA only)", rt.device)
+    net = compiled(model, rt.device, key=key) if compile else model
     if rt.distributed and not is_sharded(model):
         net = ddp_wrap(net, rt.device)
     return net

@@ -29,7 +29,7 @@ from dreamer.imagination import grouped_step, imagine, make_phase3_optimizer, ph
 from dreamer.tokenizer.fit import PooledAutoencoder, build_trainable_vae, reconstruction_loss
 from dreamer.training import loop
 from dreamer.training.checkpoint import atomic_save, load_checkpoint
-from dreamer.training.runtime import Runtime, ddp_wrap, pick_device, wrap_model
+from dreamer.training.runtime import Runtime, compiled, ddp_wrap, pick_device, wrap_model
 
 # The phase scripts, by phase.
 scripts = SimpleNamespace(phase0=train_phase0_tokenizer, phase1=train_phase1_cosmos, phase2=train_phase2,
@@ -47,6 +47,7 @@ __all__ = [
     "ShortcutForcingLoss",
     "atomic_save",
     "build_trainable_vae",
+    "compiled",
     "ddp_wrap",
     "grouped_step",
     "imagine",
@@ -119,9 +120,13 @@ def make_agent(device, seed: int = 0, **kw) -> Agent:
             "num_bins": 41}
     cfg = AgentConfig(**{**base, **kw})
     agent = Agent(cfg, N, C, CARDS, S).to(device)
-    with torch.no_grad():  # non-zero reward / value outputs, as after phase 2
-        for p in list(agent.reward.mlp.out.parameters()) + list(agent.value.mlp.out.parameters()):
-            p.normal_(0, 0.3)
+    with torch.no_grad():  # non-zero reward / value outputs of a few units, as after phase 2: the logits peak near
+        # the zero bin (logits spread over all bins would decode to ~symexp(20) = 5e8, where bf16 rounding of a
+        # logit moves the value by millions and no comparison of bf16 results means anything)
+        centre = torch.linspace(-1.0, 1.0, cfg.num_bins, device=device).abs()
+        for head in (agent.reward, agent.value):
+            head.mlp.out.weight.normal_(0, 0.05)
+            head.mlp.out.bias.copy_(-40.0 * centre)
     return agent
 
 

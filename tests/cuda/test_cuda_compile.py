@@ -9,6 +9,8 @@ import torch
 from cuda_fixtures import (
     CUDA,
     ShortcutForcingLoss,
+    compiled,
+    config,
     imagine,
     make_agent,
     make_batch,
@@ -30,8 +32,6 @@ BF16 = {"rtol": 5e-2, "atol": 5e-2}
 
 def _compile(rt, module):
     net = wrap_model(rt, module, compile=True)
-    if rt.device.type != "cuda":  # wrap_model compiles on CUDA only; the CPU rehearsal compiles by hand
-        net = torch.compile(module)
     assert hasattr(net, "_orig_mod"), "not compiled"
     return net
 
@@ -82,7 +82,7 @@ def test_dynamics_compiled_equals_eager(device):
 def test_phase2_objective_compiled_equals_eager(device):
     rt = runtime(device)
     agent = make_agent(device, **SMALL_AGENT)
-    objective = train_phase2.Phase2Objective(agent)
+    objective = train_phase2.Phase2Objective(agent, config().rl)
     net = _compile(rt, objective)
     batch = make_batch(device)
     with torch.no_grad():  # fp32: tight
@@ -104,17 +104,19 @@ def test_phase2_objective_compiled_equals_eager(device):
 
 
 def test_phase3_compiled_trunk_imagines_as_eager(device):
-    """train_phase3.main compiles the trunk with dynamic=True (a growing history); imagine() must not change."""
+    """train_phase3.main compiles the trunk and the dynamics' KV-cached step with dynamic=True (a growing history and
+    cache); imagine() must not change."""
     dynamics = make_dynamics(device, **SMALL_DYN).requires_grad_(False).eval()
     agent = make_agent(device, **SMALL_AGENT)
     agent.freeze_for_phase3()
     agent.eval()
-    trunk = torch.compile(agent.trunk, dynamic=True)
+    trunk = compiled(agent.trunk, device, dynamic=True)
+    step = compiled(dynamics.forward_into, device, dynamic=True)
     batch = make_batch(device, b=4, t=4)
-    runs = [imagine(dynamics, agent, batch, 6, torch.Generator(device=device).manual_seed(1), trunk=tr)
-            for tr in (None, trunk)]
-    eager, compiled = runs
-    assert torch.equal(compiled.actions, eager.actions)  # same policy samples from the same draws
-    torch.testing.assert_close(compiled.features, eager.features, **FP32)
-    torch.testing.assert_close(compiled.latents, eager.latents, **FP32)
-    torch.testing.assert_close(compiled.rewards, eager.rewards, **FP32)
+    runs = [imagine(dynamics, agent, batch, 6, torch.Generator(device=device).manual_seed(1), trunk=tr,
+                    forward_into=fi) for tr, fi in ((None, None), (trunk, step))]
+    eager, comp = runs
+    assert torch.equal(comp.actions, eager.actions)  # same policy samples from the same draws
+    torch.testing.assert_close(comp.features, eager.features, **FP32)
+    torch.testing.assert_close(comp.latents, eager.latents, **FP32)
+    torch.testing.assert_close(comp.rewards, eager.rewards, **FP32)

@@ -21,12 +21,13 @@ MODELS = [
     "dynamics.num_registers=1", "dynamics.max_time=8", "dynamics.k_max=8", "dynamics.sample_steps=2",
     "agent.d_model=32", "agent.num_layers=1", "agent.num_heads=2", "agent.max_time=8", "agent.mlp_hidden=32",
     "agent.head_hidden=32",
+    "phase1.eval_context=2",  # < data.clip_len: every phase validates the whole config
 ]
 PHASES = {
     0: ["phase0.steps=2", "phase0.batch_size=1", "phase0.warmup=1", "phase0.log_every=1", "phase0.eval_every=2",
         "phase0.ckpt_every=2", "phase0.eval_clips=2", "phase0.clip_frames=9"],
     1: ["phase1.steps=2", "phase1.batch_size=2", "phase1.warmup=1", "phase1.log_every=1", "phase1.eval_every=2",
-        "phase1.ckpt_every=2", "phase1.keep_checkpoints=5", "phase1.eval_batches=1", "phase1.eval_context=2"],
+        "phase1.ckpt_every=2", "phase1.keep_checkpoints=5", "phase1.eval_batches=1"],
     2: ["phase2.steps=2", "phase2.batch_size=2", "phase2.warmup=1", "phase2.log_every=1", "phase2.eval_every=2",
         "phase2.ckpt_every=2", "phase2.keep_checkpoints=5", "phase2.eval_episodes=0"],
     3: ["phase3.steps=2", "phase3.batch_size=2", "phase3.warmup=1", "phase3.log_every=1", "phase3.eval_every=1000",

@@ -154,13 +154,13 @@ def test_bad_inputs(model):
 
 
 def test_gqa_fallback_matches_native(monkeypatch):
-    from dreamer.dynamics import layers
+    from dreamer import transformer
 
     model = tiny_model(num_kv_heads=1)
     z, a, m = tiny_batch()
     tau, step = _labels(2, 5)
     native = model(z, tau, step, a, m)
-    monkeypatch.setattr(layers, "_SDPA_GQA", False)  # torch < 2.5 path: explicit KV-head expansion
+    monkeypatch.setattr(transformer, "_SDPA_GQA", False)  # torch < 2.5 path: explicit KV-head expansion
     assert torch.allclose(model(z, tau, step, a, m), native, atol=1e-6)
 
 
