@@ -156,6 +156,7 @@ def main() -> None:
                    "context": args.context},
         "threads": {"torch_num_threads": torch.get_num_threads(),
                     "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+                    "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count()},
         "device": args.device, "torch": torch.__version__, "bf16": args.bf16, "compile": args.compile,
         "matmul_fp32_gflops": {"before": mm, "after": mm_after, "size": 1024},

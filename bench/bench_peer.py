@@ -24,8 +24,9 @@ Imagination: context 8, horizon 16, batch 8, 4 sampling steps per latent; the pe
 runs 4 denoising forwards + 1 forward of the clean latent that writes the cache per latent, ours the same 4 + 1
 (ours prefills the context in one forward, the peer runs its first latent's 5 forwards over the whole prompt).
 
-Fairness: the same torch (2.13.0, CPU) on both sides, checked; the same thread settings (OMP_WAIT_POLICY=PASSIVE
-unless set; torch.get_num_threads() and OMP_* reported per side); the two never share a process.
+Fairness: the same torch (2.13.0, CPU) on both sides, checked; the same thread settings (OMP_WAIT_POLICY=PASSIVE and
+GOMP_SPINCOUNT=20000 unless set, as the Makefile; torch.get_num_threads() and the OpenMP variables reported per side);
+the two never share a process.
 
 The peer is never a dependency of this project. `--install` builds a scratch venv (default /tmp/dreamer_peer_venv)
 with torch==2.13.0, dreamer4==0.20.2 --no-deps and the peer's runtime requirements EXCEPT torchvision and torchaudio
@@ -194,7 +195,8 @@ def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
 def threads() -> dict:
     import torch
     return {"torch_num_threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count()}
+            "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "cpu_count": os.cpu_count()}
 
 
 def peer_side(train_steps: int, peer_args: dict) -> dict:
@@ -333,7 +335,8 @@ def main() -> None:
     p.add_argument("--side", choices=["ours", "peer"], help="run one side in this process, print one JSON line")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="bench_peer: %(message)s")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the Makefile; read by OpenMP at torch import
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the Makefile; read by OpenMP at torch import, and
+    os.environ.setdefault("GOMP_SPINCOUNT", "20000")  # inherited by both sides' subprocesses
     peer_args = {**PEER_ARGS, **json.loads(args.peer_args or "{}")}
     ours_flags = args.ours_flags.split()
     if args.side == "peer":

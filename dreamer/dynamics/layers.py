@@ -77,7 +77,9 @@ class Attention(nn.Module):
                     kj = torch.arange(past + n, device=q.device)[None]
                     out = self._attend(q, k_all, v_all, is_causal=False, mask=kj <= qi)
             else:
-                out = self._attend(q, k, v, is_causal=n > 1)
+                # causal; for n == 1 the same as not (one query, one key), and a constant: `n > 1` would be a
+                # SymBool under torch.compile(dynamic=True), which SDPA refuses (a graph break per layer)
+                out = self._attend(q, k, v, is_causal=True)
             if cache is not None and update_cache:
                 cache.append(k, v)
             out = out.transpose(1, 2).reshape(b, m, t, self.h * self.dh).transpose(1, 2)

@@ -251,8 +251,9 @@ def start(cfg, phase: str, inputs: dict | None = None, fresh: bool = False) -> R
         except BaseException:
             lock.release()
             raise
-    log.info("%s: run dir %s, device %s, threads %d, command: %s", phase, run_dir, device,
-             torch.get_num_threads(), " ".join(sys.argv))
+    omp = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ)
+    log.info("%s: run dir %s, device %s, threads %d%s, command: %s", phase, run_dir, device, torch.get_num_threads(),
+             f" ({omp})" if omp else "", " ".join(sys.argv))
     rt = Runtime(cfg=cfg, device=device, rank=rank, world=world, run_dir=run_dir, phase=phase,
                  inputs=dict(inputs or {}), fresh=fresh, lock=lock)
     _OPEN.append(rt)
