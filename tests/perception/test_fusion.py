@@ -10,7 +10,7 @@ import torch
 
 from dreamer.perception.fusion import FusionConfig, GemmaWorldFusion
 from dreamer.perception.tiny import BOI_ID, EOI_ID, IMAGE_ID, byte_tokenizer, tiny_gemma3
-from dreamer.training.gradmode import ensure_grad_enabled
+from dreamer.training.gradmode import GRAD_MODE_EVENTS, ensure_grad_enabled
 
 N, C, T = 4, 3, 2  # world: 2 latent steps of 4 tokens with 3 channels -> W = 8 world tokens
 W = T * N
@@ -201,12 +201,15 @@ def test_generate_matches_forward_argmax(fusion):
 
 
 def test_grad_mode_switched_off_is_turned_back_on_and_logged(caplog):
+    events = list(GRAD_MODE_EVENTS)  # restored after: a later test in this process (diagnose_phase) reads them
     torch.set_grad_enabled(False)
     try:
         with caplog.at_level(logging.WARNING, logger="dreamer.training.gradmode"):
             assert ensure_grad_enabled("a test") is True
         assert torch.is_grad_enabled()
         assert "grad mode was disabled globally at a test" in caplog.text
+        assert GRAD_MODE_EVENTS[-1][0] == "a test"  # recorded
         assert ensure_grad_enabled("again") is False
     finally:
         torch.set_grad_enabled(True)
+        GRAD_MODE_EVENTS[:] = events
