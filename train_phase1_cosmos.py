@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
     metrics: dict = {}
     for step in trange(start_step, pc.steps, desc="phase1", disable=None if rt.is_main else True, initial=start_step, total=pc.steps):
         batch = train.batch(step)
-        if pc.compile:  # the compiled model skips its data-dependent checks: the batch's actions, checked here
+        if pc.compile and model.validate_inputs:  # compiled, the model skips its data-dependent checks: here instead
             model.check_actions(batch["actions"], batch["action_mask"])
         with rt.autocast(pc.bf16):
             loss, m = loss_fn(net, batch["latents"], batch["actions"], batch["action_mask"])

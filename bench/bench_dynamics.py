@@ -17,22 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import torch
+from cpu_peak import matmul_gflops, threads  # bench/ is the script's folder
 
 from dreamer.dynamics import DynamicsConfig, DynamicsModel, ShortcutForcingLoss, rollout
-
-
-def matmul_gflops(n: int = 1024, reps: int = 20, dtype: torch.dtype = torch.float32) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
 def forward_flops_per_step(cfg: DynamicsConfig, n: int, c: int, t: int) -> float:
@@ -154,10 +144,7 @@ def main() -> None:
         "shapes": {"batch": args.batch, "time": args.time, "N": args.tokens, "C": args.channels,
                    "cards": args.cards, "S": args.chunk, "rollout_batch": args.rollout_batch,
                    "context": args.context},
-        "threads": {"torch_num_threads": torch.get_num_threads(),
-                    "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-                    "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
-                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count()},
+        "threads": threads(),
         "device": args.device, "torch": torch.__version__, "bf16": args.bf16, "compile": args.compile,
         "matmul_fp32_gflops": {"before": mm, "after": mm_after, "size": 1024},
         "matmul_bf16_gflops": mm_bf16,

@@ -66,6 +66,9 @@ from pathlib import Path
 
 log = logging.getLogger("bench_peer")
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))  # cpu_peak: no `dreamer` import, so it also runs in the peer's venv
+from cpu_peak import matmul_gflops, threads
+
 PEER_PIN = "dreamer4==0.20.2"
 TORCH_PIN = "torch==2.13.0"
 # dreamer4 0.20.2's Requires-Dist (wheel METADATA) less torch (pinned above), torchvision, torchaudio (shimmed /
@@ -178,25 +181,6 @@ PEER_ARGS = {
     "prob_shortcut_train": 1.0,  # every training batch (hence every row) is a shortcut / bootstrap one
 }
 PEER_FORWARD = {"add_autoregressive_action_loss": False}
-
-
-def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
-    """Copy of bench_dynamics.matmul_gflops (that module imports `dreamer`, absent from the peer's venv)."""
-    import torch
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
-
-
-def threads() -> dict:
-    import torch
-    return {"torch_num_threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-            "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "cpu_count": os.cpu_count()}
 
 
 def peer_side(train_steps: int, peer_args: dict) -> dict:

@@ -50,9 +50,6 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.dh) if cfg.qk_norm else nn.Identity()
         self.rope = rope
 
-    def _attend(self, q, k, v, is_causal: bool, mask=None) -> torch.Tensor:
-        return attention(q, k, v, mask, is_causal)
-
     def forward(self, x_btmd: torch.Tensor, cache: LayerKV | None = None, start: int = 0,
                 update_cache: bool = True) -> torch.Tensor:
         b, t, m, d = x_btmd.shape
@@ -71,20 +68,20 @@ class Attention(nn.Module):
                 k_all, v_all = cache.extended(k, v)
                 past = cache.length
                 if n == 1:
-                    out = self._attend(q, k_all, v_all, is_causal=False)
+                    out = attention(q, k_all, v_all)
                 else:  # query i (abs past+i) sees keys j <= past+i
                     qi = torch.arange(n, device=q.device)[:, None] + past
                     kj = torch.arange(past + n, device=q.device)[None]
-                    out = self._attend(q, k_all, v_all, is_causal=False, mask=kj <= qi)
+                    out = attention(q, k_all, v_all, mask=kj <= qi)
             else:
                 # causal; for n == 1 the same as not (one query, one key), and a constant: `n > 1` would be a
                 # SymBool under torch.compile(dynamic=True), which SDPA refuses (a graph break per layer)
-                out = self._attend(q, k, v, is_causal=True)
+                out = attention(q, k, v, is_causal=True)
             if cache is not None and update_cache:
                 cache.append(k, v)
             out = out.transpose(1, 2).reshape(b, m, t, self.h * self.dh).transpose(1, 2)
         else:
-            out = self._attend(q, k, v, is_causal=False)
+            out = attention(q, k, v)
             out = out.transpose(1, 2).reshape(b, t, m, self.h * self.dh)
         return self.wo(out)
 

@@ -60,3 +60,15 @@ def test_compile_without_a_compiler_is_refused_by_key(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match=r"phase1\.compile=true on the CPU needs a C\+\+ compiler"):
         compiled(tiny_model(), CPU, key="phase1.compile")
+
+
+def test_kv_cached_step_compiles_without_graph_breaks():
+    """fullgraph=True raises at a graph break. Once, the uncached prefill's `is_causal=n > 1` was a SymBool under
+    dynamic=True (with batch == context, as here), which SDPA refuses: every layer of the compiled step fell back."""
+    model = tiny_model(num_layers=2).eval()
+    step = torch.compile(model.forward_into, dynamic=True, fullgraph=True)
+    z, acts, mask = tiny_batch(b=4, t=7)
+    mask[:] = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as phase 3 with bf16
+        rollout(model, z[:, :4], acts[:, :4], mask[:, :4], acts[:, 3:6], mask[:, 3:6],
+                generator=torch.Generator().manual_seed(0), forward_into=step)
