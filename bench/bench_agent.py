@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from dreamer.atomic import atomic_write_bytes
 from dreamer.config import load
 from dreamer.envs.evaluation import comparison_table, save_comparison_chart, summarise
+from dreamer.envs.records import read_eval_record
 
 
 def stage_commands(cfg, args, passthrough: list[str]) -> list[tuple[str, list[str], Path]]:
@@ -120,17 +121,18 @@ def rl_dir(cfg, seed: int) -> Path:
 
 
 def report(cfg, seeds: list[int]) -> str:
-    """The table from the evaluation files of a finished (or partly finished) ladder."""
+    """The table from the evaluation files of a finished (or partly finished) ladder (files of older runs, in the
+    shapes before the one evaluation schema, are read too: :func:`dreamer.envs.records.read_eval_record`)."""
     run = cfg.run_dir
-    p2 = json.loads((run / "phase2_eval.json").read_text())
-    summaries = {"random": p2["random"], "frame_blind": p2["data_frequency"], "bc": p2["bc"]}
+    p2 = read_eval_record(run / "phase2_eval.json")["summaries"]
+    summaries = {name: p2[name] for name in ("random", "frame_blind", "bc")}
     pooled = []
     for s in seeds:
         path = rl_dir(cfg, s) / "phase3_eval.json"
         if path.is_file():
-            ev = json.loads(path.read_text())
-            summaries[f"pmpo_seed{s}"] = ev["summaries"]["phase3"]
-            pooled += ev["episodes"]["phase3"]
+            ev = read_eval_record(path)
+            summaries[f"pmpo_seed{s}"] = ev["summaries"]["pmpo"]
+            pooled += ev["episodes"]["pmpo"]
     if pooled:
         summaries["pmpo_pooled"] = summarise(pooled)
     save_comparison_chart(summaries, run / "ladder.png", f"ladder {cfg.run}")

@@ -26,11 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamer.agent import AgentConfig
-from dreamer.agent.acting import run_agent_episodes
+from dreamer.agent.acting import AgentBatchPolicy
 from dreamer.agent.heldout import action_counts, heldout
 from dreamer.config import load
 from dreamer.data.cache import LatentCache
 from dreamer.envs.evaluation import summarise
+from dreamer.envs.runner import run_episodes
 from dreamer.pipeline.build import build_agent
 from dreamer.presets import from_dict
 from dreamer.tokenizer import build_tokenizer
@@ -71,9 +72,9 @@ def main(argv=None) -> dict:
         held, _ = heldout(agent, cache, cache.val_names or cache.train_names, cfg.data.clip_len, majority,
                           cfg.phase2.batch_size, "cpu", gen, cfg.rl)
         t0 = time.perf_counter()
-        s = summarise(run_agent_episodes(cfg.env, seeds, tok, agent, cache.mean, cache.std, greedy=cfg.eval.greedy,
-                                         max_steps=cfg.eval.max_steps, context=min(cfg.data.clip_len, agent.cfg.max_time),
-                                         reset_workers=cfg.eval.reset_workers))
+        policy = AgentBatchPolicy(tok, agent, cache.mean, cache.std, cfg.eval.greedy,
+                                  min(cfg.data.clip_len, agent.cfg.max_time), "bc")
+        s = summarise(run_episodes(cfg.env, seeds, policy, cfg.eval.max_steps, reset_workers=cfg.eval.reset_workers))
         rows.append({"step": step, "bc_accuracy": held["bc_accuracy"], "majority_accuracy": held["majority_accuracy"],
                      "bc_nll": held["bc_nll"], "return_mean": s["return_mean"], "return_ci95": s["return_ci95"],
                      "score": s["score"], "length_mean": s["length_mean"],

@@ -3,8 +3,8 @@
     OMP_WAIT_POLICY=PASSIVE python bench/bench_eval.py --config configs/crafter_small.yaml \
         --checkpoint checkpoints/crafter_small/phase2_final.pt [--episodes 30]
 
-Plays the same seeds (eval.seed + i) with the agent of a phase-2/3 checkpoint twice through
-``run_agent_episodes``: ``parallel=1`` with serial env resets (one episode after another, one encode and
+Plays the same seeds (eval.seed + i) with the agent of a phase-2/3 checkpoint twice through the episode runner
+(``run_episodes`` with ``AgentBatchPolicy``): ``parallel=1`` with serial env resets (one episode after another, one encode and
 one policy call per decision and episode: how evaluation ran before) and ``parallel=episodes`` with the
 resets in ``eval.reset_workers`` processes (all together, one batched encode and one batched policy call
 per decision). Reports wall time of each, the speed-up, and whether the per-episode results agree
@@ -24,10 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dreamer.agent import AgentConfig
-from dreamer.agent.acting import run_agent_episodes
+from dreamer.agent.acting import AgentBatchPolicy
 from dreamer.config import load
 from dreamer.data.cache import LatentCache
 from dreamer.envs.evaluation import summarise
+from dreamer.envs.runner import run_episodes
 from dreamer.pipeline.build import build_agent
 from dreamer.presets import from_dict
 from dreamer.tokenizer import build_tokenizer
@@ -55,9 +56,9 @@ def main(argv=None) -> dict:
     results = {}
     for name, parallel, workers in (("one_at_a_time", 1, 1), ("together", a.episodes, cfg.eval.reset_workers)):
         t0 = time.perf_counter()
-        results[name] = run_agent_episodes(cfg.env, seeds, tok, agent, cache.mean, cache.std,
-                                           max_steps=cfg.eval.max_steps, context=context, parallel=parallel,
-                                           reset_workers=workers)
+        policy = AgentBatchPolicy(tok, agent, cache.mean, cache.std, context=context)
+        results[name] = run_episodes(cfg.env, seeds, policy, cfg.eval.max_steps, parallel=parallel,
+                                     reset_workers=workers)
         out[f"{name}_seconds"] = round(time.perf_counter() - t0, 2)
         s = summarise(results[name])
         out[f"{name}_return"] = round(s["return_mean"], 3)

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from dreamer.envs.records import read_eval_record
 
 
 def run(cmd: list[str], log_path: Path) -> float:
@@ -44,11 +46,11 @@ def run(cmd: list[str], log_path: Path) -> float:
 
 def arm_figures(run_dir: Path) -> dict:
     p1 = torch.load(run_dir / "phase1_cosmos_final.pt", map_location="cpu", weights_only=True)["eval"]
-    p2 = json.loads((run_dir / "phase2_eval.json").read_text())
+    p2 = read_eval_record(run_dir / "phase2_eval.json")["summaries"]  # older files converted
     held = torch.load(run_dir / "phase2_final.pt", map_location="cpu", weights_only=True)["eval"]["heldout"]
     out = {"phase1": {k: float(v) for k, v in p1.items()},
            "phase2_heldout": {k: float(held[k]) for k in ("bc_accuracy", "majority_accuracy", "bc_nll")}}
-    for policy in ("bc", "random", "data_frequency"):
+    for policy in ("bc", "random", "frame_blind"):
         s = p2[policy]
         out[f"env_{policy}"] = {"score": s.get("score"), "return_mean": s["return_mean"], "return_std": s["return_std"],
                                 "episodes": s["episodes"]}

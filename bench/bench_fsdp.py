@@ -35,8 +35,9 @@ def worker(a) -> None:
     import torch.distributed as dist
 
     from dreamer.dynamics import DynamicsConfig, DynamicsModel, ShortcutForcingLoss
-    from dreamer.training import loop, sharding
+    from dreamer.training import sharding
     from dreamer.training.config import Phase1Config
+    from dreamer.training.optim import NonFiniteGuard, make_optimizer, make_scheduler, optimizer_step
     from dreamer.training.runtime import Runtime, wrap_model
 
     device = torch.device(a.device if a.device == "cpu" else f"cuda:{os.environ['LOCAL_RANK']}")
@@ -52,8 +53,8 @@ def worker(a) -> None:
         loss_fn = ShortcutForcingLoss(cfg).to(device)
         loss_fn.same_calls_on_every_rank = sharding.shard(rt, model, mode == "fsdp", forward_methods=("forward_into",))
         net = wrap_model(rt, model)
-        opt, guard = loop.make_optimizer(model.parameters(), pc), loop.NonFiniteGuard(5)
-        sched = loop.make_scheduler(opt, pc)
+        opt, guard = make_optimizer(model.parameters(), pc), NonFiniteGuard(5)
+        sched = make_scheduler(opt, pc)
         gen = torch.Generator().manual_seed(100 + rank)
         t0 = None
         for step in range(a.steps):
@@ -62,7 +63,7 @@ def worker(a) -> None:
             z = torch.randn(a.batch, 16, 16, 16, generator=gen).to(device)
             acts = torch.randint(0, 17, (a.batch, 16, 8, 1), generator=gen).to(device)
             loss, _ = loss_fn(net, z, acts, torch.ones(a.batch, 16, 8, dtype=torch.bool, device=device))
-            loop.optimizer_step(opt, sched, loss, pc, guard, step)
+            optimizer_step(opt, sched, loss, pc, guard, step)
         seconds = (time.perf_counter() - t0) / max(1, a.steps - 1)
         params = list(model.parameters())
         state = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]

@@ -13,11 +13,9 @@ import json
 import logging
 import time
 
-from gymnasium import spaces
-
 from dreamer.envs.config import EnvConfig
-from dreamer.envs.evaluation import run_policy_episodes, summarise
-from dreamer.envs.policies import RandomPolicy
+from dreamer.envs.evaluation import summarise
+from dreamer.envs.runner import StepPolicies, random_policy, run_episodes
 from dreamer.envs.scripted_crafter import ScriptedCrafterPolicy
 
 
@@ -36,13 +34,13 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"env_id": "crafter", "episodes": a.episodes, "max_steps": a.max_steps, "seeds": [seeds[0], seeds[-1]]}
     for name in a.policies.split(","):
         if name == "random":
-            policy = RandomPolicy(spaces.Discrete(17))
+            policy = random_policy([17])
         elif name == "scripted":
-            policy = ScriptedCrafterPolicy(epsilon=a.epsilon)
+            policy = StepPolicies(lambda space: ScriptedCrafterPolicy(epsilon=a.epsilon), "scripted")
         else:
             raise SystemExit(f"unknown policy {name!r} (random, scripted)")
         t0 = time.time()
-        results = run_policy_episodes(env_cfg, seeds, policy, progress=a.progress)
+        results = run_episodes(env_cfg, seeds, policy, progress=a.progress)
         summary = summarise(results)
         summary["wall_seconds"] = round(time.time() - t0, 1)
         summary["died"] = sum(r["terminated"] for r in results)

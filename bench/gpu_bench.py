@@ -8,7 +8,7 @@ one that would start after --budget-s is recorded as skipped):
   matmul_peak     dense bf16 n x n matmul TFLOP/s, mean over timed reps after warm-up, measured at the start and
                   at the end: the larger is the MFU denominator (the card's measured peak, not its datasheet's)
   dynamics_train  phase-1 steps as train_phase1_cosmos.py runs them (ShortcutForcingLoss, bf16 autocast,
-                  loop.optimizer_step: AdamW, clipping, the non-finite guard) on a batch already on the device, for
+                  optimizer_step: AdamW, clipping, the non-finite guard) on a batch already on the device, for
                   the small dynamics (configs/crafter_cosmos.yaml) and a large one: latent tokens/s (B*T*N per
                   second, the figure phase 1 logs), model TFLOP/s from the analytic count of bench_dynamics.py
                   (3 x forward for forward + backward, plus the no-grad teacher forwards of the bootstrap rows), MFU
@@ -43,7 +43,7 @@ from dreamer.config import load
 from dreamer.dynamics import DynamicsModel, ShortcutForcingLoss
 from dreamer.imagination import imagine
 from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
-from dreamer.training import loop
+from dreamer.training.optim import NonFiniteGuard, make_optimizer, make_scheduler, optimizer_step
 from dreamer.training.runtime import Runtime, wrap_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,9 +107,9 @@ def dynamics_train(cfg, dyn_cfg, b: int, t: int, n: int, c: int, s: int, steps: 
         model = DynamicsModel(dyn_cfg, n, c, CARDS, s)
     loss_fn = ShortcutForcingLoss(dyn_cfg).to(DEV)
     pc = cfg.phase1
-    opt = loop.make_optimizer(model.parameters(), pc)
-    sched = loop.make_scheduler(opt, pc)
-    guard = loop.NonFiniteGuard(pc.max_nonfinite)
+    opt = make_optimizer(model.parameters(), pc)
+    sched = make_scheduler(opt, pc)
+    guard = NonFiniteGuard(pc.max_nonfinite)
     net = wrap_model(rt, model, compile)
     batch = random_batch(DEV, b, t, n, c, s)
     gen = torch.Generator(device=DEV).manual_seed(1)
@@ -118,7 +118,7 @@ def dynamics_train(cfg, dyn_cfg, b: int, t: int, n: int, c: int, s: int, steps: 
     def step():
         with rt.autocast(True):
             loss, m = loss_fn(net, batch["latents"], batch["actions"], batch["action_mask"], generator=gen)
-        loop.optimizer_step(opt, sched, loss, pc, guard, len(fracs))
+        optimizer_step(opt, sched, loss, pc, guard, len(fracs))
         fracs.append(m["bootstrap_frac"])
 
     sec = seconds_per_call(step, DEV, 2 + 2 * compile, steps)

@@ -66,8 +66,12 @@ def build_models(phase: int, cfg, tokenizer, cache, device) -> dict:
 
 def load_checkpoints(paths: list[Path], models: dict, cache, phase: int) -> tuple[int, list[Check]]:
     """Load every model found in the checkpoints; returns (step of the phase's trained model, checks)."""
-    from dreamer.training.checkpoint import load_checkpoint, strip_compiled_prefix
-    from dreamer.training.loop import CheckpointMismatchError, check_compatible
+    from dreamer.training.checkpoint import (
+        CheckpointMismatchError,
+        check_compatible,
+        load_checkpoint,
+        strip_compiled_prefix,
+    )
 
     source: dict[str, str] = {}
     step, checks = 0, []
@@ -117,14 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(cfg.device)
         seed_everything(cfg.seed)  # as runtime.start(): a random-weight tokenizer gets the cache's identity
         tokenizer = make_tokenizer(cfg, device)
-        cache = open_or_prepare(cfg, Runtime(cfg=cfg, device=device), tokenizer)
+        cache = open_or_prepare(Runtime(cfg=cfg, device=device), tokenizer)
         models = build_models(args.phase, cfg, tokenizer, cache, device)
         paths = [Path(p) for p in args.checkpoint] or default_checkpoints(cfg.run_dir, args.phase)
         step, ckpt_checks = load_checkpoints(paths, models, cache, args.phase)
         names = cache.train_names if args.split == "train" else (cache.val_names or cache.train_names)
         batch = ClipSampler(cache, names, cfg.data.clip_len, args.batch_size, cfg.seed, 0, device).batch(0)
+        run_cfgs = {2: {"rl_cfg": cfg.rl}, 3: {"rl_cfg": cfg.rl, "pmpo_cfg": cfg.pmpo}}.get(args.phase, {})
         report = diagnose_phase(args.phase, models, batch, device, cache=cache, compact=args.compact,
-                                audit=not args.no_audit, step=args.step if args.step is not None else step)
+                                audit=not args.no_audit, step=args.step if args.step is not None else step,
+                                **run_cfgs)  # the real losses use the run's discounts and PMPO settings
     except Exception as e:  # the setup itself is broken: one clear line, no traceback wall
         log.debug("setup failed", exc_info=True)
         print(f"diagnostics: cannot build the phase-{args.phase} setup: {type(e).__name__}: {e}", file=sys.stderr)

@@ -15,12 +15,14 @@ from diagnostics.losses import default_loss_fn
 from diagnostics.memory import check_memory
 from diagnostics.modules import check_devices, check_modes, check_present, check_requires_grad
 from diagnostics.phase1 import phase1_checks
+from diagnostics.phase2 import INPUTS as PHASE2_INPUTS
 from diagnostics.phase2 import phase2_checks
 from diagnostics.phase3 import INPUTS as PHASE3_INPUTS
 from diagnostics.phase3 import phase3_checks
 from diagnostics.report import FAIL, OK, WARN, Check, Report
 from diagnostics.roles import REQUIRED, named_params, phase_roles
 from diagnostics.thresholds import Thresholds
+from dreamer.tags import tag
 from dreamer.training.runtime import unwrap
 
 log = logging.getLogger(__name__)
@@ -77,13 +79,16 @@ def diagnose_phase(phase: int, model_dict: dict[str, nn.Module], sample_batch: d
     (default: read from the optimiser state); learning-dependent red flags are judged from
     ``thresholds.min_learning_steps`` on, or always when unknown. roles: overrides of the frozen /
     trainable table. compact: skip the slow parts (tokenizer encode, thorough import probe) for
-    periodic runs. audit: run the forward/backward audit. phase_inputs (phase 3): ``advantages``,
-    ``imagined_rewards``, ``imagined_latents``, ``policy_entropy``, ``rl_cfg``, ``value_warmup``.
+    periodic runs. audit: run the forward/backward audit. phase_inputs: phase 2 ``rl_cfg`` (the run's
+    ``rl`` section: the discounts of the real loss); phase 3 ``advantages``, ``imagined_rewards``,
+    ``imagined_latents``, ``policy_entropy``, ``rl_cfg``, ``pmpo_cfg`` (the run's ``pmpo`` section),
+    ``value_warmup``.
     """
-    unknown = sorted(set(phase_inputs) - set(PHASE3_INPUTS))
-    if unknown or (phase_inputs and phase != 3):
-        raise TypeError(f"diagnose_phase({phase}): unexpected keyword argument(s) {unknown or sorted(phase_inputs)}; "
-                        f"phase-3 inputs are {list(PHASE3_INPUTS)}")
+    allowed = PHASE3_INPUTS if phase == 3 else PHASE2_INPUTS if phase == 2 else ()
+    unknown = sorted(set(phase_inputs) - set(allowed))
+    if unknown:
+        raise TypeError(f"diagnose_phase({phase}): unexpected keyword argument(s) {unknown}; phase-2 inputs are "
+                        f"{list(PHASE2_INPUTS)}, phase-3 inputs {list(PHASE3_INPUTS)}")
     device = torch.device(device)
     th = thresholds or Thresholds()
     table = phase_roles(phase, roles)
@@ -114,7 +119,8 @@ def diagnose_phase(phase: int, model_dict: dict[str, nn.Module], sample_batch: d
     if audit and has_required and batch_ok:
         source = "loss_fn given by the caller"
         if loss_fn is None:
-            loss_fn, source = default_loss_fn(phase, model_dict, sample_batch, device, phase_inputs.get("rl_cfg"))
+            loss_fn, source = default_loss_fn(phase, model_dict, sample_batch, device, phase_inputs.get("rl_cfg"),
+                                              phase_inputs.get("pmpo_cfg"))
         res = run_audit(model_dict, params, loss_fn, device, phase)
         result = res
         report.add(*res.checks)
@@ -139,10 +145,10 @@ def diagnose_phase(phase: int, model_dict: dict[str, nn.Module], sample_batch: d
 
 
 def diagnose_periodic(rt, step: int, phase: int, model_dict: dict, sample_batch: dict, **kw) -> Report:
-    """The compact report during training: scalars to TensorBoard (``diagnostics/...``) through the
+    """The compact report during training: scalars to TensorBoard (``train/<phase>/diagnostics/...``) through the
     phase's Runtime, failures and warnings to the log. Never stops training."""
     report = diagnose_phase(phase, model_dict, sample_batch, rt.device, compact=True, step=step, **kw)
-    rt.scalars(step, report.scalars(), "diagnostics/")
+    rt.scalars(step, report.scalars(), tag("train", phase, "diagnostics/"))
     bad = [c for c in report.checks if c.status != OK]
     for c in bad:
         log.warning("step %d: diagnostics %s %s: %s", step, c.status, c.name, c.hint)

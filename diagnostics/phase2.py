@@ -9,6 +9,8 @@ from diagnostics.report import FAIL, OK, WARN, Check, verdict
 from diagnostics.thresholds import Thresholds
 from dreamer.training.runtime import unwrap
 
+INPUTS = ("rl_cfg",)  # what diagnose_phase(2, ...) takes besides the models: the run's rl section (its real loss)
+
 
 def top_class_fraction(actions_btsd: torch.Tensor, mask_bts: torch.Tensor, cards: list[int]) -> tuple[float, int, int]:
     """(largest fraction one class holds among valid entries, its component, its class), over components."""
@@ -26,7 +28,7 @@ def top_class_fraction(actions_btsd: torch.Tensor, mask_bts: torch.Tensor, cards
 
 @torch.no_grad()
 def phase2_checks(model_dict: dict, batch: dict, judged: bool, th: Thresholds) -> list[Check]:
-    from dreamer.agent import bc_accuracy, entropy, max_prob, mode
+    from dreamer.agent import bc_accuracy
 
     agent = unwrap(model_dict["agent"])
     lat, acts, mask = batch["latents"], batch["actions"], batch["action_mask"]
@@ -35,11 +37,11 @@ def phase2_checks(model_dict: dict, batch: dict, judged: bool, th: Thresholds) -
                    "the batch latents carry a graph: they must be data (loaded from the cache, or encoded under "
                    "torch.no_grad()); gradients would flow into whatever produced them")]
     h = agent.trunk(lat.float())
-    logits = agent.policy(h)
+    dist = agent.policy(h)
     n_entries = float(mask.sum()) * len(cards)
     later = f"(not judged before step {th.min_learning_steps})"
 
-    acc = float(bc_accuracy(logits, acts, mask))
+    acc = float(bc_accuracy(dist, acts, mask))
     chance = sum(1.0 / c for c in cards) / len(cards)
     data_frac, d_comp, d_cls = top_class_fraction(acts, mask, cards)
     expected = f"> chance {chance:.3f} + {th.bc_chance_margin:g}"
@@ -56,9 +58,9 @@ def phase2_checks(model_dict: dict, batch: dict, judged: bool, th: Thresholds) -
     else:
         out.append(Check("phase2/bc_accuracy", OK, acc, expected))
 
-    ent = float(entropy(logits, mask).sum()) / max(n_entries, 1.0)
+    ent = float(dist.entropy(mask).sum()) / max(n_entries, 1.0)
     w = mask.float().unsqueeze(-1)
-    maxp = float((max_prob(logits) * w).sum()) / max(n_entries, 1.0)
+    maxp = float((dist.max_prob() * w).sum()) / max(n_entries, 1.0)
     collapsed = maxp > th.collapse_max_prob and ent < th.collapse_entropy
     out.append(verdict(not collapsed, "phase2/policy_collapse", maxp,
                        f"not (max prob > {th.collapse_max_prob:g} and entropy < {th.collapse_entropy:g}); "
@@ -84,7 +86,7 @@ def phase2_checks(model_dict: dict, batch: dict, judged: bool, th: Thresholds) -
                        f"class {d_cls} of component {d_comp} holds {data_frac:.0%} of the batch's actions: BC will "
                        "learn to repeat it. Use agent.focal_gamma > 0, collect with more exploration (collect.epsilon) "
                        "or rebalance the data", bad=WARN))
-    pred_frac, p_comp, p_cls = top_class_fraction(mode(logits), mask, cards)
+    pred_frac, p_comp, p_cls = top_class_fraction(dist.mode(), mask, cards)
     name, expected = "phase2/policy_actions", f"< {th.histogram_max_frac:g} of greedy actions in one class"
     if not judged or data_frac >= th.histogram_max_frac:
         note = later if not judged else "(the data itself is dominated: see phase2/data_actions)"

@@ -20,7 +20,8 @@ from diagnostics.report import FAIL, OK, WARN, Check, verdict
 from diagnostics.thresholds import Thresholds
 from dreamer.training.runtime import unwrap
 
-INPUTS = ("advantages", "imagined_rewards", "imagined_latents", "policy_entropy", "rl_cfg", "value_warmup")
+INPUTS = ("advantages", "imagined_rewards", "imagined_latents", "policy_entropy", "rl_cfg", "pmpo_cfg",
+          "value_warmup")
 
 
 def _absent(name: str, key: str) -> Check:
@@ -65,7 +66,7 @@ def check_advantages(adv: torch.Tensor, th: Thresholds, judged: bool = True, jud
                        f">= {need} in D+ (A>=0) and in D- (A<0); have {pos} / {neg}{later}",
                        f"PMPO needs both signs: {pos} advantages >= 0 and {neg} < 0. Use more imagined (batch, time) "
                        "pairs (phase3.batch_size x horizon), and check that rewards and values are not constant; at the "
-                       "start, a value head still at zero gives only A >= 0 (phase3.value_warmup helps)",
+                       "start, a value head still at zero gives only A >= 0 (pmpo.value_warmup helps)",
                        bad=FAIL if judged else WARN, learning=True))
     return out
 
@@ -112,12 +113,10 @@ def check_latents(z: torch.Tensor, data: torch.Tensor, th: Thresholds) -> list[C
 
 @torch.no_grad()
 def policy_entropy_on_batch(agent, batch: dict) -> float:
-    from dreamer.agent import entropy
-
     agent = unwrap(agent)
-    logits = agent.policy(agent.trunk(batch["latents"].float()))
+    dist = agent.policy(agent.trunk(batch["latents"].float()))
     mask = batch["action_mask"]
-    return float(entropy(logits, mask).sum()) / max(float(mask.sum()) * len(agent.action_cards), 1.0)
+    return float(dist.entropy(mask).sum()) / max(float(mask.sum()) * len(agent.action_cards), 1.0)
 
 
 def phase3_checks(model_dict: dict, batch: dict, inputs: dict, th: Thresholds, judged: bool = True,
@@ -141,5 +140,5 @@ def phase3_checks(model_dict: dict, batch: dict, inputs: dict, th: Thresholds, j
     out.append(verdict(ent >= th.entropy_min, "phase3/policy_entropy", ent,
                        f">= {th.entropy_min:g} nats per entry ({source})",
                        "the policy has collapsed to near-deterministic choices: lower the policy lr, raise the KL "
-                       "weight rl.beta towards the prior, check that advantages have both signs"))
+                       "weight pmpo.beta towards the prior, check that advantages have both signs"))
     return out

@@ -183,7 +183,7 @@ def main(argv=None) -> dict:
 
     cfg, args = parse_args(__doc__, argv, extra)
     setup_logging()
-    _, cache = prepare_data(cfg, Runtime(cfg=cfg, device=pick_device(cfg.device)))
+    _, cache = prepare_data(Runtime(cfg=cfg, device=pick_device(cfg.device)))
     out = run_probe(cache, args.pixels, args.epochs, cfg.seed, args.pool)
     suffix = f"_pool{args.pool}" if args.pool > 1 else ""
     path = Path(args.out) if args.out else cfg.run_dir / f"probe_{out['input']}{suffix}.json"

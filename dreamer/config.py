@@ -2,10 +2,16 @@
 
 Presets in ``configs/`` stack (``include:``) and ``--set key=value`` overrides any leaf; see
 :mod:`dreamer.presets` for the rules. Every phase saves the resolved config in its run directory.
+
+Keys that moved (:data:`MOVED`) are refused by their old name, naming the new one; a checkpoint's saved config
+(``ckpt["config"]``, written before a move) is read with :func:`from_saved`, which moves them and logs it.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +19,21 @@ from dreamer.agent.config import AgentConfig, RLConfig
 from dreamer.data.config import DataConfig
 from dreamer.dynamics.config import DynamicsConfig
 from dreamer.envs.config import CollectConfig, EnvConfig
-from dreamer.presets import ConfigError, load_config, reference
+from dreamer.imagination.pmpo import PMPOConfig
+from dreamer.presets import ConfigError, apply_override, from_dict, load_config, reference, refuse_moved
 from dreamer.tokenizer.config import TokenizerConfig
 from dreamer.training.config import EvalConfig, Phase0Config, Phase1Config, Phase2Config, Phase3Config
+
+log = logging.getLogger(__name__)
+
+# Keys that moved to another section, {old: new}: PMPO's settings became the pmpo section (issue #26).
+MOVED = {
+    "rl.alpha": "pmpo.alpha",
+    "rl.beta": "pmpo.beta",
+    "rl.center_advantages": "pmpo.center_advantages",
+    "phase3.value_warmup": "pmpo.value_warmup",
+    "phase3.min_sign_fraction": "pmpo.min_sign_fraction",
+}
 
 
 @dataclass
@@ -33,6 +51,7 @@ class Config:
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    pmpo: PMPOConfig = field(default_factory=PMPOConfig)
     phase0: Phase0Config = field(default_factory=Phase0Config)
     phase1: Phase1Config = field(default_factory=Phase1Config)
     phase2: Phase2Config = field(default_factory=Phase2Config)
@@ -61,7 +80,39 @@ class Config:
 
 
 def load(paths: list[str] | None = None, overrides: list[str] | None = None) -> Config:
-    return load_config(Config, paths, overrides)
+    """The run's config from the presets ``paths`` (stacked) and the ``--set`` ``overrides``."""
+    return load_config(Config, paths, overrides, moved=MOVED)
+
+
+def upgrade_saved(data: dict, where: str = "checkpoint") -> dict:
+    """A saved config dict (``ckpt["config"]``) in today's layout: each key of :data:`MOVED` found under its
+    old name is moved to its new one (the new one wins when both are there), with a log line. A copy."""
+    data = copy.deepcopy(data)
+    for old, new in MOVED.items():
+        (sec, key), (new_sec, new_key) = old.split("."), new.split(".")
+        section = data.get(sec)
+        if not isinstance(section, dict) or key not in section:
+            continue
+        value = section.pop(key)
+        target = data.setdefault(new_sec, {})
+        if new_key in target:
+            log.info("%s config: dropped the old key %s (%r): %s is set", where, old, value, new)
+        else:
+            target[new_key] = value
+            log.info("%s config: read the old key %s = %r as %s", where, old, value, new)
+    return data
+
+
+def from_saved(data: dict, overrides: Sequence[str] = (), where: str = "checkpoint") -> Config:
+    """The :class:`Config` of a saved config dict (``ckpt["config"]``, any layout since issue #26:
+    :func:`upgrade_saved`), with ``--set`` ``overrides`` on top (an old key among them is refused)."""
+    data = upgrade_saved(data, where)
+    sources = []
+    for o in overrides:
+        data = apply_override(data, o)
+        sources.append((f"--set {o}", apply_override({}, o)))
+    refuse_moved(data, MOVED, sources)
+    return from_dict(Config, data)
 
 
 def reference_markdown() -> str:
@@ -82,6 +133,11 @@ def reference_markdown() -> str:
         out += [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         out += [f"| `{k}` | {_cell(t)} | `{d}` | {_cell(m)} |" for k, t, d, m in items]
         out.append("")
+    out += ["## Moved keys", "",
+            "Refused under their old name (the error names the new one); a checkpoint's saved config is read with",
+            "them moved (`dreamer.config.from_saved`, logged).", "", "| old key | new key |", "|---|---|"]
+    out += [f"| `{old}` | `{new}` |" for old, new in MOVED.items()]
+    out.append("")
     return "\n".join(out)
 
 
@@ -93,4 +149,4 @@ if __name__ == "__main__":
     print(reference_markdown(), end="")
 
 
-__all__ = ["Config", "ConfigError", "load"]
+__all__ = ["MOVED", "Config", "ConfigError", "from_saved", "load", "upgrade_saved"]

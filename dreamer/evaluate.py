@@ -5,8 +5,9 @@
 
 plays the checkpoint's agent next to the uniform random policy and the frame-blind one (the data's action
 frequencies, when the checkpoint or its run carries them) on seeds seed + i, prints the comparison table
-and writes it as JSON (default ``<checkpoint>.evaluate.json`` beside the checkpoint) and as a bar chart (``.png``); ``--video`` also
-writes the agent's first episode as an mp4. In Python, three lines act in a gymnasium env::
+and writes it as JSON in the schema of every evaluation (:mod:`dreamer.envs.records`; default
+``<checkpoint>.evaluate.json`` beside the checkpoint) and as a bar chart (``.png``); ``--video`` also writes the
+agent's first episode as an mp4. In Python, three lines act in a gymnasium env::
 
     agent = dreamer.load_agent("checkpoints/crafter_tiny/phase3_final.pt")   # tokenizer, agent, normalisation
     env = agent.make_env(); obs, info = env.reset(seed=10000); agent.reset(seed=10000)
@@ -20,8 +21,8 @@ from the config and must match the checkpoint's identity (a fitted one: its fold
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,20 +31,14 @@ import numpy as np
 import torch
 
 from dreamer.agent import Agent
-from dreamer.agent.acting import AgentPolicy, run_agent_episodes
+from dreamer.agent.acting import AgentBatchPolicy, AgentPolicy
 from dreamer.atomic import atomic_write_bytes
 from dreamer.config import Config
 from dreamer.data.episode import ActionSpace
-from dreamer.envs.evaluation import (
-    checked_action_space,
-    comparison_table,
-    run_frequency_episodes,
-    run_random_episodes,
-    save_comparison_chart,
-    summarise,
-    with_max_steps,
-)
+from dreamer.envs.evaluation import comparison_table, save_comparison_chart
 from dreamer.envs.gym_env import make_env
+from dreamer.envs.records import eval_json, eval_record
+from dreamer.envs.runner import checked_action_space, frame_blind_policy, random_policy, run_episodes
 from dreamer.pipeline.build import build_agent, frozen
 from dreamer.pipeline.evaluate import eval_context
 from dreamer.training.checkpoint import CheckpointError, load_checkpoint
@@ -98,12 +93,15 @@ class LoadedAgent:
             self.reset()
         return self._policy(obs, info)
 
-    def play(self, seeds: Sequence[int], max_steps: int | None = None) -> list[dict]:
-        """One episode per seed, played together (:func:`dreamer.agent.acting.run_agent_episodes`)."""
-        return run_agent_episodes(self.cfg.env, seeds, self.tokenizer, self.agent, self.data.mean, self.data.std,
-                                  greedy=self.greedy, max_steps=max_steps or self.cfg.eval.max_steps,
-                                  context=eval_context(self.cfg, self.agent.cfg),
-                                  reset_workers=self.cfg.eval.reset_workers)
+    def batch_policy(self, name: str = "agent") -> AgentBatchPolicy:
+        """The agent as the episode runner's policy (:func:`dreamer.envs.runner.run_episodes`)."""
+        return AgentBatchPolicy(self.tokenizer, self.agent, self.data.mean, self.data.std, self.greedy,
+                                eval_context(self.cfg, self.agent.cfg), name)
+
+    def play(self, seeds: Sequence[int], max_steps: int | None = None, name: str = "agent") -> list[dict]:
+        """One episode per seed, played together through the episode runner."""
+        return run_episodes(self.cfg.env, seeds, self.batch_policy(name), max_steps or self.cfg.eval.max_steps,
+                            reset_workers=self.cfg.eval.reset_workers)
 
 
 def load_agent(path: str | Path, overrides: Sequence[str] = (), device: str = "cpu",
@@ -156,23 +154,31 @@ def _action_counts(ckpt: dict, path: Path, cfg: Config) -> list[np.ndarray] | No
     return None
 
 
+class Filmed(AgentBatchPolicy):
+    """The agent's runner policy keeping the frames of its episode (one at a time: ``parallel=1``)."""
+
+    def start(self, seeds: list[int]) -> None:
+        super().start(seeds)
+        self.frames: list[np.ndarray] = []
+
+    def act(self, observations: list, infos: list[dict]) -> list:
+        if not self.frames:  # the reset's frame
+            self.frames.append(np.asarray(observations[0]))
+        return super().act(observations, infos)
+
+    def stepped(self, rewards: list[float], observations: list, infos: list[dict]) -> None:
+        self.frames.append(np.asarray(observations[0]))
+
+
 def record_video(agent: LoadedAgent, seed: int, path: Path, max_steps: int) -> Path:
-    """The agent's episode on ``seed`` as an mp4 (the env's frames)."""
+    """The agent's episode on ``seed`` as an mp4 (the env's frames), played as the evaluation plays it."""
     from dreamer.viewer.video import write_mp4
 
-    env = make_env(with_max_steps(agent.cfg.env, max_steps))
-    try:
-        obs, info = env.reset(seed=seed)
-        agent.reset(seed)
-        frames, done = [np.asarray(obs)], False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
-            frames.append(np.asarray(obs))
-            done = terminated or truncated
-    finally:
-        env.close()
+    film = Filmed(agent.tokenizer, agent.agent, agent.data.mean, agent.data.std, agent.greedy,
+                  eval_context(agent.cfg, agent.agent.cfg), "video")
+    run_episodes(agent.cfg.env, [seed], film, max_steps, parallel=1)
     fps = 10.0
-    return write_mp4(np.stack(frames), path, fps)
+    return write_mp4(np.stack(film.frames), path, fps)
 
 
 def main(argv=None) -> dict:
@@ -197,24 +203,23 @@ def main(argv=None) -> dict:
     if getattr(agent.tokenizer, "reads_info", False):
         log.info("tokenizer.kind=%s: the agent acts on the PRIVILEGED game state (a reference, not a pixel agent)",
                  cfg.tokenizer.kind)
-    episodes = {"random": run_random_episodes(cfg.env, seeds, agent.agent.action_cards, cfg.eval.max_steps,
-                                              reset_workers=cfg.eval.reset_workers)}
+    policies = {"random": random_policy(agent.agent.action_cards)}
     if agent.action_counts is not None:
-        episodes["frame_blind"] = run_frequency_episodes(cfg.env, seeds, agent.action_counts, cfg.eval.max_steps,
-                                                         reset_workers=cfg.eval.reset_workers)
+        policies["frame_blind"] = frame_blind_policy(agent.action_counts)
     else:
         log.warning("no action frequencies in %s, its run or its cache: the frame-blind baseline is left out",
                     args.checkpoint)
+    policies[name] = agent.batch_policy(name)
+    t0 = time.perf_counter()
     with torch.no_grad():
-        episodes[name] = agent.play(seeds)
-    summaries = {k: summarise(v) for k, v in episodes.items()}
-    out = {"checkpoint": str(Path(args.checkpoint).resolve()), "phase": agent.phase, "seeds": seeds,
-           "max_steps": cfg.eval.max_steps, "greedy": args.greedy, "context": eval_context(cfg, agent.agent.cfg),
-           "summaries": summaries, "episodes": episodes}
+        episodes = {k: run_episodes(cfg.env, seeds, p, cfg.eval.max_steps, reset_workers=cfg.eval.reset_workers)
+                    for k, p in policies.items()}
+    out = eval_record(agent.phase, seeds, cfg.eval.max_steps, eval_context(cfg, agent.agent.cfg), args.greedy,
+                      time.perf_counter() - t0, episodes, checkpoint=str(Path(args.checkpoint).resolve()))
     target = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".evaluate.json")
-    atomic_write_bytes(target, json.dumps(out, indent=1, default=float).encode())
-    save_comparison_chart(summaries, target.with_suffix(".png"), Path(args.checkpoint).name)
-    print(comparison_table(summaries))
+    atomic_write_bytes(target, eval_json(out))
+    save_comparison_chart(out["summaries"], target.with_suffix(".png"), Path(args.checkpoint).name)
+    print(comparison_table(out["summaries"]))
     log.info("wrote %s", target)
     if args.video:
         log.info("wrote %s", record_video(agent, seeds[0], target.with_name(f"{Path(args.checkpoint).stem}_episode"

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -146,18 +147,21 @@ def save_config(cfg: Any, path: str | Path) -> Path:
     return atomic_write_bytes(Path(path), text.encode())
 
 
-def load_config(cls: type, paths: list[str] | None = None, overrides: list[str] | None = None) -> Any:
+def load_config(cls: type, paths: list[str] | None = None, overrides: list[str] | None = None,
+                moved: dict[str, str] | None = None) -> Any:
     """``cls`` from the presets ``paths`` (stacked) and the ``overrides``; an unknown key's error also names
-    where it came from (the preset file, or the --set)."""
+    where it came from (the preset file, or the --set). ``moved`` maps keys that moved ({old: new}, dotted):
+    an old key is refused naming its new name (:func:`refuse_moved`)."""
     data: dict = {}
     sources: list[tuple[str, dict]] = []
     for p in paths or []:
         one = read_yaml(p)
         sources.append((str(p), one))
-        data = _merge(data, one)
+        data = _merge(data, copy.deepcopy(one))  # --set must not edit the record of what the file set
     for o in overrides or []:
         data = apply_override(data, o)
         sources.append((f"--set {o}", apply_override({}, o)))
+    refuse_moved(data, moved or {}, sources)
     try:
         return from_dict(cls, data)
     except ConfigError as e:
@@ -168,6 +172,19 @@ def load_config(cls: type, paths: list[str] | None = None, overrides: list[str] 
         if not found:
             raise
         raise ConfigError(f"{e} (set in {', '.join(found)})") from None
+
+
+def refuse_moved(data: dict, moved: dict[str, str], sources: list[tuple[str, dict]] = ()) -> None:
+    """A ConfigError naming each key of ``data`` that is an old name in ``moved`` ({old: new}), its new name and
+    where it was set (``sources``: (label, the part of the config it set))."""
+    found = [old for old in moved if _has_key(data, old.split("."))]
+    if not found:
+        return
+    parts = []
+    for old in found:
+        where = sorted({src for src, d in sources if _has_key(d, old.split("."))})
+        parts.append(f"'{old}' is now '{moved[old]}'" + (f" (set in {', '.join(where)})" if where else ""))
+    raise ConfigError(f"config key(s) moved: {'; '.join(parts)}; rename them")
 
 
 def _has_key(data: dict, parts: list[str]) -> bool:

@@ -57,3 +57,41 @@ def test_one_job_runs_the_seeds_one_by_one_and_a_failed_seed_is_named(tmp_path):
     args = SimpleNamespace(rl_jobs=0, rl_seeds=[0, 1, 2])
     assert bench_agent.rl_jobs(cfg, args) == 3 and bench_agent.rl_jobs(SimpleNamespace(device="cuda"), args) == 1
     assert bench_agent.rl_jobs(cfg, SimpleNamespace(rl_jobs=5, rl_seeds=[0, 1])) == 2
+
+
+def test_the_report_reads_the_evaluation_files_of_old_and_new_runs(tmp_path):
+    """--report-only reprints the ladder from any run folder: phase2_eval.json / phase3_eval.json in the one schema,
+    or in the shapes older runs wrote (converted by dreamer.envs.records.read_eval_record)."""
+    from dreamer.envs.records import eval_json, eval_record
+
+    def results(seeds, ret):
+        return [{"return": ret + i, "length": 10, "seed": s} for i, s in enumerate(seeds)]
+
+    seeds = [7, 8]
+    run = tmp_path / "r"
+    run.mkdir()
+    new2 = eval_record(2, seeds, 50, 16, False, 1.0, {"random": results(seeds, 0.0),
+                                                      "frame_blind": results(seeds, 1.0), "bc": results(seeds, 2.0)})
+    old2 = {"seeds": seeds, "max_steps": 50, "context": 16, "greedy": False, "seconds": 1.0,
+            "bc": new2["summaries"]["bc"], "random": new2["summaries"]["random"],
+            "data_frequency": new2["summaries"]["frame_blind"],
+            "episodes": {"bc": new2["episodes"]["bc"], "random": new2["episodes"]["random"],
+                         "data_frequency": new2["episodes"]["frame_blind"]}}
+    pmpo = {s: eval_record(3, seeds, 50, 16, False, 1.0, {"pmpo": results(seeds, 3.0 + s)}) for s in (0, 1)}
+    (tmp_path / "r_rl0").mkdir()
+    (tmp_path / "r_rl0" / "phase3_eval.json").write_bytes(eval_json(pmpo[0]))
+    (tmp_path / "r_rl1").mkdir()  # an older run: phase 3 named its policy "phase3"
+    (tmp_path / "r_rl1" / "phase3_eval.json").write_text(json.dumps(
+        {k: v for k, v in pmpo[1].items() if k not in ("schema", "phase", "seconds", "summaries", "episodes")}
+        | {"summaries": {"phase3": pmpo[1]["summaries"]["pmpo"]}, "episodes": {"phase3": pmpo[1]["episodes"]["pmpo"]}}))
+    cfg = SimpleNamespace(run_dir=run, checkpoint_root=tmp_path, run="r")
+    tables = []
+    for p2 in (old2, new2):
+        (run / "phase2_eval.json").write_text(json.dumps(p2))
+        tables.append(bench_agent.report(cfg, [0, 1]))
+    assert tables[0] == tables[1].replace(str(run), str(run))
+    table = tables[0]
+    for name, mean in (("random", "0.50"), ("frame_blind", "1.50"), ("bc", "2.50"), ("pmpo_seed0", "3.50"),
+                       ("pmpo_seed1", "4.50"), ("pmpo_pooled", "4.00")):
+        assert any(line.startswith(name) and f" {mean} ± " in line for line in table.splitlines()), (name, table)
+    assert (run / "ladder.png").is_file()

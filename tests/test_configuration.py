@@ -97,7 +97,7 @@ def test_missing_file():
     ("phase2.eval_episodes=-1", "phase2.eval_episodes must be >= 0"),
     ("phase3.horizon=0", "phase3.horizon must be >= 1"),
     ("phase3.context=0", "phase3.context"),
-    ("phase3.value_warmup=-3", "phase3.value_warmup must be >= 0"),
+    ("pmpo.value_warmup=-3", "pmpo.value_warmup must be >= 0"),
     ("phase3.value_lr=0", "phase3.value_lr must be > 0"),
     ("phase3.eval_episodes=-2", "phase3.eval_episodes"),
     ("eval.max_steps=0", "eval.max_steps must be >= 1"),

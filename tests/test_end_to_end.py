@@ -40,9 +40,9 @@ def test_every_phase_at_decision_rate(tmp_path, S):
     cache = LatentCache(tmp_path / "cache")
     assert cache.chunk_len == S and cache.episode(cache.names[0]).actions.shape[1] == S
     p2 = train_phase2.main([*args, "--no-diagnose"])
-    assert p2["env"]["bc"]["episodes"] == 2 and p2["env"]["bc"]["length_mean"] > 0
+    assert p2["env"]["summaries"]["bc"]["episodes"] == 2 and p2["env"]["summaries"]["bc"]["length_mean"] > 0
     p3 = train_phase3.main([*args, "--no-diagnose"])
-    assert set(p3["summaries"]) >= {"phase2_bc", "phase3"}
+    assert set(p3["summaries"]) >= {"bc", "pmpo"}
     for name in ("phase1_cosmos_final.pt", "phase2_final.pt", "phase3_final.pt", "phase2_eval.json"):
         assert (run / name).is_file(), name
     summary = summarise_run(load([TEST_CONFIG], args[3::2]))
@@ -71,3 +71,12 @@ def test_every_phase_at_decision_rate(tmp_path, S):
     assert (run / "phase3_final_episode10000.mp4").stat().st_size > 0
     assert (run / "phase3_final.evaluate.png").is_file() and (run / "phase3_results.png").is_file()
     assert (run / "phase2_results.png").is_file()
+    # every evaluation file of the run has the one schema (dreamer.envs.records)
+    from dreamer.envs.records import FIELDS, check_eval_record
+
+    files = sorted([*run.glob("*_eval.json"), *run.glob("*.evaluate.json")])
+    assert [p.name for p in files] == ["phase2_eval.json", "phase3_eval.json", "phase3_final.evaluate.json"]
+    for p in files:
+        raw = json.loads(p.read_text())
+        assert check_eval_record(raw, p) is raw and None not in (raw[f] for f in FIELDS), p
+    assert written["phase"] == 3 and written["checkpoint"] == str((run / "phase3_final.pt").resolve())

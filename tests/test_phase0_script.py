@@ -71,7 +71,7 @@ def test_fit_resume_and_handoff(tmp_path, episodes):
 
     # the phases load it frozen and its identity is the cache's
     cfg = load([TEST_CONFIG], _args(tmp_path, episodes, 6)[3::2])
-    tok, cache = prepare_data(cfg, Runtime(cfg=cfg, device=torch.device("cpu")))
+    tok, cache = prepare_data(Runtime(cfg=cfg, device=torch.device("cpu")))
     assert cache.tokenizer_identity["weights_sha256"] == m6["weights_sha256"] == tok.identity()["weights_sha256"]
     assert not any(p.requires_grad for p in tok.parameters())
     # (loading the folder in a fresh process with HF_HUB_OFFLINE=1: tests/tokenizer/test_cosmos.py)

@@ -20,10 +20,12 @@ from dreamer.agent.heldout import action_counts, heldout, heldout_clips
 from dreamer.config import load
 from dreamer.data.episode import save_episode
 from dreamer.data.synthetic import make_episode
+from dreamer.envs.records import FIELDS, check_eval_record
 from dreamer.pipeline.build import build_dynamics, frozen
 from dreamer.pipeline.checkpoints import BEST, load_handoff
-from dreamer.training import loop
-from dreamer.training.checkpoint import atomic_save, load_checkpoint
+from dreamer.pipeline.phase2 import Phase2Objective
+from dreamer.training.checkpoint import CheckpointMismatchError, atomic_save, latest_checkpoint, load_checkpoint
+from dreamer.training.optim import NonFiniteGuard, make_optimizer, make_scheduler, optimizer_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,18 +65,20 @@ def test_train_resume_and_evaluate(phase1_run):
     assert 0.0 <= h["bc_accuracy"] <= 1.0 and 0.0 <= h["majority_accuracy"] <= 1.0 and h["entries"] > 0
     # evaluation in the real env: BC and random policies on the same seed, written to the run dir
     ev = json.loads((run / "phase2_eval.json").read_text())
-    assert ev["seeds"] == [7]
-    for who in ("bc", "random", "data_frequency"):
+    assert check_eval_record(ev, run / "phase2_eval.json") is ev and None not in (ev[f] for f in FIELDS)  # one schema
+    assert ev["schema"] == 1 and ev["phase"] == 2 and ev["seeds"] == [7]
+    assert list(ev["summaries"]) == list(ev["episodes"]) == ["random", "frame_blind", "bc"]
+    for who in ("bc", "random", "frame_blind"):
         (ep,) = ev["episodes"][who]
         assert ep["seed"] == 7 and 1 <= ep["length"] <= 10
-    assert final["eval"]["env"]["bc"] == ev["bc"]
+    assert final["eval"]["env"]["bc"] == ev["summaries"]["bc"] and result["env"] == ev
     assert any(p.name.startswith("events") for p in (run / "tb" / "phase2").iterdir())
     assert (run / "phase1_dream.mp4").stat().st_size > 0 and (run / "phase2_dream.mp4").stat().st_size > 0
 
     # resume: drop the last checkpoint and the final one, rerun the same command -> same weights
     (run / "phase2_step4.pt").unlink()
     (run / "phase2_final.pt").unlink()
-    assert loop.latest_checkpoint(run, "phase2").name == "phase2_step2.pt"
+    assert latest_checkpoint(run, "phase2").name == "phase2_step2.pt"
     train_phase2.main(cmd)
     again = load_checkpoint(run / "phase2_final.pt")
     for k, v in final["models"]["agent"].items():
@@ -88,7 +92,7 @@ def test_refuses_mismatched_checkpoint(phase1_run, tmp_path):
     ckpt["latent_stats"]["mean"][0] += 0.5
     bad = atomic_save(ckpt, tmp_path / "other_stats.pt")
     cmd = [*_args(tmp, [*PHASE2, f"checkpoint_root={tmp_path}"]), "--checkpoint", str(bad)]
-    with pytest.raises(loop.CheckpointMismatchError, match="latent statistics differ") as e:
+    with pytest.raises(CheckpointMismatchError, match="latent statistics differ") as e:
         train_phase2.main(cmd)
     msg = str(e.value)
     assert str(bad) in msg and repr(ckpt["latent_stats"]["mean"][0]) in msg and repr(cache_mean0) in msg
@@ -111,13 +115,13 @@ def test_phase2_step_trains_agent_only(phase1_run, tiny_tokenizer):
     cache = LatentCache(tmp / "cache")
     dyn = frozen(build_dynamics(cfg, tiny_tokenizer, cache, torch.device("cpu"), state=p1["models"]["dynamics"]))
     agent = Agent(cfg.agent, 16, 16, [17], cache.chunk_len)
-    opt = loop.make_optimizer(agent.parameters(), cfg.phase2)
-    sched = loop.make_scheduler(opt, cfg.phase2)
+    opt = make_optimizer(agent.parameters(), cfg.phase2)
+    sched = make_scheduler(opt, cfg.phase2)
     batch = ClipSampler(cache, cache.train_names, 4, 2).batch(0)
-    net = train_phase2.Phase2Objective(agent, RLConfig())
+    net = Phase2Objective(agent, RLConfig())
     loss, _ = net(batch)
     before = [p.detach().clone() for p in agent.trunk.parameters()]
-    ok, _ = loop.optimizer_step(opt, sched, loss, cfg.phase2, loop.NonFiniteGuard(3), 0)
+    ok, _ = optimizer_step(opt, sched, loss, cfg.phase2, NonFiniteGuard(3), 0)
     assert ok and any(not torch.equal(a, b) for a, b in zip(before, agent.trunk.parameters()))
     for name in ("trunk", "policy", "reward", "cont", "value"):
         grads = [p.grad for p in getattr(agent, name).parameters()]
@@ -199,7 +203,8 @@ def test_greedy_evaluation_without_baselines(phase1_run):
     extra = (*PHASE2, "run=greedy", "eval.greedy=true", "phase2.eval_baselines=false", "phase2.steps=2")
     train_phase2.main([*_args(tmp, extra), "--checkpoint", str(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")])
     saved = json.loads((run / "phase2_eval.json").read_text())
-    assert saved["greedy"] is True and "bc" in saved and "random" not in saved and "data_frequency" not in saved
+    assert check_eval_record(saved, run / "phase2_eval.json") is saved and None not in (saved[f] for f in FIELDS)
+    assert saved["greedy"] is True and list(saved["summaries"]) == list(saved["episodes"]) == ["bc"]
 
 
 def test_keep_best_writes_the_lowest_heldout_nll_and_it_hands_off(phase1_run, caplog):
@@ -228,8 +233,9 @@ def test_keep_best_writes_the_lowest_heldout_nll_and_it_hands_off(phase1_run, ca
 
 def test_a_real_env_learning_curve_and_the_results_picture(phase1_run):
     """phase2.env_eval_every: the BC policy plays env_eval_episodes episodes every N steps, a TensorBoard curve
-    eval/phase2/bc/return_mean ending at the final evaluation; the comparison is also a bar chart (PNG and
-    TensorBoard image) and the checkpoint keeps the data's action counts (the frame-blind baseline's)."""
+    env/bc/return_mean ending at the final evaluation; the comparison is also a bar chart (PNG and TensorBoard
+    image) and the checkpoint keeps the data's action counts (the frame-blind baseline's). Every tag follows the
+    one scheme: loss/phase2/, train/phase2/, eval/phase2/, env/<policy>/."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tmp = phase1_run
@@ -238,9 +244,19 @@ def test_a_real_env_learning_curve_and_the_results_picture(phase1_run):
     train_phase2.main([*_args(tmp, extra), "--checkpoint", str(tmp / "ckpt" / "t" / "phase1_cosmos_final.pt")])
     acc = EventAccumulator(str(run / "tb" / "phase2"), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
-    points = [(e.step, e.value) for e in acc.Scalars("eval/phase2/bc/return_mean")]
-    final = json.loads((run / "phase2_eval.json").read_text())["bc"]
+    points = [(e.step, e.value) for e in acc.Scalars("env/bc/return_mean")]
+    final = json.loads((run / "phase2_eval.json").read_text())["summaries"]["bc"]
     assert [s for s, _ in points] == [2, 4] and points[-1][1] == pytest.approx(final["return_mean"])
-    assert "eval/results" in acc.Tags()["images"] and (run / "phase2_results.png").stat().st_size > 0
+    assert "eval/phase2/results" in acc.Tags()["images"] and (run / "phase2_results.png").stat().st_size > 0
+    assert {"loss/phase2/loss", "train/phase2/grad_norm", "eval/phase2/bc_accuracy", "env/random/return_mean",
+            "env/frame_blind/return_mean"} <= set(acc.Tags()["scalars"])
+    scheme = re.compile(r"(loss|train|eval)/phase2/.+|env/(random|frame_blind|bc)/.+")
+    tags = [t for kind in ("scalars", "images", "histograms") for t in acc.Tags()[kind]]
+    assert tags and [t for t in tags if not scheme.fullmatch(t)] == []
+    phase1 = EventAccumulator(str(tmp / "ckpt" / "t" / "tb" / "phase1"), size_guidance={"images": 0, "scalars": 0})
+    phase1.Reload()  # phase 1's own folder, the same scheme
+    tags = [t for kind in ("scalars", "images") for t in phase1.Tags()[kind]]
+    assert "loss/phase1/total" in tags and "eval/phase1/open_loop_context|predicted|true" in tags
+    assert [t for t in tags if not re.fullmatch(r"(loss|train|eval)/phase1/.+", t)] == []
     counts = load_checkpoint(run / "phase2_final.pt")["action_counts"]
     assert len(counts) == 1 and len(counts[0]) == 17 and sum(counts[0]) > 0

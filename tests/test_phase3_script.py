@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,10 @@ from dreamer.agent import Agent
 from dreamer.config import load
 from dreamer.data.episode import ActionSpace, Episode, save_episode
 from dreamer.dynamics import DynamicsModel
+from dreamer.envs.records import FIELDS, check_eval_record
+from dreamer.pipeline import phase3 as phase3_module
 from dreamer.pipeline.data import prepare_data
-from dreamer.training import loop
-from dreamer.training.checkpoint import atomic_save, load_checkpoint
+from dreamer.training.checkpoint import CheckpointMismatchError, atomic_save, data_info, load_checkpoint, payload
 from dreamer.training.runtime import Runtime, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +56,7 @@ def setup(tmp_path_factory):
         save_episode(tmp / "eps" / f"ep_{i}.npz", crafter_like_episode(T=40, seed=i))
     cfg = load([TEST_CONFIG], overrides(tmp, "p2", 1)[3::2])
     seed_everything(cfg.seed)  # as runtime.start(): the random tiny tokenizer is the script's
-    tokenizer, cache = prepare_data(cfg, Runtime(cfg=cfg, device=torch.device("cpu")))
+    tokenizer, cache = prepare_data(Runtime(cfg=cfg, device=torch.device("cpu")))
     S, cards = cache.chunk_len, list(cache.action_space.cards)
     torch.manual_seed(1)
     dyn = DynamicsModel(cfg.dynamics, tokenizer.num_tokens, tokenizer.channels, cards, S)
@@ -62,7 +64,7 @@ def setup(tmp_path_factory):
     with torch.no_grad():  # a phase-2 reward head that predicts something
         for p in agent.reward.mlp.out.parameters():
             p.normal_(0, 0.5)
-    ckpt = loop.payload(cfg, 10, {"dynamics": dyn, "agent": agent}, data_info=loop.data_info(cache),
+    ckpt = payload(cfg, 10, {"dynamics": dyn, "agent": agent}, data_info=data_info(cache),
                         extra={"phase": 2})
     path = tmp / "phase2_final.pt"
     atomic_save(ckpt, path)
@@ -75,7 +77,7 @@ def _final(tmp, run):
 
 def test_trains_heads_only_and_compares_in_the_real_env(setup, capsys):
     tmp, p2_path, p2 = setup
-    args = overrides(tmp, "main", 2, ("phase3.eval_episodes=1", "phase3.diagnose=true"))
+    args = overrides(tmp, "main", 2, ("phase3.eval_episodes=1", "phase3.diagnose=true", "phase3.eval_every=1"))
     result = train_phase3.main([*args, "--phase2-checkpoint", str(p2_path), "--no-diagnose"])  # too few pairs to pass
     final = _final(tmp, "main")
     assert final["step"] == 2 and final["phase"] == 3 and set(final["models"]) == {"dynamics", "agent", "prior"}
@@ -88,14 +90,30 @@ def test_trains_heads_only_and_compares_in_the_real_env(setup, capsys):
     assert changed == {"policy", "value"}  # trunk, reward and continue heads untouched
     for k, v in final["models"]["prior"].items():  # pi_prior is the phase-2 policy head
         assert torch.equal(v, p2["models"]["agent"][f"policy.{k}"])
-    saved = json.loads((tmp / "ckpt" / "main" / "phase3_eval.json").read_text())
-    assert list(saved["summaries"]) == ["random", "phase2_bc", "phase3"] and saved["seeds"] == [10_000]
+    path = tmp / "ckpt" / "main" / "phase3_eval.json"
+    saved = json.loads(path.read_text())
+    assert check_eval_record(saved, path) is saved and None not in (saved[f] for f in FIELDS)  # the one schema
+    assert saved["schema"] == 1 and saved["phase"] == 3 and set(saved["exploitation"]) == {"bc", "pmpo"}
+    assert list(saved["summaries"]) == list(saved["episodes"]) == ["random", "bc", "pmpo"]
+    assert saved["seeds"] == [10_000]
     for s in saved["summaries"].values():
         assert s["episodes"] == 1 and 1 <= s["length_mean"] <= 12 and "score" in s
-    assert result["summaries"]["phase3"]["return_mean"] == saved["summaries"]["phase3"]["return_mean"]
+    assert result["summaries"]["pmpo"]["return_mean"] == saved["summaries"]["pmpo"]["return_mean"]
     out = capsys.readouterr().out
-    assert "phase2_bc" in out and "success rate (%)" in out and "collect_wood" in out
+    assert "pmpo" in out and "bc" in out and "success rate (%)" in out and "collect_wood" in out
     assert list((tmp / "ckpt" / "main" / "tb" / "phase3").glob("events.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp / "ckpt" / "main" / "tb" / "phase3"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    points = [(e.step, e.value) for e in acc.Scalars("env/pmpo/return_mean")]  # the curve, then the final point
+    assert [s for s, _ in points] == [1, 2] and points[-1][1] == pytest.approx(saved["summaries"]["pmpo"]["return_mean"])
+    assert {"loss/phase3/policy", "loss/phase3/value", "train/phase3/adv/frac_pos", "env/random/return_mean",
+            "env/bc/return_mean"} <= set(acc.Tags()["scalars"])
+    assert {"eval/phase3/results", "eval/phase3/context|imagined"} <= set(acc.Tags()["images"])
+    scheme = re.compile(r"(loss|train|eval)/phase3/.+|env/(random|bc|pmpo)/.+")
+    tags = [t for kind in ("scalars", "images") for t in acc.Tags()[kind]]
+    assert [t for t in tags if not scheme.fullmatch(t)] == []
     assert (tmp / "ckpt" / "main" / "phase3_dream.mp4").stat().st_size > 0  # the end-of-phase video
 
 
@@ -103,33 +121,33 @@ def test_no_policy_update_on_one_signed_advantages_and_baselines_optional(setup)
     """min_sign_fraction=0.5 asks for an exact 50/50 split of signs, which these batches never have: only the
     value head learns. With eval_baselines=false the evaluation plays the phase-3 policy alone."""
     tmp, p2_path, p2 = setup
-    args = overrides(tmp, "gate", 3, ("phase3.min_sign_fraction=0.5", "rl.center_advantages=false",
-                                      "phase3.value_warmup=0", "phase3.eval_episodes=1",
+    args = overrides(tmp, "gate", 3, ("pmpo.min_sign_fraction=0.5", "pmpo.center_advantages=false",
+                                      "pmpo.value_warmup=0", "phase3.eval_episodes=1",
                                       "phase3.eval_baselines=false"))
     result = train_phase3.main([*args, "--phase2-checkpoint", str(p2_path)])
     agent = _final(tmp, "gate")["models"]["agent"]
     assert all(torch.equal(agent[k], v) for k, v in p2["models"]["agent"].items() if k.startswith("policy."))
     assert any(not torch.equal(agent[k], v) for k, v in p2["models"]["agent"].items() if k.startswith("value."))
-    assert list(result["summaries"]) == ["phase3"]
+    assert list(result["summaries"]) == ["pmpo"]
 
 
 def test_resume_matches_uninterrupted(setup, monkeypatch):
     tmp, p2_path, _ = setup
     argv = ["--phase2-checkpoint", str(p2_path)]
     train_phase3.main([*overrides(tmp, "ref", 4), *argv])
-    real_step = train_phase3.grouped_step
+    real_step = phase3_module.grouped_step
 
     def crash_at_3(opt, sched, loss, pc, guard, step, provenance=None):
         if step == 3:
             raise KeyboardInterrupt("simulated crash after the step-2 checkpoint")
         return real_step(opt, sched, loss, pc, guard, step, provenance)
 
-    monkeypatch.setattr(train_phase3, "grouped_step", crash_at_3)
+    monkeypatch.setattr(phase3_module, "grouped_step", crash_at_3)
     with pytest.raises(KeyboardInterrupt):
         train_phase3.main([*overrides(tmp, "cut", 4), *argv])
     assert (tmp / "ckpt" / "cut" / "phase3_step2.pt").is_file()
     assert not (tmp / "ckpt" / "cut" / "phase3_final.pt").exists()
-    monkeypatch.setattr(train_phase3, "grouped_step", real_step)
+    monkeypatch.setattr(phase3_module, "grouped_step", real_step)
     train_phase3.main([*overrides(tmp, "cut", 4), *argv])
     ref, cut = _final(tmp, "ref")["models"]["agent"], _final(tmp, "cut")["models"]["agent"]
     for k in ref:
@@ -142,7 +160,7 @@ def test_refuses_mismatched_or_wrong_checkpoints(setup):
     bad = dict(p2, latent_stats={"mean": [m + 1.0 for m in p2["latent_stats"]["mean"]],
                                  "std": p2["latent_stats"]["std"]})
     atomic_save(bad, tmp / "bad_stats.pt")
-    with pytest.raises(loop.CheckpointMismatchError, match="latent statistics"):
+    with pytest.raises(CheckpointMismatchError, match="latent statistics"):
         train_phase3.main([*overrides(tmp, "bad", 1), "--phase2-checkpoint", str(tmp / "bad_stats.pt")])
     atomic_save(dict(p2, models={"dynamics": p2["models"]["dynamics"]}), tmp / "no_agent.pt")
     with pytest.raises(ValueError, match="lacks models \\['agent'\\]"):
@@ -156,7 +174,7 @@ def test_two_processes_with_and_without_fsdp_agree(setup):
     changed from phase 2, and hand the frozen dynamics on unchanged (gathered into a plain checkpoint)."""
     tmp, p2_path, p2 = setup
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-    gate = ("phase3.diagnose=true", "phase3.value_warmup=1", "phase3.min_sign_fraction=0")  # signs: not this test's
+    gate = ("phase3.diagnose=true", "pmpo.value_warmup=1", "pmpo.min_sign_fraction=0")  # signs: not this test's
     for run, extra in (("ddp", gate), ("fsdp", (*gate, "phase3.fsdp=true"))):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29521",
                "train_phase3.py", *overrides(tmp, run, 3, extra), "--phase2-checkpoint", str(p2_path)]

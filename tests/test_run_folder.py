@@ -20,8 +20,13 @@ from dreamer import atomic
 from dreamer.data.cache import CacheMismatchError
 from dreamer.data.episode import save_episode
 from dreamer.data.synthetic import make_episode
-from dreamer.training import loop
-from dreamer.training.checkpoint import atomic_save, load_checkpoint, state_sha256
+from dreamer.training.checkpoint import (
+    CheckpointMismatchError,
+    InputMismatchError,
+    atomic_save,
+    load_checkpoint,
+    state_sha256,
+)
 from dreamer.training.lock import RunFolderBusyError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +92,7 @@ def test_a_refused_command_leaves_the_run_folder_as_it_was(data):
     before = snapshot(run)
     with pytest.raises(CacheMismatchError):
         train_phase1_cosmos.main(args(data, "p1", "tokenizer.pool=1"))
-    with pytest.raises(loop.CheckpointMismatchError, match="tokenizer differs"):
+    with pytest.raises(CheckpointMismatchError, match="tokenizer differs"):
         train_phase1_cosmos.main(args(data, "p1", "tokenizer.pool=1", f"data.cache_dir={data / 'cache_pool1'}"))
     assert snapshot(run) == before
     assert not (run / "run.lock").exists()
@@ -106,7 +111,7 @@ def test_a_swapped_phase1_checkpoint_is_refused_then_fresh_on_request(data):
     other["models"]["dynamics"] = {k: v + 0.01 for k, v in other["models"]["dynamics"].items()}
     other_path = atomic_save(other, data / "other_phase1.pt")
     before = snapshot(run)
-    with pytest.raises(loop.InputMismatchError, match=rf"started from phase1 checkpoint {p1.resolve()} \(weights "
+    with pytest.raises(InputMismatchError, match=rf"started from phase1 checkpoint {p1.resolve()} \(weights "
                                                       rf"{want['sha256'][:12]}\), but this command gives "
                                                       rf"{other_path.resolve()} .*--fresh"):
         train_phase2.main([*args(data, "p2"), "--checkpoint", str(other_path)])

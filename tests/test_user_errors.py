@@ -17,9 +17,9 @@ from dreamer.data.cache import CacheMismatchError, DamagedCacheError
 from dreamer.data.episode import EpisodeError, load_episode, save_episode
 from dreamer.data.synthetic import make_episode
 from dreamer.errors import PathKindError, UserError, require_dir, require_file, run_cli
-from dreamer.training.checkpoint import DamagedCheckpointError
+from dreamer.training.checkpoint import DamagedCheckpointError, InputMismatchError
 from dreamer.training.lock import RunFolderBusyError
-from dreamer.training.loop import InputMismatchError, NonFiniteError
+from dreamer.training.optim import NonFiniteError
 from dreamer.training.runtime import RunFolderError, check_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]

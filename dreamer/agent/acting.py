@@ -3,15 +3,15 @@
 The agent decides once per chunk (:class:`ChunkActor`): at each chunk boundary k (after S·k env steps)
 the frames seen so far are encoded into latent k exactly as the cache encodes them, and trunk + policy on
 the latent history give a chunk of S actions for the next S env steps; an episode that ends mid-chunk
-just stops. Evaluation plays many episodes together, one env each, in lockstep: one batched encode and
-one batched policy call per decision (:func:`run_agent_episodes`). Results are per-episode dicts with
-seed, return, length, terminated, truncated (+ Crafter achievements), the input of
-:func:`dreamer.envs.evaluation.summarise`; the baselines use :func:`dreamer.envs.evaluation.run_policy_episodes`.
+just stops. Evaluation plays many episodes together, one env each, in lockstep, through the one episode
+runner :func:`dreamer.envs.runner.run_episodes`, with :class:`AgentBatchPolicy` as its policy: one batched
+encode and one batched policy call per decision. :class:`AgentPolicy` is the same actor for one env, step by
+step (``dreamer.load_agent``, the collector).
 
 With a tokenizer that ``reads_info`` (``tokenizer.kind: crafter_state``) latent k is encoded from the env's
 ``info`` at the chunk boundary instead of the frames: PRIVILEGED game state, a reference for what the
 pipeline can learn, never a pixel agent. The actor then needs every step's info (``act(observations,
-infos)``; :func:`play_together` and :class:`AgentPolicy` pass them, the reset info first).
+infos)``; the runner and :class:`AgentPolicy` pass them, the reset info first).
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from dreamer.envs import evaluation
-from dreamer.envs.evaluation import checked_action_space, with_max_steps
 from dreamer.envs.policies import to_env_action
+from dreamer.envs.runner import BatchPolicy
 from dreamer.tokenizer.cosmos import latent_window
 
 from .model import Agent
@@ -180,74 +179,34 @@ class AgentPolicy:
         return to_env_action(self.actor.act([obs], None if info is None else [info])[0], self.space)
 
 
-def run_agent_episodes(env_cfg, seeds: Sequence[int], tokenizer, agent: Agent, mean, std, greedy: bool = False,
-                       max_steps: int | None = None, context: int | None = None, progress: bool = False,
-                       parallel: int = 32, reset_workers: int = 1) -> list[dict]:
-    """One episode per seed (env reset with it, sampling seeded by it unless greedy), at most ``max_steps``
-    env steps (default ``env_cfg.max_steps``). Up to ``parallel`` episodes are played together, one env
-    each, with one batched encode and policy call per decision (:class:`ChunkActor`); their envs are reset
-    in ``reset_workers`` processes (:func:`dreamer.envs.evaluation.reset_envs`)."""
-    env_cfg = with_max_steps(env_cfg, max_steps)
-    space = checked_action_space(env_cfg, agent.action_cards)
-    seeds = [int(s) for s in seeds]
-    actor = ChunkActor(tokenizer, agent, mean, std, greedy, context)
-    results: list[dict] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
+class AgentBatchPolicy(BatchPolicy):
+    """The agent as the episode runner's policy (:func:`dreamer.envs.runner.run_episodes`): each decision of the
+    running episodes is one batched encode and one batched policy call (:class:`ChunkActor`, the last ``context``
+    latents); episode e samples with a generator seeded by its seed (unless ``greedy``), so it acts as it would
+    alone. While it plays, every module of the agent is in eval mode; each gets its own mode back at the end (a
+    phase-3 agent's frozen trunk stays in eval mode, its trained heads go on training)."""
 
-        bar = tqdm(total=len(seeds), desc=f"episodes {env_cfg.env_id} (agent)", disable=None)  # a terminal only
-    was_training = agent.training
-    agent.eval()
-    try:
-        for i in range(0, len(seeds), parallel):
-            results.extend(play_together(env_cfg, seeds[i : i + parallel], actor, space, bar, reset_workers))
-    finally:
-        agent.train(was_training)
-        if bar is not None:
-            bar.close()
-    return results
+    def __init__(self, tokenizer, agent: Agent, mean, std, greedy: bool = False, context: int | None = None,
+                 name: str = "agent"):
+        self.actor = ChunkActor(tokenizer, agent, mean, std, greedy, context)
+        self.agent, self.name, self.cards = agent, name, list(agent.action_cards)
+        self._modes: dict | None = None
 
+    def begin(self, space: spaces.Space) -> None:
+        super().begin(space)
+        self._modes = {m: m.training for m in self.agent.modules()}
+        self.agent.eval()
 
-def play_together(env_cfg, seeds: list[int], actor: ChunkActor, space: spaces.Space, bar=None,
-                  reset_workers: int = 1, record: list[dict] | None = None) -> list[dict]:
-    """Play one episode per seed in lockstep (one env each; sampling seeded by the seed); results in the order
-    of ``seeds``. ``record`` (one dict of lists "latents", "chunks", "rewards" per seed) also receives, at
-    every decision, the standardised latent (N, C) and the chunk chosen (S, D), and the env reward summed
-    over that chunk. Each step's info (the reset info first) goes to ``actor.act`` too (read only by a
-    tokenizer that ``reads_info``)."""
-    started = evaluation.reset_envs(env_cfg, seeds, reset_workers)
-    envs, obs, infos = [e for e, *_ in started], [o for _, o, _ in started], [i for *_, i in started]
-    try:
-        gens = [torch.Generator(device=actor.device).manual_seed(s) for s in seeds]
-        actor.reset([None] * len(seeds), gens)
-        totals, steps, results = [0.0] * len(seeds), [0] * len(seeds), [None] * len(seeds)
-        running = list(range(len(seeds)))
-        while running:
-            decided = actor.chunks_decided
-            actions = actor.act([obs[e] for e in running], [infos[e] for e in running])
-            if record is not None and actor.chunks_decided != decided:
-                for row, e in enumerate(running):
-                    record[e]["latents"].append(actor.history[row][-1])
-                    record[e]["chunks"].append(torch.from_numpy(actor.chunk[row]))
-                    record[e]["rewards"].append(0.0)
-            still = []
-            for row, e in enumerate(running):
-                obs[e], reward, term, trunc, infos[e] = envs[e].step(to_env_action(actions[row], space))
-                totals[e] += float(reward)
-                steps[e] += 1
-                if record is not None:
-                    record[e]["rewards"][-1] += float(reward)
-                if term or trunc:
-                    results[e] = evaluation.episode_result(totals[e], steps[e], infos[e], seed=seeds[e], terminated=term,
-                                                           truncated=trunc)
-                    if bar is not None:
-                        bar.update(1)
-                else:
-                    still.append(row)
-            actor.keep(still)
-            running = [running[row] for row in still]
-        return results
-    finally:
-        for env in envs:
-            env.close()
+    def start(self, seeds: list[int]) -> None:
+        self.actor.reset([None] * len(seeds), [torch.Generator(device=self.actor.device).manual_seed(s) for s in seeds])
+
+    def act(self, observations: list, infos: list[dict]) -> list:
+        return [to_env_action(a, self.space) for a in self.actor.act(observations, infos)]
+
+    def keep(self, rows: list[int]) -> None:
+        self.actor.keep(rows)
+
+    def end(self) -> None:
+        for m, mode in (self._modes or {}).items():  # one by one: agent.train() would wake its frozen parts
+            m.training = mode
+        self._modes = None

@@ -1,4 +1,7 @@
-"""Typed configuration of the agent (phase 2 architecture + losses) and of PMPO RL (phase 3 maths).
+"""Typed configuration of the agent (phase 2 architecture + losses) and of the λ-returns (phases 2 and 3).
+
+PMPO's own settings (alpha, beta, centring, the value warm-up and the sign gate) live with PMPO:
+:class:`dreamer.imagination.pmpo.PMPOConfig`, the ``pmpo:`` section.
 
 Both dataclasses validate themselves on construction (`__post_init__`); YAML sections are turned into
 them by the project's config loader (`dreamer.presets.from_dict`, which refuses unknown keys).
@@ -35,6 +38,7 @@ class AgentConfig:
     # heads
     head_hidden: int = 256  # heads: hidden units per layer
     head_layers: int = 1  # heads: hidden layers of the policy, reward, continue and value MLPs
+    policy_head: str = "mlp"  # the policy head's kind (dreamer/agent/policy.py POLICY_HEADS): mlp
     # two-hot (docs/design.md §8)
     num_bins: int = 255  # two-hot bins of the reward and value heads (docs/design.md §8)
     bin_low: float = -20.0  # two-hot: lowest bin (symlog space)
@@ -77,6 +81,10 @@ class AgentConfig:
         for name in ("bc_loss_weight", "reward_loss_weight", "continue_loss_weight"):
             v = getattr(self, name)
             _require(v >= 0.0, c, name, f"must be >= 0, got {v}")
+        from .policy import POLICY_HEADS
+
+        _require(self.policy_head in POLICY_HEADS, c, "policy_head",
+                 f"unknown head {self.policy_head!r}; known: {sorted(POLICY_HEADS)}")
         _require(self.value_loss_weight > 0.0, c, "value_loss_weight",
                  f"must be > 0 (phase 3 starts from the value phase 2 fits), got {self.value_loss_weight}")
 
@@ -87,7 +95,8 @@ class AgentConfig:
 
 @dataclass
 class RLConfig:
-    """Phase-3 maths hyper-parameters (docs/design.md §6).
+    """The discounts of the TD(λ) returns (docs/design.md §6), the ``rl:`` section: phase 2 fits the behaviour
+    policy's value with them, phase 3 the imagined returns that PMPO's advantages come from.
 
     `gamma_env` is the per-environment-step discount; the per-latent-step discount used in
     `lambda_returns` is `gamma(chunk_len) = gamma_env ** chunk_len`.
@@ -95,19 +104,11 @@ class RLConfig:
 
     gamma_env: float = 0.997  # discount per environment step (per latent step: gamma_env ** chunk_len)
     lam: float = 0.95  # λ of the TD(λ) returns
-    alpha: float = 0.5  # PMPO: weight of the positive-advantage term (1 - alpha on the negative one)
-    beta: float = 0.3  # PMPO: weight of the KL to the phase-2 (BC) prior
-    # PMPO splits on the sign of A = R - v. A value still biased for the imagined returns (phase 2 fits it to
-    # the behaviour policy's real returns) puts nearly every pair on one side; subtracting the batch's mean
-    # advantage first splits them into better and worse than this batch's average instead.
-    center_advantages: bool = True
 
     def __post_init__(self) -> None:
         c = "RLConfig"
         _require(0.0 < self.gamma_env <= 1.0, c, "gamma_env", f"must be in (0, 1], got {self.gamma_env}")
         _require(0.0 <= self.lam <= 1.0, c, "lam", f"must be in [0, 1], got {self.lam}")
-        _require(0.0 <= self.alpha <= 1.0, c, "alpha", f"must be in [0, 1], got {self.alpha}")
-        _require(self.beta >= 0.0, c, "beta", f"must be >= 0, got {self.beta}")
 
     def gamma(self, chunk_len: int) -> float:
         """Discount per latent step: gamma_env ** chunk_len."""

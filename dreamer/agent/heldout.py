@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dreamer.tags import tag
+
 from .model import Agent
-from .policy import entry_log_probs, mode, sample
 
 MAX_HELDOUT_CLIPS = 512  # held-out figures use at most this many clips (evenly spread over the val split)
 
@@ -76,12 +77,12 @@ def heldout(agent: Agent, cache, names: list[str], T: int, majority: np.ndarray,
             keep = torch.stack([torch.arange(length, device=device) >= f for *_, f in part])  # (B, T) rows counted
             valid = (mask & keep[..., None])[..., None].expand(actions.shape)  # (B, T, S, D)
             h = agent.trunk(lat)
-            logits = agent.policy(h)
+            dist = agent.policy(h)
             err = (agent.reward.predict(h) - rewards).abs()
             nonzero = keep & (rewards != 0)
-            sums["hit"] += ((mode(logits) == actions) & valid).sum().item()
+            sums["hit"] += ((dist.mode() == actions) & valid).sum().item()
             sums["maj"] += ((actions == maj) & valid).sum().item()
-            sums["nll"] -= entry_log_probs(logits, actions, mask)[valid].sum().item()
+            sums["nll"] -= dist.entry_log_probs(actions, mask)[valid].sum().item()
             sums["n"] += valid.sum().item()
             sums["rerr"] += err[keep].sum().item()
             sums["rerr_nz"] += err[nonzero].sum().item()
@@ -97,7 +98,7 @@ def heldout(agent: Agent, cache, names: list[str], T: int, majority: np.ndarray,
                 _, v, ret = data_value_loss(agent, h, rewards.float(), continues.float(), rl)
                 v_pairs.append(torch.stack([v[:, :-1][keep[:, :-1]], ret[keep[:, :-1]]]))
             acts["data"].append(actions[valid].view(-1, actions.shape[-1]).cpu())
-            acts["policy"].append(sample(logits, gen)[valid].view(-1, actions.shape[-1]).cpu())
+            acts["policy"].append(dist.sample(gen)[valid].view(-1, actions.shape[-1]).cpu())
     agent.train()
     n, rows = max(sums["n"], 1.0), max(sums["rows"], 1.0)
     zero_rows = max(rows - sums["n_nz"], 1.0)
@@ -118,11 +119,12 @@ def heldout(agent: Agent, cache, names: list[str], T: int, majority: np.ndarray,
     return metrics, {k: torch.cat(v) if v else torch.zeros(0, len(majority), dtype=torch.long) for k, v in acts.items()}
 
 
-def log_histograms(writer, names: tuple[str, ...], acts: dict, step: int) -> None:
-    """One TensorBoard histogram per action component and source (``acts`` from :func:`heldout`)."""
+def log_histograms(writer, names: tuple[str, ...], acts: dict, step: int, phase: int = 2) -> None:
+    """One TensorBoard histogram per action component and source (``acts`` from :func:`heldout`):
+    ``eval/<phase>/actions/<component>/<source>``."""
     if writer is None:
         return
     for d, name in enumerate(names):
         for who, a_vd in acts.items():
             if a_vd.numel():
-                writer.add_histogram(f"actions/{name}/{who}", a_vd[:, d].float(), step)
+                writer.add_histogram(tag("eval", phase, f"actions/{name}/{who}"), a_vd[:, d].float(), step)

@@ -6,15 +6,13 @@ bool (B,T,S), `rewards` float (B,T) received on entering latent t, `continues` f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .config import AgentConfig, RLConfig
 from .model import Agent
-from .policy import entropy, entry_log_probs, max_prob, mode
+from .policy import PolicyDist
 from .rl import lambda_returns, value_loss
 
 BATCH_KEYS = ("latents", "actions", "action_mask", "rewards", "continues")
@@ -28,12 +26,12 @@ def _entry_weights(mask_bts: Tensor | None, like_btsd: Tensor) -> Tensor:
 
 
 def bc_loss(
-    policy_logits: Sequence[Tensor],
+    dist: PolicyDist,
     actions_btsd: Tensor,
     mask_bts: Tensor | None,
     focal_gamma: float = 0.0,
 ) -> Tensor:
-    """Behaviour-cloning loss, a scalar.
+    """Behaviour-cloning loss of the policy distribution ``dist`` (over (B, T, S) chunks), a scalar.
 
     Per (sub-step, component) entry: CE = -log pi(a); focal variant (1 - pi(a))^gamma * CE (equal to
     CE at gamma = 0). The result is the MEAN over valid entries, i.e. over valid sub-steps x D
@@ -42,7 +40,7 @@ def bc_loss(
     """
     if focal_gamma < 0:
         raise ValueError(f"bc_loss: focal_gamma must be >= 0, got {focal_gamma}")
-    logp = entry_log_probs(policy_logits, actions_btsd, mask_bts)  # (B,T,S,D)
+    logp = dist.entry_log_probs(actions_btsd, mask_bts)  # (B,T,S,D)
     ce = -logp
     if focal_gamma > 0:
         ce = (1.0 - logp.exp()).clamp(min=0.0).pow(focal_gamma) * ce
@@ -51,9 +49,9 @@ def bc_loss(
 
 
 @torch.no_grad()
-def bc_accuracy(policy_logits: Sequence[Tensor], actions_btsd: Tensor, mask_bts: Tensor | None) -> Tensor:
-    """Fraction of valid (sub-step, component) entries whose argmax equals the action (scalar)."""
-    correct = (mode(policy_logits) == actions_btsd).float()
+def bc_accuracy(dist: PolicyDist, actions_btsd: Tensor, mask_bts: Tensor | None) -> Tensor:
+    """Fraction of valid (sub-step, component) entries whose most likely action is the action (scalar)."""
+    correct = (dist.mode() == actions_btsd).float()
     w = _entry_weights(mask_bts, correct)
     return (correct * w).sum() / w.sum().clamp(min=1.0)
 
@@ -111,8 +109,8 @@ def phase2_loss(
     rewards, continues = batch["rewards"].float(), batch["continues"].float()
 
     h_btd = agent.trunk(batch["latents"].float())
-    logits = agent.policy(h_btd)
-    bc = bc_loss(logits, actions, mask, cfg.focal_gamma)
+    dist = agent.policy(h_btd)
+    bc = bc_loss(dist, actions, mask, cfg.focal_gamma)
     r_logits_btk = agent.reward(h_btd)
     reward_loss = agent.reward.loss(r_logits_btk, rewards).mean()
     c_logits_bt = agent.cont(h_btd).float()
@@ -137,9 +135,9 @@ def phase2_loss(
             bc.detach().float(),
             reward_loss.detach(),
             continue_loss.detach(),
-            bc_accuracy(logits, actions, mask),
-            entropy(logits, mask).sum() / n_entries,
-            (max_prob(logits) * _entry_weights(mask, actions)).sum() / n_entries,
+            bc_accuracy(dist, actions, mask),
+            dist.entropy(mask).sum() / n_entries,
+            (dist.max_prob() * _entry_weights(mask, actions)).sum() / n_entries,
             err.mean(),
             r_pred.std(unbiased=False),
             ((c_logits_bt > 0) == (continues > 0.5)).float().mean(),

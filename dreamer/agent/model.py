@@ -1,5 +1,8 @@
 """Agent modules (docs/design.md §5): causal trunk, policy / reward / continue / value heads, and `Agent`.
 
+The policy head is the kind ``cfg.policy_head`` names (:data:`dreamer.agent.policy.POLICY_HEADS`); it returns a
+:class:`dreamer.agent.policy.PolicyDist`.
+
 Shapes: latents_btnc float (B, T, N, C) standardised; h_btd (B, T, d_model). Heads accept any
 leading dims (..., d).
 """
@@ -19,7 +22,7 @@ from dreamer.transformer import RMSNorm, rope_tables
 from .config import AgentConfig
 from .layers import MLP, NORM_EPS, CausalBlock
 from .maths import TwoHot
-from .policy import PolicyHead
+from .policy import make_policy_head
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +134,7 @@ class Agent(nn.Module):
         self.chunk_len = int(chunk_len)
         d, hid, nl = cfg.d_model, cfg.head_hidden, cfg.head_layers
         self.trunk = AgentTrunk(cfg, num_tokens, latent_dim)
-        self.policy = PolicyHead(d, self.action_cards, self.chunk_len, hid, nl)
+        self.policy = make_policy_head(cfg.policy_head, d, self.action_cards, self.chunk_len, hid, nl)
         self.reward = RewardHead(d, hid, nl, cfg.num_bins, cfg.bin_low, cfg.bin_high)
         self.cont = ContinueHead(d, hid, nl)
         self.value = ValueHead(d, hid, nl, cfg.num_bins, cfg.bin_low, cfg.bin_high)
@@ -155,8 +158,8 @@ class Agent(nn.Module):
         otherwise samples (with `generator`, on the latents' device: one, or one per batch row).
         """
         h_bd = self.trunk(latents_btnc[:, -self.trunk.max_time :])[:, -1]
-        logits = self.policy(h_bd)
-        return self.policy.mode(logits) if greedy else self.policy.sample(logits, generator)
+        dist = self.policy(h_bd)
+        return dist.mode() if greedy else dist.sample(generator)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -177,7 +180,7 @@ class Agent(nn.Module):
             if theirs != mine:
                 raise ValueError(f"{where}: agent {key} is {theirs!r} but this run has {mine!r}")
 
-    def freeze_for_phase3(self) -> PolicyHead:
+    def freeze_for_phase3(self) -> nn.Module:
         """Freeze trunk, reward and continue heads (requires_grad=False) and return pi_prior, a frozen
         deep copy of the current policy head in eval mode. Policy and value heads stay trainable."""
         for m in (self.trunk, self.reward, self.cont):

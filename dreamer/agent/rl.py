@@ -1,4 +1,5 @@
-"""Phase-3 maths (docs/design.md §6): TD(lambda) returns, the PMPO policy loss and the value loss."""
+"""TD(lambda) returns and the two-hot value loss (docs/design.md §5, §6): phase 2 fits the behaviour policy's value
+with them, phase 3 the imagined one. PMPO itself is :mod:`dreamer.imagination.pmpo`."""
 
 from __future__ import annotations
 
@@ -33,38 +34,6 @@ def lambda_returns(
         ret = r[:, t] + gamma * c[:, t] * ((1.0 - lam) * v[:, t + 1] + lam * ret)
         out.append(ret)
     return torch.stack(out[::-1], dim=1)
-
-
-def pmpo_loss(logp: Tensor, advantages: Tensor, kl: Tensor, alpha: float = 0.5, beta: float = 0.3) -> Tensor:
-    """PMPO policy loss (scalar) over all entries of three same-shaped tensors (e.g. (B, H)):
-
-    L = (1-alpha)/|D-| sum_{D-} logp - alpha/|D+| sum_{D+} logp + beta/N sum kl,
-    with D+ = {A >= 0}, D- = {A < 0}, N = number of entries. An empty D+ or D- contributes 0.
-    Only the sign of the advantages is used (no gradient flows into them); gradients flow through
-    logp and kl.
-    """
-    if not (logp.shape == advantages.shape == kl.shape):
-        raise ValueError(
-            f"pmpo_loss: logp {tuple(logp.shape)}, advantages {tuple(advantages.shape)} and kl "
-            f"{tuple(kl.shape)} must have one shape"
-        )
-    if logp.numel() == 0:
-        raise ValueError("pmpo_loss: empty inputs")
-    pos = (advantages.detach() >= 0).float()
-    neg = 1.0 - pos
-    logp = logp.float()
-    neg_term = (1.0 - alpha) * (logp * neg).sum() / neg.sum().clamp(min=1.0)
-    pos_term = alpha * (logp * pos).sum() / pos.sum().clamp(min=1.0)
-    return neg_term - pos_term + beta * kl.float().mean()
-
-
-@torch.no_grad()
-def pmpo_stats(advantages: Tensor) -> dict[str, float]:
-    """Counts for logging: num_pos (A >= 0), num_neg (A < 0), frac_pos, adv_mean, adv_abs_mean."""
-    a = advantages.detach().float()
-    pos = (a >= 0).float().sum()
-    vals = torch.stack([pos, a.numel() - pos, pos / max(a.numel(), 1), a.mean(), a.abs().mean()]).tolist()
-    return dict(zip(("num_pos", "num_neg", "frac_pos", "adv_mean", "adv_abs_mean"), vals, strict=True))
 
 
 def value_loss(twohot: TwoHot, value_logits: Tensor, returns: Tensor) -> Tensor:

@@ -98,7 +98,7 @@ def _write_episode_dir(target: Path, arrays: dict[str, np.ndarray], source: dict
         (tmp / "source.json").write_text(json.dumps(source))
 
 
-def _split(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def split_names(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Split by episode, deterministic in the names and the seed (not in the order of discovery)."""
     order = sorted(names, key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
     n_val = round(len(names) * val_fraction)
@@ -197,7 +197,7 @@ def write_manifest_file(cache_dir: Path, names: list[str], ident: dict, val_frac
             damage[name] = cause
     if damage:
         raise DamagedCacheError(_damage_message(cache_dir, damage))
-    train, val = _split(names, val_fraction, split_seed)
+    train, val = split_names(names, val_fraction, split_seed)
     # Per-channel statistics over every latent token of the training split (float64 accumulation).
     total, sq, count = 0.0, 0.0, 0
     for name in train:

@@ -1,7 +1,8 @@
-"""Evaluation in the real env, the one home for it: the episode runner every policy plays through,
-the baselines (uniform random, the data's action frequencies), per-episode results, their summary,
-the Crafter score and the comparison table (docs/design.md §6). The agent's own policy is
-:mod:`dreamer.agent.acting`; comparing it with the baselines is :mod:`dreamer.pipeline.evaluate`.
+"""Real-env evaluation figures (docs/design.md §6): per-episode results summarised, the Crafter score, the
+comparison table, the plain verdict of one policy against another and the comparison chart. Episodes are played
+by :func:`dreamer.envs.runner.run_episodes` (every policy, baselines and agents); the results of an evaluation are
+written in the one schema of :mod:`dreamer.envs.records`; comparing the agents with the baselines at the end of a
+phase is :mod:`dreamer.pipeline.evaluate`.
 
 A per-episode result is a dict with at least ``return`` (float) and ``length`` (int), and for Crafter
 ``achievements``: the names unlocked during the episode (a list, or a dict name → count where a
@@ -10,18 +11,14 @@ count > 0 means unlocked).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
-from gymnasium import spaces
 
-from dreamer.envs.config import EnvConfig
 from dreamer.envs.crafter_env import crafter_names
-from dreamer.envs.gym_env import action_space_of, make_env
-from dreamer.envs.policies import FrequencyPolicy, RandomPolicy
+from dreamer.envs.runner import unlocked
+from dreamer.tags import tag
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +39,6 @@ def crafter_score(success_rates_percent: dict[str, float]) -> float:
         bad = {n: success_rates_percent[n] for n in names if not 0 <= success_rates_percent[n] <= 100}
         raise ValueError(f"success rates must be percentages in [0, 100], got {bad}")
     return float(math.exp(np.mean(np.log1p(rates))) - 1.0)
-
-
-def _unlocked(ach) -> set[str]:
-    if isinstance(ach, dict):
-        return {str(k) for k, v in ach.items() if v > 0}
-    return {str(k) for k in ach}
 
 
 def summarise(results: list[dict]) -> dict:
@@ -76,121 +67,17 @@ def summarise(results: list[dict]) -> dict:
     if with_ach:
         if len(with_ach) != n:
             raise ValueError(f"summarise: only {len(with_ach)} of {n} results have 'achievements'")
-        unlocked = [_unlocked(r["achievements"]) for r in results]
-        seen = set().union(*unlocked)
+        per_episode = [unlocked(r["achievements"]) for r in results]
+        seen = set().union(*per_episode)
         crafter = set(crafter_achievements())
         names = sorted(crafter) if seen <= crafter else sorted(seen)
-        rates = {a: 100.0 * sum(a in u for u in unlocked) / n for a in names}
+        rates = {a: 100.0 * sum(a in u for u in per_episode) / n for a in names}
         out["success_rates"] = rates
         out["score"] = crafter_score(rates) if seen <= crafter else None
     causes = [r["death_cause"] for r in results if "death_cause" in r]
     if causes:
         out["deaths"] = {c: causes.count(c) for c in sorted(set(causes))}
     return out
-
-
-def episode_result(total_return: float, length: int, info: dict | None = None, **extra) -> dict:
-    """A result dict; Crafter's achievements are read from the final ``info``."""
-    res = {"return": float(total_return), "length": int(length), **extra}
-    if info is not None and "achievements" in info:
-        res["achievements"] = sorted(_unlocked(info["achievements"]))
-    if info is not None and "death_cause" in info:
-        res["death_cause"] = str(info["death_cause"])
-    return res
-
-
-def _reset_one(env_cfg: EnvConfig, seed: int) -> tuple:
-    env = make_env(env_cfg)
-    obs, info = env.reset(seed=seed)
-    return env, obs, info
-
-
-def reset_envs(env_cfg: EnvConfig, seeds: Sequence[int], workers: int = 1) -> list[tuple]:
-    """(env, first observation, info) for each seed, one env each. With ``workers`` > 1 the resets run in
-    that many processes and the reset envs come back pickled: Crafter generates its world in pure Python,
-    about a second per episode, which is most of an evaluation's time on a CPU."""
-    seeds = [int(s) for s in seeds]
-    if workers <= 1 or len(seeds) < 2:
-        return [_reset_one(env_cfg, s) for s in seeds]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=mp.get_context("spawn")) as pool:
-        return list(pool.map(_reset_one, [env_cfg] * len(seeds), seeds))
-
-
-def run_policy_episodes(
-    env_cfg: EnvConfig,
-    seeds: Iterable[int],
-    act_fn: Callable[[np.ndarray, dict], object],
-    progress: bool = False,
-    reset_workers: int = 1,
-) -> list[dict]:
-    """Play one episode per seed with a step-level policy ``act_fn(obs, info) -> env action``, each in an
-    env of its own (reset in ``reset_workers`` processes, :func:`reset_envs`).
-
-    If ``act_fn`` has a ``reset(seed)`` method it is called at every episode start with that seed.
-    Returns one result per episode: seed, return, length, terminated, truncated (+ achievements).
-    """
-    seeds = [int(s) for s in seeds]
-    started = reset_envs(env_cfg, seeds, reset_workers)
-    results = []
-    try:
-        it = zip(seeds, started)
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, total=len(seeds), desc=f"episodes {env_cfg.env_id}", disable=None)  # a terminal only
-        for seed, (env, obs, info) in it:
-            if hasattr(act_fn, "reset"):
-                act_fn.reset(seed)
-            total, steps, term, trunc = 0.0, 0, False, False
-            while not (term or trunc):
-                obs, reward, term, trunc, info = env.step(act_fn(obs, info))
-                total += float(reward)
-                steps += 1
-            results.append(episode_result(total, steps, info, seed=seed, terminated=term, truncated=trunc))
-            log.debug("seed %d: return %.2f length %d", seed, total, steps)
-    finally:
-        for env, *_ in started:
-            env.close()
-    return results
-
-
-def with_max_steps(env_cfg, max_steps: int | None):
-    """``env_cfg`` with its episode limit set to ``max_steps`` (unchanged when None)."""
-    if max_steps is None or max_steps == env_cfg.max_steps:
-        return env_cfg
-    return dataclasses.replace(env_cfg, max_steps=int(max_steps))
-
-
-def checked_action_space(env_cfg, cards: Sequence[int] | None) -> spaces.Space:
-    """The env's action space (built once to look), checked against ``cards`` when given."""
-    env = make_env(env_cfg)
-    try:
-        space = env.action_space
-        if cards is not None and tuple(action_space_of(env).cards) != tuple(int(c) for c in cards):
-            raise ValueError(f"env {env_cfg.env_id}: action cardinalities {list(action_space_of(env).cards)} "
-                             f"differ from the agent's {list(cards)}")
-    finally:
-        env.close()
-    return space
-
-
-def run_random_episodes(env_cfg, seeds: Sequence[int], cards: Sequence[int] | None = None,
-                        max_steps: int | None = None, progress: bool = False, reset_workers: int = 1) -> list[dict]:
-    """The uniform random baseline on the same seeds and the same runner."""
-    env_cfg = with_max_steps(env_cfg, max_steps)
-    return run_policy_episodes(env_cfg, seeds, RandomPolicy(checked_action_space(env_cfg, cards)), progress,
-                               reset_workers)
-
-
-def run_frequency_episodes(env_cfg, seeds: Sequence[int], freqs: Sequence[np.ndarray], max_steps: int | None = None,
-                           progress: bool = False, reset_workers: int = 1) -> list[dict]:
-    """The action-frequency baseline (:class:`FrequencyPolicy`) on the same seeds and the same runner."""
-    env_cfg = with_max_steps(env_cfg, max_steps)
-    space = checked_action_space(env_cfg, [len(f) for f in freqs])
-    return run_policy_episodes(env_cfg, seeds, FrequencyPolicy(freqs, space), progress, reset_workers)
 
 
 def flat_scalars(summary: dict) -> dict[str, float]:
@@ -281,9 +168,10 @@ def comparison_chart(summaries: dict[str, dict], title: str = "") -> np.ndarray:
     return np.asarray(img)
 
 
-def save_comparison_chart(summaries: dict[str, dict], path, title: str = "", writer=None, step: int = 0) -> np.ndarray:
+def save_comparison_chart(summaries: dict[str, dict], path, title: str = "", writer=None, step: int = 0,
+                          phase: int | None = None) -> np.ndarray:
     """:func:`comparison_chart` written as a PNG at ``path`` (atomically) and, given a SummaryWriter, as the
-    TensorBoard image ``eval/results``."""
+    TensorBoard image ``eval/<phase>/results``."""
     import io
 
     from PIL import Image
@@ -295,5 +183,5 @@ def save_comparison_chart(summaries: dict[str, dict], path, title: str = "", wri
     Image.fromarray(pic).save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
     if writer is not None:
-        writer.add_image("eval/results", pic, step, dataformats="HWC")
+        writer.add_image(tag("eval", phase, "results"), pic, step, dataformats="HWC")
     return pic

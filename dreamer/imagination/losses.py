@@ -1,4 +1,5 @@
-"""Phase-3 losses on an imagined batch (docs/design.md §6): PMPO for the policy, two-hot TD(lambda) for the value.
+"""Phase-3 losses on an imagined batch (docs/design.md §6): PMPO for the policy (:mod:`.pmpo`), two-hot TD(lambda)
+for the value.
 
 Gradient flows only into the policy head (through log pi and KL(pi || pi_prior)) and the value head
 (through its two-hot logits). The features h come from the frozen trunk and carry no gradient; the
@@ -15,9 +16,10 @@ from torch import Tensor, nn
 from dreamer.agent.config import RLConfig
 from dreamer.agent.maths import TwoHot
 from dreamer.agent.model import Agent
-from dreamer.agent.policy import entropy, kl, log_prob
-from dreamer.agent.rl import lambda_returns, pmpo_loss, pmpo_stats, value_loss
+from dreamer.agent.policy import PolicyDist
+from dreamer.agent.rl import lambda_returns, value_loss
 
+from .pmpo import PMPOConfig, pmpo, pmpo_stats
 from .rollout import Imagined, recompute_features
 
 NONZERO_REWARD = 0.05  # |r| above this counts as a non-zero imagined reward (Crafter's smallest is 0.1)
@@ -29,60 +31,54 @@ class Phase3Terms:
 
     policy_loss: Tensor  # scalar, graph into the policy head
     value_loss: Tensor  # scalar, graph into the value head
-    logits: list[Tensor]  # D x (B, H, S, card) policy logits (graph)
+    dist: PolicyDist  # the policy's distribution over the (B, H) imagined chunks (graph)
     log_prob: Tensor  # (B, H) log pi(a_t | h_t) (graph)
     kl: Tensor  # (B, H) KL(pi || pi_prior) (graph)
     values: Tensor  # (B, H+1) v_0..v_H, detached
     returns: Tensor  # (B, H) R_0..R_{H-1}, detached
-    advantages: Tensor  # (B, H) R_t - v_t, detached
+    advantages: Tensor  # (B, H) the advantages PMPO split on (pmpo.advantages), detached
 
 
-def phase3_terms(agent: Agent, prior: nn.Module, imagined: Imagined, rl: RLConfig, twohot: TwoHot | None = None,
-                 recompute: bool = False) -> Phase3Terms:
+def phase3_terms(agent: Agent, prior: nn.Module, imagined: Imagined, rl: RLConfig, pmpo_cfg: PMPOConfig,
+                 twohot: TwoHot | None = None, recompute: bool = False) -> Phase3Terms:
     """The PMPO and value losses of one imagined batch, and their intermediates.
 
     h_0..h_H are ``imagined.features`` (or, with ``recompute=True``, a fresh pass of the frozen trunk
     over the imagined history; both are constants). v_0..v_H = value head(h); R_0..R_{H-1} =
-    lambda_returns(r_1..r_H, sg(v), c_1..c_H, gamma = rl.gamma(S), lam); A_t = R_t - sg(v_t), minus the batch
-    mean of A when rl.center_advantages;
-    L_pi = pmpo_loss(log pi(a_t | h_t), A, KL(pi(.|h_t) || pi_prior(.|h_t)), alpha, beta);
+    lambda_returns(r_1..r_H, sg(v), c_1..c_H, gamma = rl.gamma(S), rl.lam); the policy loss is
+    :func:`dreamer.imagination.pmpo.pmpo` of pi(.|h_t) and pi_prior(.|h_t) on the imagined chunks with R and v;
     L_v = two-hot CE of v(h_t) against sg(R_t), t < H.
     """
     twohot = twohot if twohot is not None else agent.value.twohot
     h = recompute_features(agent, imagined) if recompute else imagined.features  # (B, H+1, d)
     h = h.detach()
     H = imagined.horizon
-    logits = agent.policy(h[:, :H])  # D x (B, H, S, card)
+    dist = agent.policy(h[:, :H])  # over (B, H, S)
     with torch.no_grad():
-        prior_logits = prior(h[:, :H])
-    logp = log_prob(logits, imagined.actions, imagined.action_mask)  # (B, H)
-    kl_bh = kl(logits, prior_logits, imagined.action_mask)  # (B, H)
+        prior_dist = prior(h[:, :H])
     v_logits = agent.value(h)  # (B, H+1, num_bins)
     v_sg = twohot.decode(v_logits).detach()  # (B, H+1)
     returns = lambda_returns(imagined.rewards, v_sg, imagined.continues, rl.gamma(agent.chunk_len), rl.lam)
-    adv = returns - v_sg[:, :H]  # (B, H), constant
-    if rl.center_advantages:  # better or worse than this batch's average (RLConfig.center_advantages)
-        adv = adv - adv.mean()
+    p = pmpo(dist, prior_dist, imagined.actions, imagined.action_mask, returns, v_sg[:, :H], pmpo_cfg)
     return Phase3Terms(
-        policy_loss=pmpo_loss(logp, adv, kl_bh, rl.alpha, rl.beta),
-        value_loss=value_loss(twohot, v_logits[:, :H], returns),
-        logits=logits, log_prob=logp, kl=kl_bh, values=v_sg, returns=returns.detach(), advantages=adv.detach(),
+        policy_loss=p.loss, value_loss=value_loss(twohot, v_logits[:, :H], returns), dist=dist,
+        log_prob=p.log_prob, kl=p.kl, values=v_sg, returns=returns.detach(), advantages=p.advantages,
     )
 
 
-def phase3_losses(agent: Agent, prior: nn.Module, imagined: Imagined, rl: RLConfig, twohot: TwoHot | None = None,
-                  recompute: bool = False) -> tuple[Tensor, Tensor, dict[str, float]]:
-    """(policy_loss, value_loss, metrics) for one imagined batch; see :func:`phase3_terms`."""
-    t = phase3_terms(agent, prior, imagined, rl, twohot, recompute)
+def phase3_losses(agent: Agent, prior: nn.Module, imagined: Imagined, rl: RLConfig, pmpo_cfg: PMPOConfig,
+                  twohot: TwoHot | None = None, recompute: bool = False) -> tuple[Phase3Terms, dict[str, float]]:
+    """(terms, metrics) for one imagined batch: :func:`phase3_terms` and its figures as floats."""
+    t = phase3_terms(agent, prior, imagined, rl, pmpo_cfg, twohot, recompute)
     metrics = rollout_metrics(imagined, t.advantages, t.returns, t.values[:, : imagined.horizon])
     with torch.no_grad():
         metrics.update({
             "loss/policy": float(t.policy_loss.detach()), "loss/value": float(t.value_loss.detach()),
             "policy/log_prob": float(t.log_prob.detach().mean()),
-            "policy/entropy": float(entropy(t.logits, imagined.action_mask).mean()),
+            "policy/entropy": float(t.dist.entropy(imagined.action_mask).mean()),
             "policy/kl_prior": float(t.kl.detach().mean()),
         })
-    return t.policy_loss, t.value_loss, metrics
+    return t, metrics
 
 
 @torch.no_grad()

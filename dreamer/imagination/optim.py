@@ -12,7 +12,7 @@ import torch
 
 from dreamer.agent.model import Agent
 from dreamer.training.config import Phase3Config
-from dreamer.training.loop import NonFiniteGuard, optimizer_step
+from dreamer.training.optim import NonFiniteGuard, optimizer_step
 
 GROUPS = ("policy", "value")
 

@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from dreamer.agent.model import Agent
-from dreamer.agent.policy import sample
 from dreamer.dynamics.model import DynamicsModel
 from dreamer.dynamics.sampler import Rollout
 
@@ -98,7 +97,7 @@ def imagine(dynamics: DynamicsModel, agent: Agent, context_batch: dict, horizon:
     h = _last_feature(trunk, history, window).float()  # h_0 (B, d)
     feats, acts, zs = [h], [], [ctx[:, -1]]
     for _ in range(horizon):
-        a = sample(agent.policy(h), generator)  # (B, S, D)
+        a = agent.policy(h).sample(generator)  # (B, S, D)
         z = ro.step(a, full).float()  # (B, N, C)
         history = torch.cat([history, z[:, None]], 1)
         h = _last_feature(trunk, history, window).float()  # h_{t+1}

@@ -3,7 +3,7 @@
 Every phase writes periodic checkpoints ``<prefix>_step<N>.pt`` (resumed by rerunning the command) and
 phases 1–3 a final one that the next phase starts from; phases 2 and 3 also write their real-env
 evaluation as JSON. With ``phase2.keep_best`` phase 2 also keeps the weights of its lowest held-out BC NLL
-(``phase2_best.pt``, a phase-2 checkpoint phase 3 can start from). The layout of a checkpoint is :func:`dreamer.training.loop.payload`.
+(``phase2_best.pt``, a phase-2 checkpoint phase 3 can start from). The layout of a checkpoint is :func:`dreamer.training.checkpoint.payload`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,13 @@ from pathlib import Path
 from dreamer.agent import AgentConfig
 from dreamer.dynamics import DynamicsConfig
 from dreamer.presets import from_dict
-from dreamer.training import loop
-from dreamer.training.checkpoint import CheckpointError, atomic_save, load_checkpoint, state_sha256
+from dreamer.training.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    load_checkpoint,
+    save_periodic,
+    state_sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,7 @@ def save_final(rt, phase: int, state: dict) -> Path:
     state.update(getattr(rt, "stamp", {}), phase=phase)
     path = rt.run_dir / FINAL[phase]
     atomic_save(state, path)
-    loop.save_periodic(rt, PREFIX[phase], state, getattr(rt.cfg, f"phase{phase}").keep_checkpoints)
+    save_periodic(rt, PREFIX[phase], state, getattr(rt.cfg, f"phase{phase}").keep_checkpoints)
     log.info("wrote %s", path)
     return path
 
@@ -97,7 +102,7 @@ def best_so_far(rt, phase: int, key: str) -> tuple[float, int | None]:
 
 
 def save_best(rt, phase: int, state: dict) -> Path:
-    """Rank 0 writes ``state`` (a :func:`dreamer.training.loop.payload` with its held-out ``eval``) as the
+    """Rank 0 writes ``state`` (a :func:`dreamer.training.checkpoint.payload` with its held-out ``eval``) as the
     best checkpoint of ``phase``, stamped with the phase and the run's inputs like the final one."""
     state.update(getattr(rt, "stamp", {}), phase=phase)
     path = rt.run_dir / BEST[phase]

@@ -27,8 +27,9 @@ def make_tokenizer(cfg, device) -> CosmosTokenizerWrapper:
     return tokenizer
 
 
-def episode_paths(cfg, rt) -> list[Path]:
-    """The episode files of ``cfg.data.episodes_dir``, collected first (rank 0) when too few and asked to."""
+def episode_paths(rt) -> list[Path]:
+    """The episode files of ``data.episodes_dir``, collected first (rank 0) when too few and asked to."""
+    cfg = rt.cfg
     root = Path(cfg.data.episodes_dir)
     if root.exists() and not root.is_dir():
         require_dir(root, "data.episodes_dir")  # says what it is instead
@@ -51,10 +52,11 @@ def episode_paths(cfg, rt) -> list[Path]:
     return found
 
 
-def prepare_data(cfg, rt, tokenizer: CosmosTokenizerWrapper | None = None) -> tuple[CosmosTokenizerWrapper, LatentCache]:
-    """The frozen tokenizer and an up-to-date latent cache for ``cfg.data``."""
+def prepare_data(rt, tokenizer: CosmosTokenizerWrapper | None = None) -> tuple[CosmosTokenizerWrapper, LatentCache]:
+    """The frozen tokenizer and an up-to-date latent cache for the run's ``data`` section (``rt.cfg``)."""
+    cfg = rt.cfg
     tokenizer = tokenizer or make_tokenizer(cfg, rt.device)
-    paths = episode_paths(cfg, rt)
+    paths = episode_paths(rt)
     cache_dir = require_dir(cfg.data.cache_dir, "data.cache_dir", create=True)
     healed = heal(cache_dir) if rt.is_main else {}  # damaged entries moved aside: the build re-encodes them
     rt.barrier()
@@ -81,15 +83,16 @@ def prepare_data(cfg, rt, tokenizer: CosmosTokenizerWrapper | None = None) -> tu
     return tokenizer, cache
 
 
-def open_or_prepare(cfg, rt, tokenizer: CosmosTokenizerWrapper) -> LatentCache:
-    """The cache of ``cfg.data`` as it is when its manifest exists (checked against ``tokenizer``), else built."""
-    root = Path(cfg.data.cache_dir)
+def open_or_prepare(rt, tokenizer: CosmosTokenizerWrapper) -> LatentCache:
+    """The cache of the run's ``data`` section as it is when its manifest exists (checked against ``tokenizer``),
+    else built."""
+    root = Path(rt.cfg.data.cache_dir)
     if (root / "manifest.json").is_file():
         try:
             return LatentCache(root, expect_tokenizer=tokenizer.identity())
         except DamagedCacheError as e:
             log.warning("%s: rebuilding it", e)
-    return prepare_data(cfg, rt, tokenizer)[1]
+    return prepare_data(rt, tokenizer)[1]
 
 
 def _stale(cache: LatentCache, paths: list[Path]) -> bool:
@@ -109,7 +112,7 @@ def main(argv=None) -> None:
 
     cfg, _ = parse_args("Collect episodes (when asked) and build the latent cache of a config.", argv)
     rt = start(cfg, "cache")
-    prepare_data(cfg, rt)
+    prepare_data(rt)
     rt.accept()
     rt.close()
 

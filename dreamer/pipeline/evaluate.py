@@ -1,31 +1,25 @@
-"""The real-env evaluation that ends phases 2 and 3 (docs/design.md §6): the trained policies next to
-the baselines of :mod:`dreamer.envs.evaluation`, every policy playing episode i with seed
-``eval.seed + i``, summarised, logged to TensorBoard and written as JSON in the run directory."""
+"""The real-env evaluation of phases 2 and 3 (docs/design.md §6): the trained policies next to the baselines, every
+policy playing episode i with seed ``eval.seed + i`` through the one episode runner
+(:func:`dreamer.envs.runner.run_episodes`), written as the one evaluation record (:mod:`dreamer.envs.records`,
+``phase<k>_eval.json``), logged to TensorBoard under ``env/<policy>/…`` and drawn as ``phase<k>_results.png``.
+Policies have the same names in every phase: ``random``, ``frame_blind``, ``bc``, ``pmpo``."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from dreamer.agent import Agent
-from dreamer.agent.acting import run_agent_episodes
+from dreamer.agent.acting import AgentBatchPolicy
 from dreamer.atomic import atomic_write_bytes
-from dreamer.envs.evaluation import (
-    beats,
-    comparison_table,
-    flat_scalars,
-    run_frequency_episodes,
-    run_random_episodes,
-    save_comparison_chart,
-    summarise,
-)
+from dreamer.envs.evaluation import beats, comparison_table, flat_scalars, save_comparison_chart, summarise
+from dreamer.envs.records import eval_json, eval_record
+from dreamer.envs.runner import BatchPolicy, frame_blind_policy, random_policy, run_episodes
 from dreamer.pipeline.build import build_agent
 from dreamer.pipeline.checkpoints import EVAL_JSON, RESULTS_PNG
+from dreamer.tags import tag
 
 log = logging.getLogger(__name__)
 
@@ -39,94 +33,68 @@ def eval_context(cfg, agent_cfg=None) -> int:
     return min(cfg.data.clip_len, (agent_cfg or cfg.agent).max_time)
 
 
-def compare_policies(env_cfg, seeds: Sequence[int], tokenizer, cache, agents: dict[str, Agent],
-                     max_steps: int, with_random: bool = True, context: int | None = None, greedy: bool = False,
-                     reset_workers: int = 1) -> dict:
-    """{"summaries": {policy: summary}, "episodes": {policy: [per-episode results]}}; every policy plays
-    episode i with seed ``seeds[i]`` (the random policy first, then ``agents`` in order, sampled unless
-    ``greedy``)."""
-    episodes: dict[str, list[dict]] = {}
-    if with_random:
-        episodes["random"] = run_random_episodes(env_cfg, seeds, cache.action_space.cards, max_steps,
-                                                 reset_workers=reset_workers)
-    for name, agent in agents.items():
-        modes = {m: m.training for m in agent.modules()}  # restored one by one: frozen parts stay in eval
-        agent.eval()
-        try:
-            episodes[name] = run_agent_episodes(env_cfg, seeds, tokenizer, agent, cache.mean, cache.std,
-                                                greedy=greedy, max_steps=max_steps, context=context,
-                                                reset_workers=reset_workers)
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
-    return {"summaries": {k: summarise(v) for k, v in episodes.items()}, "episodes": episodes}
+def agent_policy(cfg, tokenizer, cache, agent: Agent, name: str, context: int | None = None) -> AgentBatchPolicy:
+    """``agent`` as the runner's policy ``name``: sampled unless eval.greedy, ``context`` latents of history (default
+    :func:`eval_context` of its config), standardised with the cache's statistics."""
+    return AgentBatchPolicy(tokenizer, agent, cache.mean, cache.std, cfg.eval.greedy,
+                            context or eval_context(cfg, agent.cfg), name)
 
 
-def _write_json(rt, phase: int, out: dict) -> None:
-    atomic_write_bytes(rt.run_dir / EVAL_JSON[phase], json.dumps(out, indent=1, default=float).encode())
+def play(cfg, seeds: list[int], policies: dict[str, BatchPolicy], progress: bool = False) -> dict[str, list[dict]]:
+    """{policy: one result per seed}: every policy in turn on the same seeds, eval.max_steps steps at most."""
+    return {name: run_episodes(cfg.env, seeds, policy, cfg.eval.max_steps, reset_workers=cfg.eval.reset_workers,
+                               progress=progress) for name, policy in policies.items()}
 
 
-def evaluate_bc(rt, tokenizer, agent: Agent, cache, counts: list[np.ndarray]) -> dict:
-    """Phase 2, on seeds eval.seed + i: the BC policy (sampled; greedy with eval.greedy), and unless
-    phase2.eval_baselines is off the uniform random policy and the data's action frequencies sampled blindly
-    (what BC gets without using the frames); writes phase2_eval.json."""
+def log_env(rt, step: int, summaries: dict[str, dict]) -> None:
+    """Every policy's figures under ``env/<policy>/…`` at ``step``."""
+    for name, s in summaries.items():
+        rt.scalars(step, flat_scalars(s), tag("env", name))
+
+
+def write_record(rt, record: dict) -> None:
+    atomic_write_bytes(rt.run_dir / EVAL_JSON[record["phase"]], eval_json(record))
+
+
+def evaluate_bc(rt, tokenizer, agent: Agent, cache, counts) -> dict:
+    """Phase 2, on seeds eval.seed + i: unless phase2.eval_baselines is off the uniform random policy and the data's
+    action frequencies sampled blindly (what BC gets without using the frames), then the BC policy (sampled; greedy
+    with eval.greedy); writes phase2_eval.json and returns its record."""
     cfg = rt.cfg
     seeds = eval_seeds(cfg, cfg.phase2.eval_episodes)
     context = eval_context(cfg, agent.cfg)
-    t0 = time.perf_counter()
-    w = cfg.eval.reset_workers
-    runs = {"bc": run_agent_episodes(cfg.env, seeds, tokenizer, agent, cache.mean, cache.std, greedy=cfg.eval.greedy,
-                                     max_steps=cfg.eval.max_steps, context=context, progress=rt.is_main,
-                                     reset_workers=w)}
+    policies: dict[str, BatchPolicy] = {}
     if cfg.phase2.eval_baselines:
-        runs["random"] = run_random_episodes(cfg.env, seeds, cards=cache.action_space.cards,
-                                             max_steps=cfg.eval.max_steps, progress=rt.is_main, reset_workers=w)
-        runs["data_frequency"] = run_frequency_episodes(cfg.env, seeds, counts, max_steps=cfg.eval.max_steps,
-                                                        progress=rt.is_main, reset_workers=w)
-    out = {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, "greedy": cfg.eval.greedy,
-           "seconds": time.perf_counter() - t0,
-           **{who: summarise(r) for who, r in runs.items()}, "episodes": runs}
-    _write_json(rt, 2, out)
-    rt.scalars(cfg.phase2.steps, flat_scalars(out["bc"]), "eval/phase2/bc/")  # the curve's last point
-    save_comparison_chart({who: out[who] for who in runs}, rt.run_dir / RESULTS_PNG[2], f"{cfg.run} phase 2",
-                          rt.writer, cfg.phase2.steps)
-    if "data_frequency" in runs:  # the plain verdict: does BC use the frames?
-        ok, line = beats("BC", out["bc"], "the frame-blind policy", out["data_frequency"])
+        policies = {"random": random_policy(cache.action_space.cards), "frame_blind": frame_blind_policy(counts)}
+    policies["bc"] = agent_policy(cfg, tokenizer, cache, agent, "bc", context)
+    t0 = time.perf_counter()
+    episodes = play(cfg, seeds, policies, progress=rt.is_main)
+    record = eval_record(2, seeds, cfg.eval.max_steps, context, cfg.eval.greedy, time.perf_counter() - t0, episodes)
+    write_record(rt, record)
+    summaries = record["summaries"]
+    log_env(rt, cfg.phase2.steps, summaries)  # env/bc/… ends the curve of phase2.env_eval_every
+    save_comparison_chart(summaries, rt.run_dir / RESULTS_PNG[2], f"{cfg.run} phase 2", rt.writer, cfg.phase2.steps, 2)
+    if "frame_blind" in summaries:  # the plain verdict: does BC use the frames?
+        ok, line = beats("BC", summaries["bc"], "the frame-blind policy", summaries["frame_blind"])
         (log.info if ok else log.warning)("phase 2, real env (%d episodes): %s", len(seeds), line)
-    for who in runs:
-        s = out[who]
-        rt.scalars(cfg.phase2.steps, {k: v for k, v in s.items() if isinstance(v, (int, float))}, f"env/{who}/")
-        log.info("real env, %s policy over %d episodes: %s", who, len(seeds),
+    for name, s in summaries.items():
+        log.info("real env, %s policy over %d episodes: %s", name, len(seeds),
                  {k: v for k, v in s.items() if isinstance(v, (int, float))})
-    return out
+    return record
 
 
-def curve_point(rt, tokenizer, agent: Agent, cache, episodes: int, step: int, tag: str) -> dict:
+def curve_point(rt, tokenizer, agent: Agent, cache, episodes: int, step: int, policy: str) -> dict:
     """One point of a real-env learning curve: ``agent`` on ``episodes`` seeds eval.seed + i (sampled unless
-    eval.greedy), logged under ``tag`` (``eval/phase2/bc/``) at ``step``; returns its summary."""
+    eval.greedy), logged under ``env/<policy>/…`` at ``step`` (``bc`` in phase 2, ``pmpo`` in phase 3); returns
+    its summary. Training goes on afterwards with every module in the mode it had."""
     cfg = rt.cfg
-    modes = {m: m.training for m in agent.modules()}  # restored one by one: training goes on as it was
-    try:
-        s = summarise(run_agent_episodes(cfg.env, eval_seeds(cfg, episodes), tokenizer, agent, cache.mean, cache.std,
-                                         greedy=cfg.eval.greedy, max_steps=cfg.eval.max_steps,
-                                         context=eval_context(cfg, agent.cfg), reset_workers=cfg.eval.reset_workers))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    rt.scalars(step, flat_scalars(s), tag)
-    log.info("step %d: real env, %d episodes: return %.2f ± %.2f, length %.0f%s", step, episodes, s["return_mean"],
-             s["return_ci95"], s["length_mean"], f", score {s['score']:.2f}%" if s.get("score") is not None else "")
+    s = summarise(run_episodes(cfg.env, eval_seeds(cfg, episodes), agent_policy(cfg, tokenizer, cache, agent, policy),
+                               cfg.eval.max_steps, reset_workers=cfg.eval.reset_workers))
+    rt.scalars(step, flat_scalars(s), tag("env", policy))
+    log.info("step %d: real env, %s, %d episodes: return %.2f ± %.2f, length %.0f%s", step, policy, episodes,
+             s["return_mean"], s["return_ci95"], s["length_mean"],
+             f", score {s['score']:.2f}%" if s.get("score") is not None else "")
     return s
-
-
-def evaluate_policies(rt, tokenizer, cache, agents: dict[str, Agent], with_random: bool) -> dict:
-    """Phase 3: ``agents`` (and the random policy) on seeds eval.seed + i, as :func:`compare_policies`."""
-    cfg = rt.cfg
-    seeds = eval_seeds(cfg, cfg.phase3.eval_episodes)
-    context = eval_context(cfg)
-    out = compare_policies(cfg.env, seeds, tokenizer, cache, agents, cfg.eval.max_steps, with_random, context,
-                           cfg.eval.greedy, cfg.eval.reset_workers)
-    return {"seeds": seeds, "max_steps": cfg.eval.max_steps, "context": context, "greedy": cfg.eval.greedy, **out}
 
 
 def exploitation_check(rt, tokenizer, cache, dynamics, agents: dict[str, Agent]) -> dict:
@@ -155,26 +123,31 @@ def exploitation_check(rt, tokenizer, cache, dynamics, agents: dict[str, Agent])
 
 
 def final_comparison(rt, tokenizer, cache, agent: Agent, phase2_agent_state: dict, dynamics=None) -> tuple[dict, str]:
-    """Random, phase-2 (BC) and phase-3 policies on the same seeds (the phase-3 policy alone with
+    """Random, BC (phase 2) and PMPO (phase 3) policies on the same seeds (PMPO alone with
     ``phase3.eval_baselines=false``, as the ladder bench runs it per training seed), and, given the frozen
-    ``dynamics`` and ``phase3.exploit_episodes`` > 0, the model-exploitation check of both agents: JSON
-    (phase3_eval.json), TensorBoard and the log; returns (the results, the comparison table)."""
-    pc = rt.cfg.phase3
-    bc = build_agent(rt.cfg, tokenizer, cache, rt.device, state=phase2_agent_state)
-    agents = {"phase2_bc": bc, "phase3": agent} if pc.eval_baselines else {"phase3": agent}
-    out = evaluate_policies(rt, tokenizer, cache, agents, with_random=pc.eval_baselines)
-    for name, s in out["summaries"].items():
-        rt.scalars(pc.steps, flat_scalars(s), f"eval/final/{name}/")
-    rt.scalars(pc.steps, flat_scalars(out["summaries"]["phase3"]), "eval/phase3/")  # the curve's last point
+    ``dynamics`` and ``phase3.exploit_episodes`` > 0, the model-exploitation check of both agents: phase3_eval.json,
+    TensorBoard and the log; returns (the record, the comparison table)."""
+    cfg, pc = rt.cfg, rt.cfg.phase3
+    seeds, context = eval_seeds(cfg, pc.eval_episodes), eval_context(cfg)
+    bc = build_agent(cfg, tokenizer, cache, rt.device, state=phase2_agent_state)
+    policies: dict[str, BatchPolicy] = {}
+    if pc.eval_baselines:
+        policies = {"random": random_policy(cache.action_space.cards),
+                    "bc": agent_policy(cfg, tokenizer, cache, bc, "bc", context)}
+    policies["pmpo"] = agent_policy(cfg, tokenizer, cache, agent, "pmpo", context)
+    t0 = time.perf_counter()
+    episodes = play(cfg, seeds, policies, progress=rt.is_main)
+    seconds, extras = time.perf_counter() - t0, {}
     if dynamics is not None and pc.exploit_episodes > 0:
-        out["exploitation"] = exploitation_check(rt, tokenizer, cache, dynamics, {"phase2_bc": bc, "phase3": agent})
-    _write_json(rt, 3, out)
-    save_comparison_chart(out["summaries"], rt.run_dir / RESULTS_PNG[3], f"{rt.cfg.run} phase 3", rt.writer, pc.steps)
-    table = comparison_table(out["summaries"])
-    log.info("real-env comparison, %d episodes per policy (%s):\n%s", len(out["seeds"]), rt.run_dir / EVAL_JSON[3],
-             table)
-    if "phase2_bc" in out["summaries"]:  # the plain verdict: did imagination RL improve on BC?
-        ok, line = beats("PMPO", out["summaries"]["phase3"], "BC", out["summaries"]["phase2_bc"])
-        (log.info if ok else log.warning)("phase 3, real env (%d episodes, one training seed): %s", len(out["seeds"]),
-                                          line)
-    return out, table
+        extras["exploitation"] = exploitation_check(rt, tokenizer, cache, dynamics, {"bc": bc, "pmpo": agent})
+    record = eval_record(3, seeds, cfg.eval.max_steps, context, cfg.eval.greedy, seconds, episodes, **extras)
+    write_record(rt, record)
+    summaries = record["summaries"]
+    log_env(rt, pc.steps, summaries)  # env/pmpo/… ends the curve of phase3.eval_every
+    save_comparison_chart(summaries, rt.run_dir / RESULTS_PNG[3], f"{cfg.run} phase 3", rt.writer, pc.steps, 3)
+    table = comparison_table(summaries)
+    log.info("real-env comparison, %d episodes per policy (%s):\n%s", len(seeds), rt.run_dir / EVAL_JSON[3], table)
+    if "bc" in summaries:  # the plain verdict: did imagination RL improve on BC?
+        ok, line = beats("PMPO", summaries["pmpo"], "BC", summaries["bc"])
+        (log.info if ok else log.warning)("phase 3, real env (%d episodes, one training seed): %s", len(seeds), line)
+    return record, table

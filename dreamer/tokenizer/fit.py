@@ -246,7 +246,8 @@ class ActionHead(nn.Module):
         self.norm = nn.LayerNorm(num_tokens * channels)
         self.policy = PolicyHead(num_tokens * channels, action_cards, S, hidden, 1)
 
-    def forward(self, z_btnc: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, z_btnc: torch.Tensor):
+        """The distribution over each latent step's chunk, a :class:`dreamer.agent.policy.PolicyDist` (B, T, S)."""
         return self.policy(self.norm(z_btnc.flatten(2).float()))
 
 

@@ -1,4 +1,8 @@
-"""Checkpoint files: atomic saves (through :mod:`dreamer.atomic`), safe loading and RNG state (docs/design.md §9).
+"""Checkpoints, the one home (docs/design.md §9): atomic saves (through :mod:`dreamer.atomic`), safe loading and RNG
+state; what a phase's checkpoint holds (:func:`payload`, the data facts of :func:`data_info`) and resuming from the
+newest intact one (:func:`resume`, checked by :func:`check_compatible` and :func:`check_inputs`). Only the phase
+runner (:mod:`dreamer.pipeline.runner`) writes periodic checkpoints and resumes; the pipeline's file names and the
+handoff between phases are :mod:`dreamer.pipeline.checkpoints`.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so that it loads with
 ``torch.load(weights_only=True)``: a checkpoint can never run code. A file that does not load is either
@@ -22,9 +26,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from dreamer.atomic import atomic_open, write_error
 from dreamer.errors import UserError, require_file
+from dreamer.presets import to_dict
+from dreamer.training import sharding
+from dreamer.training.runtime import unwrap
 
 log = logging.getLogger(__name__)
 COMPILED_PREFIX = "_orig_mod."
@@ -203,3 +212,178 @@ def set_aside(run_dir: str | os.PathLike, prefix: str) -> Path | None:
         os.replace(p, dest / (f"tb_{prefix}" if p == tb else p.name))
     log.info("set aside %d earlier %s files in %s", len(found), prefix, dest)
     return dest
+
+
+# --- what a phase's checkpoint holds, and resuming from it (the runner's: dreamer.pipeline.runner) ---------------
+
+
+class CheckpointMismatchError(UserError, ValueError):
+    """A checkpoint from another tokenizer, latent statistics or action space than the data given."""
+
+
+class InputMismatchError(CheckpointMismatchError):
+    """The run folder was started from other input checkpoints than the ones this command gives."""
+
+
+def payload(cfg, step: int, models: dict[str, nn.Module], opt=None, sched=None, data_info: dict | None = None,
+            extra: dict | None = None) -> dict:
+    """Everything a phase needs to resume or hand off (state dicts, config, stats, identity, RNG).
+
+    Under torchrun every rank must call it (the RNG states of all ranks are gathered, and FSDP-sharded
+    models are gathered to full state dicts); rank 0's result is the complete one it writes.
+    """
+    plain = {k: unwrap(m) for k, m in models.items()}
+    out = {
+        "step": step,
+        "config": to_dict(cfg),
+        "models": {k: strip_compiled_prefix(sharding.model_state(m)) for k, m in plain.items()},
+        "rng": rng_state(),
+        **(data_info or {}),
+        **(extra or {}),
+    }
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        ranks: list = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, out["rng"])
+        out["rng_ranks"] = ranks  # each rank resumes its own RNG streams
+    if opt is not None:
+        owner = sharding.owner_of(opt, plain)
+        out["optimizer"] = sharding.optimizer_state(owner, opt) if owner is not None else opt.state_dict()
+    if sched is not None:
+        out["scheduler"] = sched.state_dict()
+    return out
+
+
+def data_info(cache) -> dict:
+    """The facts about the data a checkpoint must agree with: tokenizer, statistics, action space."""
+    return {
+        "tokenizer": cache.tokenizer_identity,
+        "latent_stats": cache.stats(),
+        "action_space": cache.action_space.to_dict(),
+        "chunk_len": cache.chunk_len,
+    }
+
+
+def check_compatible(ckpt: dict, cache, path: str | Path) -> None:
+    """Refuse a checkpoint whose tokenizer, latent statistics or action space differ from the cache."""
+    mine = data_info(cache)
+    for key in ("tokenizer", "action_space", "chunk_len"):
+        if ckpt.get(key) != mine[key]:
+            raise CheckpointMismatchError(
+                f"checkpoint {path}: {key} differs from the latent cache {cache.root}: checkpoint has "
+                f"{_brief(ckpt.get(key))}, cache has {_brief(mine[key])}"
+            )
+    a, b = ckpt.get("latent_stats"), mine["latent_stats"]
+    if a is None or any(abs(x - y) > 1e-6 * max(1.0, abs(y)) for k in ("mean", "std") for x, y in zip(a[k], b[k])):
+        raise CheckpointMismatchError(
+            f"checkpoint {path}: latent statistics differ from the cache {cache.root}: "
+            f"checkpoint mean[:3]={_brief(a and a['mean'][:3])}, cache mean[:3]={_brief(b['mean'][:3])}"
+        )
+
+
+def _brief(x) -> str:
+    if isinstance(x, dict) and x.get("kind"):
+        return f"tokenizer {x['kind']} (layout {x.get('layout_version')}, hash {str(x.get('weights_sha256'))[:12]})"
+    if isinstance(x, dict) and "weights_sha256" in x:
+        return f"tokenizer weights {x['weights_sha256'][:12]} (pool {x.get('pool')}, resolution {x.get('resolution')})"
+    return repr(x)
+
+
+def save_periodic(rt, prefix: str, state: dict, keep: int) -> Path | None:
+    """Rank 0 writes ``<prefix>_step<N>.pt`` atomically (stamped with the run's phase and inputs,
+    ``Runtime.stamp``) and prunes older ones."""
+    if not rt.is_main:
+        return None
+    state = {**state, **getattr(rt, "stamp", {})}
+    path = atomic_save(state, rt.run_dir / f"{prefix}_step{state['step']}.pt")
+    prune_checkpoints(rt.run_dir, prefix, keep)
+    return path
+
+
+def resume(rt, prefix: str, models: dict[str, nn.Module], opt=None, sched=None, cache=None) -> tuple[int, dict | None]:
+    """Load the newest periodic checkpoint of this phase that loads, if any: returns (step, checkpoint).
+
+    A damaged checkpoint is reported, moved aside (``<name>.damaged``) and the previous one is tried; an
+    unsafe one stops the run. The checkpoint must fit the cache (:func:`check_compatible`) and come from
+    the inputs this command gives (:func:`check_inputs`). With ``rt.fresh`` nothing is resumed and the
+    phase's earlier files are set aside. The run is then accepted (``Runtime.accept``: config saved).
+    """
+    if getattr(rt, "fresh", False):
+        if getattr(rt, "is_main", True):
+            set_aside(rt.run_dir, prefix)
+        _barrier(rt)
+        _accept(rt)
+        return 0, None
+    path, ckpt, damaged = None, None, []
+    for candidate in periodic_checkpoints(rt.run_dir, prefix):
+        try:
+            ckpt, path = load_checkpoint(candidate), candidate
+            break
+        except DamagedCheckpointError as e:
+            log.warning("%s; resuming from the previous checkpoint instead", e)
+            damaged.append(candidate)
+    _barrier(rt)  # every rank has read what it needs before rank 0 moves the damaged files
+    if getattr(rt, "is_main", True):
+        for p in damaged:
+            log.warning("moved the damaged checkpoint %s aside to %s", p, move_aside(p, "damaged").name)
+    if ckpt is None:
+        if damaged:
+            log.warning("no intact %s checkpoint left in %s: starting from step 0", prefix, rt.run_dir)
+        _accept(rt)
+        return 0, None
+    if cache is not None:
+        check_compatible(ckpt, cache, path)
+    check_inputs(rt, ckpt, path)
+    plain = {k: unwrap(m) for k, m in models.items()}
+    for k, m in plain.items():
+        sharding.load_model_state(m, strip_compiled_prefix(ckpt["models"][k]))
+    if opt is not None and "optimizer" in ckpt:
+        owner = sharding.owner_of(opt, plain)
+        if owner is None:
+            opt.load_state_dict(ckpt["optimizer"])
+        else:
+            sharding.load_optimizer_state(owner, opt, ckpt["optimizer"])
+    if sched is not None and "scheduler" in ckpt:
+        sched.load_state_dict(ckpt["scheduler"])
+    ranks, rank = ckpt.get("rng_ranks"), getattr(rt, "rank", 0)
+    set_rng_state(ranks[rank] if ranks and len(ranks) == getattr(rt, "world", 1) else ckpt["rng"])
+    log.info("resumed from %s at step %d", path, ckpt["step"])
+    _accept(rt)
+    return int(ckpt["step"]), ckpt
+
+
+def check_inputs(rt, ckpt: dict, path: str | Path) -> None:
+    """Refuse to resume ``ckpt`` when the run was started from other input checkpoints than ``rt.inputs``
+    (compared by the content hash of their models; the paths are named)."""
+    now = getattr(rt, "inputs", None) or {}
+    if not now:
+        return
+    was = ckpt.get("inputs")
+    source = f"checkpoint {path}"
+    if was is None:
+        was, source = (rt.recorded_inputs() if hasattr(rt, "recorded_inputs") else None), f"the run folder {rt.run_dir}"
+    if was is None:
+        log.warning("%s does not record the checkpoints it was started from; cannot check that they are %s", path,
+                    ", ".join(v["path"] for v in now.values()))
+        return
+    for key, given in now.items():
+        old = was.get(key)
+        if old is None or old.get("sha256") != given["sha256"]:
+            started = f"{old['path']} (weights {old['sha256'][:12]})" if old else "no recorded checkpoint"
+            raise InputMismatchError(
+                f"run folder {rt.run_dir} was started from {key} checkpoint {started}, but this command gives "
+                f"{given['path']} (weights {given['sha256'][:12]}); resuming {source} would keep the old models. "
+                f"Give the original checkpoint, use another run name (--set run=...), or add --fresh to start "
+                f"{getattr(rt, 'phase', 'this phase')} over (its earlier files are moved to {rt.run_dir}/superseded/)")
+        if old["path"] != given["path"]:
+            log.info("%s checkpoint %s has the same weights as %s, which the run started from", key, given["path"],
+                     old["path"])
+
+
+def _barrier(rt) -> None:
+    if hasattr(rt, "barrier"):
+        rt.barrier()
+
+
+def _accept(rt) -> None:
+    if hasattr(rt, "accept"):
+        rt.accept()

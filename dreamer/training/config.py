@@ -102,7 +102,7 @@ class Phase2Config(PhaseConfig):
     # its evaluation and the handoff stay the last step's; phase 3 starts from the best when given it.
     keep_best: bool = False
     # Real-env curve: every env_eval_every steps the BC policy plays env_eval_episodes episodes (seeds eval.seed + i),
-    # logged as TensorBoard curves eval/phase2/bc/* that end at the final evaluation's figures; 0 = the end only.
+    # logged as TensorBoard curves env/bc/* that end at the final evaluation's figures; 0 = the end only.
     env_eval_every: int = 0
     env_eval_episodes: int = 4  # episodes of each point of the curve
 
@@ -118,22 +118,16 @@ class Phase3Config(PhaseConfig):
     horizon: int = 16  # imagined latent steps per rollout
     context: int = 4  # context latent steps sampled from the cache
     value_lr: float = 3e-4  # learning rate of the value head (the policy's is lr)
-    value_warmup: int = 0  # first steps train only the value head: a zero-initialised value makes every
-    #                        advantage >= 0, so PMPO would otherwise only reinforce the policy's own samples
     eval_episodes: int = 10  # real-env episodes at the end (and periodically if eval_every < steps)
     eval_baselines: bool = True  # the final evaluation also plays the random and the phase-2 (BC) policies
     exploit_episodes: int = 4  # episodes of the imagined-against-real return check (0 = skip)
-    # After the warm-up the policy is updated only on batches where D+ (A >= 0) and D- (A < 0) each hold at
-    # least this fraction of the (batch, time) pairs: with one sign PMPO has no contrast to learn from.
-    min_sign_fraction: float = 0.05
+    # PMPO's settings (the value warm-up and the sign gate included) are the pmpo section (dreamer/imagination/pmpo.py)
 
     def __post_init__(self):
         super().__post_init__()
-        _check(0.0 <= self.min_sign_fraction <= 0.5, "phase3", "min_sign_fraction", self.min_sign_fraction, "in [0, 0.5]")
         for name in ("horizon", "context"):
             _check(getattr(self, name) >= 1, "phase3", name, getattr(self, name), ">= 1")
         _check(math.isfinite(self.value_lr) and self.value_lr > 0, "phase3", "value_lr", self.value_lr, "> 0")
-        _check(self.value_warmup >= 0, "phase3", "value_warmup", self.value_warmup, ">= 0 (steps)")
         _check(self.eval_episodes >= 0, "phase3", "eval_episodes", self.eval_episodes, ">= 0 (0 = skip)")
         _check(self.exploit_episodes >= 0, "phase3", "exploit_episodes", self.exploit_episodes, ">= 0 (0 = skip)")
 

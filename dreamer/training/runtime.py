@@ -5,7 +5,7 @@ undone by :func:`unwrap`).
 
 A run is *accepted* (:meth:`Runtime.accept`) once every check on what it resumes from has passed; only
 then are ``config_<phase>.yaml`` and ``inputs_<phase>.json`` written and TensorBoard opened, so a
-refused command leaves the run folder as it found it. :func:`dreamer.training.loop.resume` accepts.
+refused command leaves the run folder as it found it. :func:`dreamer.training.checkpoint.resume` accepts.
 
 The command line and the run's :class:`dreamer.config.Config` come from :mod:`dreamer.pipeline`; this
 module reads only the fields it names (``run_dir``, ``device``, ``seed``, ``threads``).

@@ -9,7 +9,6 @@ the cache, each with an error naming what is wrong.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,17 +17,16 @@ from pathlib import Path
 import torch
 
 from dreamer.agent import Agent, AgentConfig
-from dreamer.config import Config
+from dreamer.config import Config, from_saved, load
 from dreamer.data.cache import LatentCache
 from dreamer.data.episode import ActionSpace
 from dreamer.dynamics import DynamicsConfig, DynamicsModel
 from dreamer.errors import PathKindError, UserError
 from dreamer.pipeline.build import build_agent, build_dynamics, frozen
 from dreamer.pipeline.checkpoints import FINAL, phase1_eval
-from dreamer.presets import apply_override, from_dict, load_config
+from dreamer.presets import from_dict
 from dreamer.tokenizer import CosmosTokenizerWrapper, build_tokenizer
-from dreamer.training import loop
-from dreamer.training.checkpoint import load_checkpoint
+from dreamer.training.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint
 from dreamer.training.runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -87,15 +85,13 @@ def check_kind(ckpt: dict, path: Path, need_agent: bool = False) -> None:
 
 
 def config_for(ckpt: dict, configs: Sequence[str] = (), overrides: Sequence[str] = ()) -> Config:
-    """The checkpoint's saved config, or the given presets instead; ``--set`` overrides on top. The
+    """The checkpoint's saved config (an older layout's moved keys read under their new names,
+    :func:`dreamer.config.from_saved`), or the given presets instead; ``--set`` overrides on top. The
     dynamics and agent configs are always the checkpoint's (they must match its weights)."""
     if configs:
-        cfg = load_config(Config, list(configs), list(overrides))
+        cfg = load(list(configs), list(overrides))
     else:
-        data = copy.deepcopy(ckpt["config"])
-        for o in overrides:
-            data = apply_override(data, o)
-        cfg = from_dict(Config, data)
+        cfg = from_saved(ckpt["config"], list(overrides))
     cfg.dynamics = from_dict(DynamicsConfig, ckpt["config"]["dynamics"], "dynamics")
     cfg.agent = from_dict(AgentConfig, ckpt["config"]["agent"], "agent")
     return cfg
@@ -120,7 +116,7 @@ def checkpoint_tokenizer(ckpt: dict, cfg: Config, path: Path, device) -> CosmosT
         raise PathKindError(f"checkpoint {path}: its tokenizer is missing: {e}. Point "
                             "--set tokenizer.pretrained=<folder> at the tokenizer it was trained with") from e
     if ckpt.get("tokenizer") is not None and ckpt["tokenizer"] != tokenizer.identity():
-        raise loop.CheckpointMismatchError(
+        raise CheckpointMismatchError(
             f"checkpoint {path} was trained on latents of another tokenizer than tokenizer.kind={cfg.tokenizer.kind!r} "
             f"preset="
             f"{cfg.tokenizer.preset!r} pretrained={cfg.tokenizer.pretrained!r} resolution={cfg.tokenizer.resolution} "
@@ -142,7 +138,7 @@ def load_world(path: str | Path, configs: Sequence[str] = (), overrides: Sequenc
     except FileNotFoundError as e:
         raise PathKindError(f"{e}. The viewers start from real latents of data.cache_dir; run the phase "
                                 "scripts first or pass --set data.cache_dir=<folder>") from e
-    loop.check_compatible(ckpt, cache, path)
+    check_compatible(ckpt, cache, path)
     dynamics, agent = models_from_checkpoint(ckpt, cfg, tokenizer, cache, dev)
     log.info("%s: phase %s, S=%d, N=%d, C=%d, actions %s, agent %s", path, ckpt.get("phase", "?"), cache.chunk_len,
              tokenizer.num_tokens, tokenizer.channels, list(cache.action_space.cards), agent is not None)

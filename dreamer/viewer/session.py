@@ -21,7 +21,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dreamer.agent.policy import mode
 from dreamer.dynamics.sampler import Rollout
 from dreamer.viewer.frames import decode_each, png_bytes
 from dreamer.viewer.keys import keymap_for
@@ -133,7 +132,7 @@ class PlaySession:
         if agent is None:
             return None
         h = agent.trunk(torch.stack(self.z[-agent.trunk.max_time :])[None])[:, -1]  # (1, d)
-        chunk = mode(agent.policy(h))[0].cpu().numpy()  # (S, D)
+        chunk = agent.policy(h).mode()[0].cpu().numpy()  # (S, D)
         return {"chunk": chunk.tolist(), "action": self.keymap.describe(chunk[0]),
                 "actions": [self.keymap.describe(a) for a in chunk],
                 "reward": float(agent.reward.predict(h)[0]), "continue": float(agent.cont.predict(h)[0])}

@@ -30,6 +30,7 @@ from PIL import Image
 from dreamer.data.episode import EpisodeError, load_episode
 from dreamer.dynamics import rollout
 from dreamer.imagination import imagine
+from dreamer.tags import tag
 from dreamer.viewer.frames import compose, decode_frames, fit_length
 from dreamer.viewer.keys import KeyMap, keymap_for
 
@@ -168,7 +169,8 @@ def episode_fps(cache, name: str, default: float = 10.0) -> float:
 
 
 def phase_video(rt, payload: dict, tokenizer, cache, scale: int = 2) -> Path | None:
-    """Each phase's last act: ``<run>/phase<k>_dream.mp4`` and the same clip in TensorBoard (rank 0).
+    """Each phase's last act: ``<run>/phase<k>_dream.mp4`` and the same clip in TensorBoard (``eval/<phase>/dream/…``,
+    rank 0).
 
     The models are rebuilt from the final checkpoint ``payload`` (so FSDP shards and compiled wrappers
     play no part). A failure never ends the run: it is logged as a warning naming the cause.
@@ -192,7 +194,8 @@ def phase_video(rt, payload: dict, tokenizer, cache, scale: int = 2) -> Path | N
         fps = episode_fps(cache, name)
         path = write_mp4(frames, rt.run_dir / f"phase{phase}_dream.mp4", fps)
         if rt.writer is not None:
-            add_animation(rt.writer, f"dream/{'|'.join(clip.panels)}", frames, int(payload.get("step", 0)), fps)
+            add_animation(rt.writer, tag("eval", rt.phase, f"dream/{'|'.join(clip.panels)}"), frames,
+                          int(payload.get("step", 0)), fps)
             rt.writer.flush()
         log.info("wrote %s: %s, %d frames, %.1f s", path, " | ".join(clip.panels), len(frames),
                  time.perf_counter() - t0)

@@ -1,5 +1,5 @@
-"""Acting in the real env: one decision per chunk of S steps, early stop, truncation, MultiDiscrete
-actions, latents identical to the cache's, and the random baseline on the same seeds."""
+"""Acting in the real env through the one episode runner: one decision per chunk of S steps, early stop,
+truncation, MultiDiscrete actions, latents identical to the cache's, and the baselines on the same seeds."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import torch
 from gymnasium import spaces
 
 from dreamer.agent import Agent, AgentConfig
-from dreamer.agent.acting import AgentPolicy, ChunkActor, run_agent_episodes
+from dreamer.agent.acting import AgentBatchPolicy, AgentPolicy, ChunkActor
 from dreamer.data.cache import LatentCache, build_cache
 from dreamer.data.episode import ActionSpace, Episode, save_episode
-from dreamer.envs import evaluation
+from dreamer.envs import runner
 from dreamer.envs.config import EnvConfig
-from dreamer.envs.evaluation import run_frequency_episodes, run_random_episodes
 from dreamer.envs.policies import FrequencyPolicy
+from dreamer.envs.runner import frame_blind_policy, random_policy, run_episodes
 
 
 class FakeEnv(gym.Env):
@@ -51,7 +51,7 @@ class FakeEnv(gym.Env):
 
 @pytest.fixture
 def fake_env(monkeypatch):
-    """Route evaluation.make_env to one FakeEnv; returns a setter for its parameters."""
+    """Route the runner's make_env to one FakeEnv; returns a setter for its parameters."""
     made: dict = {}
 
     def use(end: int, space: spaces.Space | None = None) -> dict:
@@ -59,7 +59,7 @@ def fake_env(monkeypatch):
             made["env"] = FakeEnv(end, cfg.max_steps, space)
             return made["env"]
 
-        monkeypatch.setattr(evaluation, "make_env", make)
+        monkeypatch.setattr(runner, "make_env", make)
         return made
 
     return use
@@ -73,6 +73,11 @@ def _agent(S: int, cards=(17,), seed: int = 0) -> Agent:
 
 def _stats(C: int = 16):
     return np.linspace(-0.2, 0.2, C, dtype=np.float32), np.linspace(0.5, 1.5, C, dtype=np.float32)
+
+
+def play_agent(cfg, seeds, tokenizer, agent, mean, std, greedy=False, max_steps=None, context=None) -> list[dict]:
+    """The agent's episodes through the one runner, as every evaluation plays them."""
+    return run_episodes(cfg, seeds, AgentBatchPolicy(tokenizer, agent, mean, std, greedy, context), max_steps)
 
 
 class Spy:
@@ -101,7 +106,7 @@ def test_one_decision_per_chunk_and_early_stop(tiny_tokenizer, monkeypatch, fake
     made = fake_env(end)
     agent = _agent(S)
     spy = Spy(monkeypatch, agent, tiny_tokenizer)
-    (res,) = run_agent_episodes(EnvConfig(env_id="fake"), [3], tiny_tokenizer, agent, *_stats(), max_steps=100)
+    (res,) = play_agent(EnvConfig(env_id="fake"), [3], tiny_tokenizer, agent, *_stats(), max_steps=100)
     env = made["env"]
     assert res["length"] == end and res["terminated"] and not res["truncated"] and res["seed"] == 3
     assert res["return"] == pytest.approx(end) and res["achievements"] == ["collect_wood"]
@@ -117,7 +122,7 @@ def test_max_steps_truncates_and_multidiscrete_actions(tiny_tokenizer, fake_env)
     S = tiny_tokenizer.S
     space = spaces.MultiDiscrete([3, 4])
     made = fake_env(end=100, space=space)
-    (res,) = run_agent_episodes(EnvConfig(env_id="fake"), [0], tiny_tokenizer, _agent(S, cards=(3, 4)), *_stats(),
+    (res,) = play_agent(EnvConfig(env_id="fake"), [0], tiny_tokenizer, _agent(S, cards=(3, 4)), *_stats(),
                                 greedy=True, max_steps=S + 1)
     assert res["length"] == S + 1 and res["truncated"] and not res["terminated"]
     assert all(a.shape == (2,) and space.contains(a) for a in made["env"].actions)
@@ -165,19 +170,19 @@ def test_random_baseline_same_seeds(tiny_tokenizer, fake_env):
     S = tiny_tokenizer.S
     fake_env(end=S + 2)
     cfg = EnvConfig(env_id="fake")
-    res = run_agent_episodes(cfg, [10, 11], tiny_tokenizer, _agent(S), *_stats())
-    rnd = run_random_episodes(cfg, [10, 11], cards=[17])
-    again = run_random_episodes(cfg, [10, 11], cards=[17])
+    res = play_agent(cfg, [10, 11], tiny_tokenizer, _agent(S), *_stats())
+    rnd = run_episodes(cfg, [10, 11], random_policy([17]))
+    again = run_episodes(cfg, [10, 11], random_policy([17]))
     assert [r["seed"] for r in res] == [10, 11] == [r["seed"] for r in rnd]
     assert all(r["length"] == S + 2 for r in res + rnd) and rnd == again
     with pytest.raises(ValueError, match=r"cardinalities \[17\] differ from the agent's \[3, 4\]"):
-        run_agent_episodes(cfg, [0], tiny_tokenizer, _agent(S, cards=(3, 4)), *_stats())
+        play_agent(cfg, [0], tiny_tokenizer, _agent(S, cards=(3, 4)), *_stats())
 
 
 def test_frequency_policy_follows_the_data_counts(fake_env):
     made = fake_env(end=400, space=spaces.MultiDiscrete([3, 2]))
-    (res,) = run_frequency_episodes(EnvConfig(env_id="fake"), [4], [np.array([0, 30, 10]), np.array([5, 0])],
-                                    max_steps=400)
+    (res,) = run_episodes(EnvConfig(env_id="fake"), [4], frame_blind_policy([np.array([0, 30, 10]), np.array([5, 0])]),
+                          max_steps=400)
     a = np.stack(made["env"].actions)  # (400, 2)
     assert res["length"] == 400 and set(a[:, 1]) == {0} and set(a[:, 0]) == {1, 2}
     assert abs((a[:, 0] == 1).mean() - 0.75) < 0.08  # 30 : 10
@@ -195,7 +200,7 @@ def test_episodes_played_together_act_as_apart(tiny_tokenizer, monkeypatch):
         made.append(FakeEnv(end=0, max_steps=cfg.max_steps))
         return made[-1]
 
-    monkeypatch.setattr(evaluation, "make_env", make)
+    monkeypatch.setattr(runner, "make_env", make)
     seeds, agent = [7, 8, 9], _agent(S, seed=3)
     ends = {7: 2 * S + 1, 8: S - 1 if S > 1 else 2, 9: 3 * S}
     orig_reset = FakeEnv.reset
@@ -205,14 +210,17 @@ def test_episodes_played_together_act_as_apart(tiny_tokenizer, monkeypatch):
         return orig_reset(self, seed=seed, options=options)
 
     monkeypatch.setattr(FakeEnv, "reset", reset)
-    together = run_agent_episodes(EnvConfig(env_id="fake"), seeds, tiny_tokenizer, agent, *_stats(), max_steps=50)
+    together = play_agent(EnvConfig(env_id="fake"), seeds, tiny_tokenizer, agent, *_stats(), max_steps=50)
     acted_together = {seed: env.actions for seed, env in zip(seeds, made[-3:])}
     apart = []
     for seed in seeds:
-        apart += run_agent_episodes(EnvConfig(env_id="fake"), [seed], tiny_tokenizer, agent, *_stats(), max_steps=50)
+        apart += play_agent(EnvConfig(env_id="fake"), [seed], tiny_tokenizer, agent, *_stats(), max_steps=50)
         assert made[-1].actions == acted_together[seed]
     assert together == apart
     assert [r["length"] for r in together] == [ends[s] for s in seeds]
+    one_at_a_time = run_episodes(EnvConfig(env_id="fake"), seeds, AgentBatchPolicy(tiny_tokenizer, agent, *_stats()),
+                                 50, parallel=1)
+    assert one_at_a_time == together and [env.actions for env in made[-3:]] == list(acted_together.values())
 
 
 def test_recorded_play_is_the_evaluated_play(tiny_tokenizer, monkeypatch):
@@ -227,9 +235,9 @@ def test_recorded_play_is_the_evaluated_play(tiny_tokenizer, monkeypatch):
         made.append(FakeEnv(end=2 * S + 1, max_steps=cfg.max_steps))
         return made[-1]
 
-    monkeypatch.setattr(evaluation, "make_env", make)
+    monkeypatch.setattr(runner, "make_env", make)
     agent = _agent(S, seed=3)
-    (res,) = run_agent_episodes(EnvConfig(env_id="fake"), [5], tiny_tokenizer, agent, *_stats(), max_steps=50)
+    (res,) = play_agent(EnvConfig(env_id="fake"), [5], tiny_tokenizer, agent, *_stats(), max_steps=50)
     played = made[-1].actions
     (rec,) = record_episodes(EnvConfig(env_id="fake"), [5], tiny_tokenizer, agent, *_stats(), context=4, max_steps=50)
     assert made[-1].actions == played
@@ -237,3 +245,51 @@ def test_recorded_play_is_the_evaluated_play(tiny_tokenizer, monkeypatch):
     assert rec["latents"].shape[0] == rec["chunks"].shape[0] == rec["rewards"].shape[0] == K
     assert rec["chunks"].reshape(-1, rec["chunks"].shape[-1])[: res["length"], 0].tolist() == [int(a) for a in played]
     assert float(rec["rewards"].sum()) == pytest.approx(res["return"])
+
+
+def test_baselines_draw_the_stream_of_their_seed_whatever_plays_beside_them(monkeypatch):
+    """The runner makes one step-level baseline per episode, reset with the episode's seed: episode i draws exactly
+    what RandomPolicy / FrequencyPolicy reset(seed_i) draw alone, whether episodes play together or one at a time."""
+    from dreamer.envs.policies import RandomPolicy
+
+    made: list = []
+
+    def make(cfg, seed=None):
+        made.append(FakeEnv(end=7, max_steps=cfg.max_steps))
+        return made[-1]
+
+    monkeypatch.setattr(runner, "make_env", make)
+    cfg, seeds, counts = EnvConfig(env_id="fake"), [3, 4, 5], [np.arange(17)]
+    for policy, alone in ((random_policy([17]), lambda: RandomPolicy(spaces.Discrete(17))),
+                          (frame_blind_policy(counts), lambda: FrequencyPolicy(counts, spaces.Discrete(17)))):
+        together = run_episodes(cfg, seeds, policy, parallel=3)
+        acted = [env.actions for env in made[-3:]]
+        assert run_episodes(cfg, seeds, policy, parallel=1) == together
+        assert [env.actions for env in made[-3:]] == acted
+        for seed, actions in zip(seeds, acted):
+            ref = alone()
+            ref.reset(seed)
+            assert actions == [ref(None, {}) for _ in range(7)]
+    with pytest.raises(ValueError, match="frequencies"):  # refused before any env is reset
+        run_episodes(cfg, [0], frame_blind_policy([np.zeros(17)]))
+    with pytest.raises(ValueError, match="parallel=0"):
+        run_episodes(cfg, [0], random_policy(), parallel=0)
+
+
+def test_the_agent_plays_in_eval_mode_and_each_module_gets_its_mode_back(tiny_tokenizer, monkeypatch, fake_env):
+    """A phase-3 agent (frozen trunk in eval mode, heads training) acts with every module in eval mode and goes on
+    training afterwards with the trunk still in eval mode."""
+    fake_env(end=3)
+    agent = _agent(tiny_tokenizer.S)
+    agent.train()
+    agent.trunk.eval()
+    seen, act = [], agent.act
+
+    def spy(*a, **kw):
+        seen.append([m.training for m in agent.modules()])
+        return act(*a, **kw)
+
+    monkeypatch.setattr(agent, "act", spy)
+    play_agent(EnvConfig(env_id="fake"), [1], tiny_tokenizer, agent, *_stats())
+    assert seen and not any(any(s) for s in seen)
+    assert agent.training and agent.policy.training and not agent.trunk.training

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dreamer.agent import Agent, AgentConfig, check_batch, log_prob, phase2_loss
+from dreamer.agent import Agent, AgentConfig, check_batch, phase2_loss
 
 N, C, S, CARDS = 2, 5, 2, [5, 3]
 
@@ -113,8 +113,8 @@ def test_spec_and_phase3_freeze():
     assert all(p.requires_grad for p in agent.phase3_parameters())
     h = agent(torch.randn(2, 3, N, C))
     assert not h.requires_grad
-    a = agent.policy.sample(agent.policy(h))
-    assert torch.allclose(log_prob(prior(h), a), log_prob(agent.policy(h), a))
+    a = agent.policy(h).sample()
+    assert torch.allclose(prior(h).log_prob(a), agent.policy(h).log_prob(a))
 
 
 def test_short_bc_run_learns_latent_dependent_actions():
@@ -144,7 +144,7 @@ def test_act_uses_last_window_step():
     lat = torch.randn(3, 20, N, C)  # longer than max_time=16: cropped to the last 16
     greedy = agent.act(lat, greedy=True)
     assert greedy.shape == (3, S, len(CARDS)) and greedy.dtype == torch.int64
-    expected = agent.policy.mode(agent.policy(agent(lat[:, -16:])[:, -1]))
+    expected = agent.policy(agent(lat[:, -16:])[:, -1]).mode()
     assert torch.equal(greedy, expected)
     g = torch.Generator().manual_seed(0)
     sampled = agent.act(lat, generator=g)

@@ -1,11 +1,11 @@
-"""lambda-returns and the PMPO loss against hand computations (docs/design.md §6)."""
+"""lambda-returns and the value loss against hand computations (docs/design.md §6); PMPO: test_pmpo.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dreamer.agent import TwoHot, lambda_returns, pmpo_loss, pmpo_stats, value_loss
+from dreamer.agent import TwoHot, lambda_returns, value_loss
 
 
 def test_lambda_returns_hand_h3_with_terminal_cut():
@@ -35,42 +35,6 @@ def test_lambda_returns_limits():
         assert torch.allclose(mc[:, t], expected, atol=1e-6)
     with pytest.raises(ValueError, match=r"values must be \(B, H\+1\)"):
         lambda_returns(r, v[:, :5], c, g, 0.5)
-
-
-def test_pmpo_hand_mixed():
-    logp = torch.tensor([-1.0, -2.0, -3.0, -4.0])
-    adv = torch.tensor([1.0, -1.0, 0.0, -2.0])  # D+ = {0, 2} (A >= 0), D- = {1, 3}
-    kl = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    # (1-0.7)/2*(-2-4) - 0.7/2*(-1-3) + 0.3/4*1.0 = -0.9 + 1.4 + 0.075
-    assert pmpo_loss(logp, adv, kl, alpha=0.7, beta=0.3).item() == pytest.approx(0.575, rel=1e-6)
-    # default alpha 0.5: -1.5 + 1.0 + 0.075
-    assert pmpo_loss(logp, adv, kl).item() == pytest.approx(-0.425, rel=1e-6)
-    assert pmpo_stats(adv) == pytest.approx(
-        {"num_pos": 2.0, "num_neg": 2.0, "frac_pos": 0.5, "adv_mean": -0.5, "adv_abs_mean": 1.0}
-    )
-
-
-def test_pmpo_all_positive_and_all_negative():
-    logp = torch.tensor([[-1.0, -2.0], [-3.0, -4.0]])
-    kl = torch.full((2, 2), 0.25)
-    pos = torch.tensor([[1.0, 0.0], [2.0, 3.0]])
-    # empty D-: -0.5/4*(-10) + 0.3*0.25
-    assert pmpo_loss(logp, pos, kl).item() == pytest.approx(1.25 + 0.075, rel=1e-6)
-    # empty D+: 0.5/4*(-10) + 0.3*0.25
-    assert pmpo_loss(logp, -pos - 1, kl).item() == pytest.approx(-1.25 + 0.075, rel=1e-6)
-    with pytest.raises(ValueError, match="one shape"):
-        pmpo_loss(logp, pos[0], kl)
-
-
-def test_pmpo_gradients_only_through_logp_and_kl():
-    logp = torch.tensor([-1.0, -2.0, -3.0], requires_grad=True)
-    adv = torch.tensor([0.5, -0.5, 2.0], requires_grad=True)
-    kl = torch.tensor([0.1, 0.2, 0.3], requires_grad=True)
-    pmpo_loss(logp, adv, kl, alpha=0.5, beta=0.3).backward()
-    assert adv.grad is None
-    # D+ = {0, 2}: -alpha/2 ; D- = {1}: (1-alpha)/1
-    assert logp.grad.tolist() == pytest.approx([-0.25, 0.5, -0.25])
-    assert kl.grad.tolist() == pytest.approx([0.1, 0.1, 0.1])
 
 
 def test_value_loss_detaches_returns():

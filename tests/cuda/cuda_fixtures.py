@@ -26,9 +26,10 @@ from dreamer.data.episode import ActionSpace, Episode, save_episode
 from dreamer.data.synthetic import make_episode
 from dreamer.dynamics import DynamicsConfig, DynamicsModel, ShortcutForcingLoss, rollout, sample_tau_step
 from dreamer.imagination import grouped_step, imagine, make_phase3_optimizer, phase3_losses
+from dreamer.pipeline.phase2 import Phase2Objective
 from dreamer.tokenizer.fit import PooledAutoencoder, build_trainable_vae, reconstruction_loss
-from dreamer.training import loop
-from dreamer.training.checkpoint import atomic_save, load_checkpoint
+from dreamer.training.checkpoint import atomic_save, load_checkpoint, payload
+from dreamer.training.optim import NonFiniteGuard, make_optimizer, make_scheduler, optimizer_step
 from dreamer.training.runtime import Runtime, compiled, ddp_wrap, pick_device, wrap_model
 
 # The phase scripts, by phase.
@@ -42,6 +43,8 @@ __all__ = [
     "DynamicsConfig",
     "DynamicsModel",
     "Episode",
+    "NonFiniteGuard",
+    "Phase2Objective",
     "PooledAutoencoder",
     "Runtime",
     "ShortcutForcingLoss",
@@ -53,9 +56,12 @@ __all__ = [
     "imagine",
     "load",
     "load_checkpoint",
-    "loop",
     "make_episode",
+    "make_optimizer",
     "make_phase3_optimizer",
+    "make_scheduler",
+    "optimizer_step",
+    "payload",
     "phase3_losses",
     "pick_device",
     "reconstruction_loss",
@@ -63,7 +69,6 @@ __all__ = [
     "sample_tau_step",
     "save_episode",
     "scripts",
-    "train_phase2",
     "wrap_model",
 ]
 

@@ -3,7 +3,7 @@
 
 Trains the same dynamics model twice from the same weights and batches, once wrapped by
 ``dreamer.training.runtime.ddp_wrap`` (the wrapper every phase uses under torchrun) and once plain, with the phase
-script's loss, bf16 autocast and ``loop.optimizer_step``; then writes the DDP run's checkpoint payload. Prints one
+script's loss, bf16 autocast and ``optimizer_step``; then writes the DDP run's checkpoint payload. Prints one
 line ``RESULT <json>`` for the test to read.
 """
 
@@ -21,14 +21,18 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cuda_fixtures import (
     DynamicsModel,
+    NonFiniteGuard,
     ShortcutForcingLoss,
     atomic_save,
     config,
     ddp_wrap,
     load_checkpoint,
-    loop,
     make_batch,
     make_dynamics,
+    make_optimizer,
+    make_scheduler,
+    optimizer_step,
+    payload,
     pick_device,
     runtime,
 )
@@ -37,15 +41,15 @@ STEPS = 3
 
 
 def train(net, model, loss_fn, rt, pc, batches) -> list[float]:
-    opt = loop.make_optimizer(model.parameters(), pc)
-    sched = loop.make_scheduler(opt, pc)
-    guard = loop.NonFiniteGuard(pc.max_nonfinite)
+    opt = make_optimizer(model.parameters(), pc)
+    sched = make_scheduler(opt, pc)
+    guard = NonFiniteGuard(pc.max_nonfinite)
     losses = []
     for step, batch in enumerate(batches):
         gen = torch.Generator(device=rt.device).manual_seed(100 + step)  # the same labels and noise in both runs
         with rt.autocast(True):
             loss, _ = loss_fn(net, batch["latents"], batch["actions"], batch["action_mask"], generator=gen)
-        applied, _ = loop.optimizer_step(opt, sched, loss, pc, guard, step, batch["provenance"])
+        applied, _ = optimizer_step(opt, sched, loss, pc, guard, step, batch["provenance"])
         assert applied, f"step {step} skipped"
         losses.append(float(loss))
     return losses
@@ -69,7 +73,7 @@ def main() -> None:
     plain_losses = train(plain, plain, ShortcutForcingLoss(plain.cfg).to(device), rt, pc, batches)
     max_diff = max(float((a - b).abs().max()) for a, b in zip(model.parameters(), plain.parameters()))
 
-    state = loop.payload(config(), STEPS, {"dynamics": net}, extra={"phase": 1})  # unwraps DDP
+    state = payload(config(), STEPS, {"dynamics": net}, extra={"phase": 1})  # unwraps DDP
     path = atomic_save(state, out_dir / "ddp_phase1.pt")
     fresh = DynamicsModel(model.cfg, **model.init_kwargs())
     fresh.load_state_dict(load_checkpoint(path)["models"]["dynamics"])  # plain names, loads on the CPU

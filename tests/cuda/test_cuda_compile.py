@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from cuda_fixtures import (
     CUDA,
+    Phase2Objective,
     ShortcutForcingLoss,
     compiled,
     config,
@@ -17,7 +18,6 @@ from cuda_fixtures import (
     make_dynamics,
     runtime,
     sample_tau_step,
-    train_phase2,
     wrap_model,
 )
 
@@ -82,7 +82,7 @@ def test_dynamics_compiled_equals_eager(device):
 def test_phase2_objective_compiled_equals_eager(device):
     rt = runtime(device)
     agent = make_agent(device, **SMALL_AGENT)
-    objective = train_phase2.Phase2Objective(agent, config().rl)
+    objective = Phase2Objective(agent, config().rl)
     net = _compile(rt, objective)
     batch = make_batch(device)
     with torch.no_grad():  # fp32: tight

@@ -1,5 +1,5 @@
 """One bf16-autocast training step of each phase (0-3) on the GPU, through the phase scripts' own pieces:
-the loss each script optimises, ``Runtime.autocast`` and ``loop.optimizer_step`` / ``grouped_step``.
+the loss each script optimises, ``Runtime.autocast`` and ``optimizer_step`` / ``grouped_step``.
 
 Each step must compute in bf16 (a Linear inside the model returns bf16), give a finite loss, a finite gradient on
 every trainable parameter and none on a frozen one, and apply the update."""
@@ -10,6 +10,8 @@ import pytest
 import torch
 from cuda_fixtures import (
     CUDA,
+    NonFiniteGuard,
+    Phase2Objective,
     PooledAutoencoder,
     ShortcutForcingLoss,
     assert_finite_grads,
@@ -17,15 +19,16 @@ from cuda_fixtures import (
     config,
     grouped_step,
     imagine,
-    loop,
     make_agent,
     make_batch,
     make_dynamics,
+    make_optimizer,
     make_phase3_optimizer,
+    make_scheduler,
+    optimizer_step,
     phase3_losses,
     reconstruction_loss,
     runtime,
-    train_phase2,
     trainable,
     wrap_model,
 )
@@ -54,8 +57,8 @@ class DtypeProbe:
 def _step_and_check(opt, sched, loss, pc, params: dict, frozen: list[torch.nn.Parameter], step_fn=None):
     assert loss.dim() == 0 and bool(torch.isfinite(loss)), f"loss {loss}"
     before = {n: p.detach().clone() for n, p in params.items()}
-    step_fn = step_fn or loop.optimizer_step
-    applied, norms = step_fn(opt, sched, loss, pc, loop.NonFiniteGuard(1), 0)
+    step_fn = step_fn or optimizer_step
+    applied, norms = step_fn(opt, sched, loss, pc, NonFiniteGuard(1), 0)
     assert applied, f"the non-finite guard skipped the step: {norms}"
     assert all(torch.isfinite(torch.tensor(v)) for v in norms.values()), norms
     assert_finite_grads(params)
@@ -70,8 +73,8 @@ def test_phase0_tokenizer_step(device):
     vae, _ = build_trainable_vae("tiny")
     model = PooledAutoencoder(vae, resolution=64, pool=2).to(device)
     frames = torch.randint(0, 256, (2, 9, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    opt = loop.make_optimizer(vae.parameters(), cfg.phase0)
-    sched = loop.make_scheduler(opt, cfg.phase0)
+    opt = make_optimizer(vae.parameters(), cfg.phase0)
+    sched = make_scheduler(opt, cfg.phase0)
     probe = DtypeProbe(model)
     with rt.autocast(True):
         recon, target, z = model(frames.to(device))
@@ -87,8 +90,8 @@ def test_phase1_dynamics_step(device):
     model = make_dynamics(device)
     loss_fn = ShortcutForcingLoss(model.cfg).to(device)
     net = wrap_model(rt, model)  # as train_phase1_cosmos.main (one process, no compile: the model itself)
-    opt = loop.make_optimizer(model.parameters(), cfg.phase1)
-    sched = loop.make_scheduler(opt, cfg.phase1)
+    opt = make_optimizer(model.parameters(), cfg.phase1)
+    sched = make_scheduler(opt, cfg.phase1)
     batch = make_batch(device, b=4, t=8)
     probe = DtypeProbe(model)
     with rt.autocast(True):
@@ -105,9 +108,9 @@ def test_phase2_agent_step(device):
     rt = runtime(device)
     dynamics = make_dynamics(device).requires_grad_(False).eval()  # carried forward, frozen
     agent = make_agent(device)  # the value head too: phase 2 fits the behaviour policy's value
-    objective = train_phase2.Phase2Objective(agent, cfg.rl)
-    opt = loop.make_optimizer(agent.parameters(), cfg.phase2)
-    sched = loop.make_scheduler(opt, cfg.phase2)
+    objective = Phase2Objective(agent, cfg.rl)
+    opt = make_optimizer(agent.parameters(), cfg.phase2)
+    sched = make_scheduler(opt, cfg.phase2)
     probe = DtypeProbe(agent)
     with rt.autocast(True):
         loss, m = objective(make_batch(device), compute_metrics=True)
@@ -126,7 +129,7 @@ def test_phase3_imagination_step(device, warmup):
     for m in (agent.trunk, agent.reward, agent.cont):
         m.eval()
     opt = make_phase3_optimizer(agent, cfg.phase3)
-    sched = loop.make_scheduler(opt, cfg.phase3)
+    sched = make_scheduler(opt, cfg.phase3)
     gen = torch.Generator(device=device).manual_seed(0)
     probe = DtypeProbe(dynamics)
     with rt.autocast(True):  # train_phase3.main's dream(): imagination under the phase's autocast
@@ -135,8 +138,8 @@ def test_phase3_imagination_step(device, warmup):
     assert all(not t.requires_grad for t in (im.latents, im.rewards, im.features))
     assert bool(torch.isfinite(im.latents).all()) and bool(torch.isfinite(im.features).all())
     with rt.autocast(True):
-        pol, val, m = phase3_losses(agent, prior, im, cfg.rl)
-    loss = val if warmup else pol + val
+        t, m = phase3_losses(agent, prior, im, cfg.rl, cfg.pmpo)
+    loss = t.value_loss if warmup else t.policy_loss + t.value_loss
     params = trainable(agent.value) if warmup else trainable(agent.policy, agent.value)
     frozen = [p for mod in (agent.trunk, agent.reward, agent.cont, prior, dynamics) for p in mod.parameters()]
     if warmup:

@@ -100,7 +100,7 @@ def test_phases_hand_off_across_devices(root, device):
     assert ckpt3["step"] == 2 and finite_models(ckpt3)
     for k, v in ckpt2["models"]["dynamics"].items():
         assert torch.equal(ckpt3["models"]["dynamics"][k], v), k
-    assert set(result["summaries"]) == {"random", "phase2_bc", "phase3"}  # the agent acted in the env on the device
+    assert set(result["summaries"]) == {"random", "bc", "pmpo"}  # the agent acted in the env on the device
     assert all(s["episodes"] == 1 for s in result["summaries"].values())
 
 

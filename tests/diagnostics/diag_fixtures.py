@@ -5,19 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from dreamer.agent import (
-    Agent,
-    AgentConfig,
-    RLConfig,
-    entropy,
-    kl,
-    lambda_returns,
-    log_prob,
-    phase2_loss,
-    pmpo_loss,
-    value_loss,
-)
+from dreamer.agent import Agent, AgentConfig, RLConfig, lambda_returns, phase2_loss, value_loss
 from dreamer.dynamics import DynamicsConfig, DynamicsModel, Rollout, ShortcutForcingLoss
+from dreamer.imagination import PMPOConfig, pmpo
 
 N, C, S, CARDS = 16, 16, 8, [5]
 
@@ -106,7 +96,7 @@ def imagine(models: dict, batch: dict, context: int = 2, horizon: int = 3, seed:
                      batch["action_mask"][:, :context], generator=g)
         chunks = []
         for _ in range(horizon):
-            a = agent.policy.sample(agent.policy(agent.trunk(ro.history_btnc)[:, -1]), g)  # (B, S, D)
+            a = agent.policy(agent.trunk(ro.history_btnc)[:, -1]).sample(g)  # (B, S, D)
             chunks.append(a)
             ro.step(a, None)
         z = ro.history_btnc  # (B, context + H, N, C)
@@ -115,21 +105,19 @@ def imagine(models: dict, batch: dict, context: int = 2, horizon: int = 3, seed:
         conts = agent.cont.predict(h_all[:, context:])
     imag_h = h_all[:, context - 1:]  # h_0 .. h_H
     chunks_bhsd = torch.stack(chunks, 1)
-    cfg = RLConfig()
+    cfg, pmpo_cfg = RLConfig(), PMPOConfig(center_advantages=False)
 
     def loss_fn():
-        logits = agent.policy(imag_h[:, :-1])
+        dist = agent.policy(imag_h[:, :-1])
         v_logits = agent.value(imag_h)
         v = agent.value.twohot.decode(v_logits).detach()
         ret = lambda_returns(rewards, v, conts, cfg.gamma(S), cfg.lam)
-        adv = ret - v[:, :-1]
-        lp = log_prob(logits, chunks_bhsd)
-        k = kl(logits, prior(imag_h[:, :-1]))
-        return pmpo_loss(lp, adv, k, cfg.alpha, cfg.beta) + value_loss(agent.value.twohot, v_logits[:, :-1], ret)
+        policy = pmpo(dist, prior(imag_h[:, :-1]), chunks_bhsd, None, ret, v[:, :-1], pmpo_cfg)
+        return policy.loss + value_loss(agent.value.twohot, v_logits[:, :-1], ret)
 
     with torch.no_grad():
         v = agent.value.twohot.decode(agent.value(imag_h))
         adv = lambda_returns(rewards, v, conts, cfg.gamma(S), cfg.lam) - v[:, :-1]
-        ent = entropy(agent.policy(imag_h[:, :-1])).mean() / (S * len(CARDS))
+        ent = agent.policy(imag_h[:, :-1]).entropy().mean() / (S * len(CARDS))
     return {"loss_fn": loss_fn, "advantages": adv, "imagined_rewards": rewards,
             "imagined_latents": z[:, context:], "policy_entropy": ent}

@@ -64,7 +64,7 @@ def test_never_called_trainable_head():
     policy_only = inputs.pop("loss_fn")
     agent = models["agent"]
     report = diagnose_phase(3, models, batch, "cpu", optimizer=opt,
-                            loss_fn=lambda: agent.policy(agent.trunk(batch["latents"]))[0].logsumexp(-1).mean(),
+                            loss_fn=lambda: agent.policy(agent.trunk(batch["latents"])).logits[0].logsumexp(-1).mean(),
                             **inputs)
     assert policy_only is not None
     hint = failed(report, "grad_audit/trainable_grads").hint
@@ -98,7 +98,7 @@ def test_frozen_module_left_trainable_gets_gradient():
     assert report.get("grad_audit/loss_source").value == "proxy"
     agent = models["agent"]  # a loss whose graph does reach the trunk: the audit names the frozen module
     report = diagnose_phase(3, models, batch, "cpu", optimizer=opt,
-                            loss_fn=lambda: agent.policy(agent.trunk(batch["latents"]))[0].logsumexp(-1).mean(), **inputs)
+                            loss_fn=lambda: agent.policy(agent.trunk(batch["latents"])).logits[0].logsumexp(-1).mean(), **inputs)
     assert "agent.trunk" in failed(report, "grad_audit/frozen_grads").hint
 
 

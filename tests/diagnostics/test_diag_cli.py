@@ -14,8 +14,7 @@ from dreamer.config import load
 from dreamer.data.cache import LatentCache, write_manifest_file
 from dreamer.dynamics import DynamicsModel, ShortcutForcingLoss
 from dreamer.pipeline.data import make_tokenizer
-from dreamer.training import loop
-from dreamer.training.checkpoint import atomic_save
+from dreamer.training.checkpoint import atomic_save, data_info, payload
 from dreamer.training.runtime import seed_everything
 
 CONFIG = """
@@ -63,7 +62,7 @@ def setup(tmp_path_factory):
     dyn = DynamicsModel(cfg.dynamics, tok.num_tokens, tok.channels, CARDS, S)
     models = {"dynamics": dyn, "loss": ShortcutForcingLoss(cfg.dynamics)}
     ckpt = root / "ckpt" / "diag_cli" / "phase1_cosmos_final.pt"
-    atomic_save(loop.payload(cfg, 10, models, None, None, loop.data_info(cache)), ckpt)
+    atomic_save(payload(cfg, 10, models, None, None, data_info(cache)), ckpt)
     return cfg_path, [a for s in sets for a in ("--set", s)], ckpt
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diag_fixtures import imagine, make_batch, phase1_setup, phase2_setup, phase3_setup
 
@@ -59,3 +60,40 @@ def test_audit_leaves_no_trace():
     assert torch.equal(torch.get_rng_state(), rng_before)  # the training run's random stream is untouched
     assert torch.equal(loss.rms.sq_ema, rms_before[0]) and torch.equal(loss.rms.count, rms_before[1])
     assert loss.training and torch.is_grad_enabled()
+
+
+def test_the_audits_use_the_runs_rl_and_pmpo_config(monkeypatch):
+    """Phase 2's real loss and phase 3's proxy take the run's rl / pmpo sections, not defaults."""
+    import dreamer.agent
+    import dreamer.imagination
+    from dreamer.agent import RLConfig
+    from dreamer.imagination import PMPOConfig
+
+    seen = {}
+    real2, real3 = dreamer.agent.phase2_loss, dreamer.imagination.phase3_terms
+
+    def spy2(*args, **kw):
+        seen["rl2"] = kw["rl"]
+        return real2(*args, **kw)
+
+    def spy3(agent, prior, imagined, rl, pmpo_cfg, *args, **kw):
+        seen["rl3"], seen["pmpo"] = rl, pmpo_cfg
+        return real3(agent, prior, imagined, rl, pmpo_cfg, *args, **kw)
+
+    monkeypatch.setattr(dreamer.agent, "phase2_loss", spy2)
+    monkeypatch.setattr(dreamer.imagination, "phase3_terms", spy3)
+    rl, pmpo = RLConfig(gamma_env=0.9, lam=0.5), PMPOConfig(alpha=0.2, beta=0.7)
+    models, opt = phase2_setup()
+    report = diagnose_phase(2, models, make_batch(), "cpu", optimizer=opt, compact=True, rl_cfg=rl)
+    assert seen["rl2"] is rl and "not given" not in report.get("grad_audit/loss_source").expected
+    models, opt = phase3_setup()
+    batch = make_batch(B=12, T=6, seed=3)
+    inputs = imagine(models, batch, context=2, horizon=4)
+    del inputs["loss_fn"]  # the proxy
+    diagnose_phase(3, models, batch, "cpu", optimizer=opt, compact=True, rl_cfg=rl, pmpo_cfg=pmpo, **inputs)
+    assert seen["rl3"] is rl and seen["pmpo"] is pmpo
+    models, _ = phase2_setup()
+    report = diagnose_phase(2, models, make_batch(), "cpu", compact=True)  # no rl_cfg: said so
+    assert "rl_cfg not given" in report.get("grad_audit/loss_source").expected
+    with pytest.raises(TypeError, match="pmpo_cfg"):
+        diagnose_phase(2, phase2_setup()[0], make_batch(), "cpu", pmpo_cfg=pmpo)

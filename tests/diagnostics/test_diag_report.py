@@ -95,6 +95,6 @@ def test_periodic_compact_run_goes_to_tensorboard():
     report = diagnose_periodic(rt, 250, 1, models, make_batch(), optimizer=opt)
     assert not report.failed, report.table()
     step, values = rt.logged[0]
-    assert step == 250 and values["diagnostics/count/fail"] == 0.0
-    assert "diagnostics/phase1/grad_norm" in values and "diagnostics/grad_audit/loss" in values
+    assert step == 250 and values["train/phase1/diagnostics/count/fail"] == 0.0  # train/<phase>/diagnostics/
+    assert "train/phase1/diagnostics/phase1/grad_norm" in values and "train/phase1/diagnostics/grad_audit/loss" in values
     assert not any(c.name.startswith("tokenizer/output") for c in report.checks)  # compact: no encode

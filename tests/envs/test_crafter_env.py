@@ -91,7 +91,8 @@ def test_invalid_action_raises():
 
 @pytest.mark.parametrize("cause", ["lava", "food+drink", "attacked"])
 def test_death_cause_is_reported_and_summarised(cause):
-    from dreamer.envs.evaluation import episode_result, summarise
+    from dreamer.envs.evaluation import summarise
+    from dreamer.envs.runner import episode_result
 
     env = CrafterEnv(size=64, max_steps=50, **SMALL)
     env.reset(seed=1)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dreamer.envs.config import EnvConfig
-from dreamer.envs.evaluation import crafter_achievements, crafter_score, run_policy_episodes, summarise
-from dreamer.envs.policies import RandomPolicy
+from dreamer.envs.evaluation import crafter_achievements, crafter_score, summarise
+from dreamer.envs.runner import random_policy, run_episodes
 
 NAMES = crafter_achievements()
 
@@ -58,10 +58,9 @@ def test_summarise_without_crafter_achievements():
         summarise([{"return": 1.0}])
 
 
-def test_run_policy_episodes_random():
+def test_run_episodes_random():
     cfg = EnvConfig(max_steps=8, crafter_area=(16, 16))
-    policy = RandomPolicy(__import__("gymnasium").spaces.Discrete(17))
-    res = run_policy_episodes(cfg, [0, 1], policy)
+    res = run_episodes(cfg, [0, 1], random_policy())
     assert [r["seed"] for r in res] == [0, 1]
     for r in res:
         assert 1 <= r["length"] <= 8 and r["terminated"] != r["truncated"]
@@ -73,11 +72,11 @@ def test_run_policy_episodes_random():
 
 def test_envs_reset_in_worker_processes_play_as_reset_here():
     """reset_envs with workers: the envs come back pickled from other processes and play exactly as envs
-    reset here; the baselines' runner gives the same results either way."""
+    reset here; the runner gives the same results either way."""
     import numpy as np
 
     from dreamer.envs.config import EnvConfig
-    from dreamer.envs.evaluation import reset_envs, run_random_episodes
+    from dreamer.envs.runner import reset_envs
 
     cfg = EnvConfig(env_id="crafter", size=64, max_steps=20, crafter_area=(16, 16))
     here, there = reset_envs(cfg, [3, 4], 1), reset_envs(cfg, [3, 4], 2)
@@ -85,7 +84,7 @@ def test_envs_reset_in_worker_processes_play_as_reset_here():
         assert np.array_equal(o1, o2)
         for a in (3, 4, 1, 5):
             assert np.array_equal(e1.step(a)[0], e2.step(a)[0])
-    assert run_random_episodes(cfg, [5, 6], cards=[17], reset_workers=2) == run_random_episodes(cfg, [5, 6], cards=[17])
+    assert run_episodes(cfg, [5, 6], random_policy([17]), reset_workers=2) == run_episodes(cfg, [5, 6], random_policy([17]))
 
 
 def test_the_plain_verdict_of_one_policy_against_its_baseline():

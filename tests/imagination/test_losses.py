@@ -9,8 +9,8 @@ import torch
 from im_fixtures import context_batch
 
 from dreamer.agent import RLConfig
-from dreamer.agent.policy import kl, log_prob
 from dreamer.imagination import (
+    PMPOConfig,
     correlation,
     drift_steps,
     grouped_step,
@@ -20,7 +20,7 @@ from dreamer.imagination import (
     phase3_losses,
 )
 from dreamer.training.config import Phase3Config
-from dreamer.training.loop import NonFiniteGuard, make_scheduler
+from dreamer.training.optim import NonFiniteGuard, make_scheduler
 
 
 def _state(module):
@@ -37,7 +37,8 @@ def test_one_step_trains_only_policy_and_value(world):
     assert [g["lr"] for g in opt.param_groups] == [pc.lr, pc.value_lr]
     sched = make_scheduler(opt, pc)
     im = imagine(dyn, agent, context_batch(), 4, generator=torch.Generator().manual_seed(0))
-    pol, val, metrics = phase3_losses(agent, prior, im, RLConfig())
+    t, metrics = phase3_losses(agent, prior, im, RLConfig(), PMPOConfig())
+    pol, val = t.policy_loss, t.value_loss
     ok, norms = grouped_step(opt, sched, pol + val, pc, NonFiniteGuard(3), 0)
     assert ok and norms["policy"] > 0 and norms["value"] > 0
     for p in list(agent.policy.parameters()) + list(agent.value.parameters()):
@@ -66,8 +67,9 @@ def test_losses_against_hand_computation(world, center):
         for p in agent.policy.parameters():
             p.add_(0.2 * torch.randn_like(p))
     im = imagine(dyn, agent, context_batch(b=4), 3, generator=torch.Generator().manual_seed(1))
-    rl = RLConfig(gamma_env=0.9, lam=0.8, alpha=0.3, beta=0.5, center_advantages=center)
-    pol, val, m = phase3_losses(agent, prior, im, rl)
+    rl = RLConfig(gamma_env=0.9, lam=0.8)
+    terms, m = phase3_losses(agent, prior, im, rl, PMPOConfig(alpha=0.3, beta=0.5, center_advantages=center))
+    pol, val = terms.policy_loss, terms.value_loss
     g, lam, H = 0.9**agent.chunk_len, 0.8, 3
     h = im.features
     v = agent.value.twohot.decode(agent.value(h)).detach()
@@ -80,9 +82,9 @@ def test_losses_against_hand_computation(world, center):
     A = R - v[:, :H]
     if center:  # the signs split at the batch's mean advantage
         A = A - A.mean()
-    logits = agent.policy(h[:, :H])
-    lp = log_prob(logits, im.actions, im.action_mask)
-    kl_ = kl(logits, prior(h[:, :H]), im.action_mask)
+    dist = agent.policy(h[:, :H])
+    lp = dist.log_prob(im.actions, im.action_mask)
+    kl_ = dist.kl(prior(h[:, :H]), im.action_mask)
     pos, neg = A >= 0, A < 0
     expect = (0.7 * lp[neg].sum() / max(int(neg.sum()), 1) - 0.3 * lp[pos].sum() / max(int(pos.sum()), 1)
               + 0.5 * kl_.mean())
@@ -91,6 +93,8 @@ def test_losses_against_hand_computation(world, center):
     assert torch.allclose(val, ce, atol=1e-5)
     assert abs(m["value/return_mean"] - float(R.mean())) < 1e-5 and m["policy/kl_prior"] > 0
     assert abs(m["adv/mean"] - float(A.mean())) < 1e-5
+    assert torch.allclose(terms.advantages, A, atol=1e-6)
+    assert torch.allclose(terms.log_prob, lp) and torch.allclose(terms.kl, kl_)
 
 
 def test_value_loss_falls_on_a_fixed_batch(world):
@@ -101,7 +105,8 @@ def test_value_loss_falls_on_a_fixed_batch(world):
     sched = make_scheduler(opt, pc)
     losses = []
     for step in range(30):
-        pol, val, _ = phase3_losses(agent, prior, im, RLConfig())
+        t, _ = phase3_losses(agent, prior, im, RLConfig(), PMPOConfig())
+        pol, val = t.policy_loss, t.value_loss
         losses.append(float(val.detach()))
         grouped_step(opt, sched, pol + val, pc, NonFiniteGuard(3), step)
     assert losses[-1] < 0.7 * losses[0]
@@ -110,9 +115,10 @@ def test_value_loss_falls_on_a_fixed_batch(world):
 def test_recompute_gives_the_same_losses(world):
     dyn, agent, prior = world
     im = imagine(dyn, agent, context_batch(), 3, generator=torch.Generator().manual_seed(4))
-    a = phase3_losses(agent, prior, im, RLConfig())
-    b = phase3_losses(agent, prior, copy.copy(im), RLConfig(), recompute=True)
-    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-5)
+    a, _ = phase3_losses(agent, prior, im, RLConfig(), PMPOConfig())
+    b, _ = phase3_losses(agent, prior, copy.copy(im), RLConfig(), PMPOConfig(), recompute=True)
+    assert torch.allclose(a.policy_loss, b.policy_loss, atol=1e-5) and torch.allclose(a.value_loss, b.value_loss,
+                                                                                       atol=1e-5)
 
 
 def test_metric_helpers():

@@ -14,8 +14,15 @@ from dreamer.pipeline.build import build_agent, build_dynamics, data_dims, froze
 from dreamer.pipeline.checkpoints import FINAL, PREFIX, WrongPhaseError, handoff_path, load_handoff, save_final
 from dreamer.pipeline.cli import parse_args, parse_args_after
 from dreamer.pipeline.data import open_or_prepare, prepare_data
-from dreamer.training import loop
-from dreamer.training.checkpoint import atomic_save, latest_checkpoint, load_checkpoint, state_sha256
+from dreamer.training.checkpoint import (
+    atomic_save,
+    check_compatible,
+    data_info,
+    latest_checkpoint,
+    load_checkpoint,
+    payload,
+    state_sha256,
+)
 from dreamer.training.runtime import Runtime, seed_everything
 
 TEST_CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "test.yaml")
@@ -36,7 +43,7 @@ def prepared(tmp_path_factory):
     cfg = load([TEST_CONFIG], _sets(tmp))
     seed_everything(cfg.seed)
     rt = Runtime(cfg=cfg, device=torch.device("cpu"), run_dir=cfg.run_dir)
-    tokenizer, cache = prepare_data(cfg, rt)
+    tokenizer, cache = prepare_data(rt)
     return tmp, cfg, rt, tokenizer, cache
 
 
@@ -58,8 +65,8 @@ def test_models_take_their_data_sizes_from_the_tokenizer_and_cache(prepared):
 
 
 def test_an_existing_cache_is_opened_as_it_is(prepared):
-    _, cfg, rt, tokenizer, cache = prepared
-    again = open_or_prepare(cfg, rt, tokenizer)
+    _, _cfg, rt, tokenizer, cache = prepared
+    again = open_or_prepare(rt, tokenizer)
     assert again.names == cache.names and again.manifest == cache.manifest
 
 
@@ -67,7 +74,7 @@ def test_final_save_handoff_and_refusals(prepared, tmp_path):
     _, cfg, _, tokenizer, cache = prepared
     rt = Runtime(cfg=cfg, device=torch.device("cpu"), run_dir=tmp_path)
     dyn = build_dynamics(cfg, tokenizer, cache, "cpu")
-    path = save_final(rt, 1, loop.payload(cfg, 2, {"dynamics": dyn}, data_info=loop.data_info(cache)))
+    path = save_final(rt, 1, payload(cfg, 2, {"dynamics": dyn}, data_info=data_info(cache)))
     assert path == tmp_path / FINAL[1] == tmp_path / "phase1_cosmos_final.pt"
     assert latest_checkpoint(tmp_path, PREFIX[1]) == tmp_path / "phase1_step2.pt"  # a rerun resumes at the end
     assert load_checkpoint(path)["step"] == 2
@@ -78,7 +85,7 @@ def test_final_save_handoff_and_refusals(prepared, tmp_path):
     assert handoff_path(later, 1, None) == path and handoff_path(later, 1, "x.pt") == Path("x.pt")
     ckpt = load_handoff(path, later, 1)
     assert later.dynamics == cfg.dynamics  # the trained model's config is adopted
-    loop.check_compatible(ckpt, cache, path)
+    check_compatible(ckpt, cache, path)
     with pytest.raises(ValueError, match=r"lacks models \['agent'\].*phase 3 needs the phase2_final.pt"):
         load_handoff(path, later, 2)
 
@@ -90,7 +97,7 @@ def test_a_checkpoint_of_another_phase_is_refused_naming_its_phase(prepared, tmp
     _, cfg, _, tokenizer, cache = prepared
     models = {"dynamics": build_dynamics(cfg, tokenizer, cache, "cpu"), "agent": build_agent(cfg, tokenizer, cache, "cpu")}
     extra = {} if found is None else {"phase": found}
-    p = atomic_save(loop.payload(cfg, 3, models, data_info=loop.data_info(cache), extra=extra), tmp_path / "x.pt")
+    p = atomic_save(payload(cfg, 3, models, data_info=data_info(cache), extra=extra), tmp_path / "x.pt")
     argv = ["--config", TEST_CONFIG, *[a for s in _sets(tmp_path) for a in ("--set", s)], "--checkpoint", str(p)]
     said = f"a phase-{found} checkpoint" if found else "a checkpoint that does not say its phase"
     with pytest.raises(WrongPhaseError, match=rf"{p}.* is {said}.*phase 2 starts from a phase-1 checkpoint"):
@@ -104,7 +111,7 @@ def test_a_checkpoint_of_another_phase_is_refused_naming_its_phase(prepared, tmp
 def test_command_line_of_a_later_phase_loads_its_checkpoint_first(prepared, tmp_path):
     _, cfg, _, tokenizer, cache = prepared
     dyn = build_dynamics(cfg, tokenizer, cache, "cpu")
-    p1 = atomic_save(loop.payload(cfg, 1, {"dynamics": dyn}, data_info=loop.data_info(cache), extra={"phase": 1}),
+    p1 = atomic_save(payload(cfg, 1, {"dynamics": dyn}, data_info=data_info(cache), extra={"phase": 1}),
                      tmp_path / "p1.pt")
     argv = ["--config", TEST_CONFIG, "--set", "dynamics.d_model=64", "--checkpoint", str(p1), "--no-diagnose"]
     got, args, path, ckpt = parse_args_after(1, "--checkpoint", "phase 2", argv)

@@ -179,7 +179,7 @@ def test_acting_latents_from_info_equal_the_cache(tmp_path, tok):
         actor.act([ep.frames[0]])
 
 
-def test_play_together_encodes_the_reset_info(tok):
+def test_the_runner_encodes_the_reset_info(tok):
     from dreamer.imagination.exploitation import record_episodes
 
     cfg = EnvConfig(env_id="crafter", max_steps=5, crafter_area=(16, 16))
@@ -261,9 +261,9 @@ def test_every_phase_on_the_state_reference(tmp_path):
     cache = LatentCache(tmp_path / "cache")
     assert cache.tokenizer_identity["kind"] == "crafter_state" and cache.episode(cache.names[0]).latents.shape[1:] == (72, 24)
     p2 = train_phase2.main(args)
-    assert p2["env"]["bc"]["episodes"] == 2
+    assert p2["env"]["summaries"]["bc"]["episodes"] == 2
     p3 = train_phase3.main(args)
-    assert set(p3["summaries"]) >= {"phase2_bc", "phase3"}
+    assert set(p3["summaries"]) >= {"bc", "pmpo"}
     run = tmp_path / "ck" / "t"
     assert all((run / f"phase{p}_dream.mp4").is_file() for p in (1, 2, 3))
     summary = summarise_run(load([TEST_CONFIG], args[3::2]))

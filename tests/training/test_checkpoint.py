@@ -20,7 +20,7 @@ from dreamer.training.checkpoint import (
     strip_compiled_prefix,
 )
 from dreamer.training.config import PhaseConfig
-from dreamer.training.loop import NonFiniteError, NonFiniteGuard, make_optimizer, make_scheduler, optimizer_step
+from dreamer.training.optim import NonFiniteError, NonFiniteGuard, make_optimizer, make_scheduler, optimizer_step
 
 
 def test_atomic_save_keeps_old_file_on_crash(tmp_path, monkeypatch):
@@ -176,7 +176,7 @@ def test_nonfinite_guard_in_a_row_names_the_streak():
 
 
 def test_heldout_figures_that_are_not_finite_stop_the_phase_naming_the_episodes():
-    from dreamer.training.loop import check_heldout
+    from dreamer.training.optim import check_heldout
 
     z = torch.zeros(2, 3, 4, 5)
     z[1, 2, 0, 0] = float("nan")

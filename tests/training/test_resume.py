@@ -1,4 +1,4 @@
-"""What a phase resumes from (dreamer.training.loop.resume and the Runtime around it): the newest
+"""What a phase resumes from (dreamer.training.resume and the Runtime around it): the newest
 checkpoint that loads, the inputs the run folder was started with, --fresh, and a config saved only
 once every check passed."""
 
@@ -11,8 +11,15 @@ import pytest
 import torch
 
 from dreamer.config import load
-from dreamer.training import loop
-from dreamer.training.checkpoint import UnsafeCheckpointError, atomic_save, load_checkpoint
+from dreamer.training.checkpoint import (
+    InputMismatchError,
+    UnsafeCheckpointError,
+    atomic_save,
+    load_checkpoint,
+    payload,
+    resume,
+    save_periodic,
+)
 from dreamer.training.runtime import Runtime
 
 TEST_CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "test.yaml")
@@ -32,7 +39,7 @@ def save_steps(rt, steps) -> dict[int, dict]:
         torch.manual_seed(s)
         m = torch.nn.Linear(3, 2)
         out[s] = {k: v.clone() for k, v in m.state_dict().items()}
-        loop.save_periodic(rt, "phase2", loop.payload(rt.cfg, s, {"m": m}), keep=10)
+        save_periodic(rt, "phase2", payload(rt.cfg, s, {"m": m}), keep=10)
     return out
 
 
@@ -45,7 +52,7 @@ def test_resume_steps_over_damaged_checkpoints_and_keeps_them(tmp_path, caplog):
     (run / "phase2_step4.pt").write_bytes(b"")
     m = torch.nn.Linear(3, 2)
     with caplog.at_level(logging.WARNING):
-        step, _ = loop.resume(rt, "phase2", {"m": m})
+        step, _ = resume(rt, "phase2", {"m": m})
     assert step == 2 and all(torch.equal(m.state_dict()[k], v) for k, v in weights[2].items())
     for s in (6, 4):
         assert f"checkpoint {run / f'phase2_step{s}.pt'} is damaged" in caplog.text
@@ -65,7 +72,7 @@ def test_an_unsafe_latest_checkpoint_stops_the_run(tmp_path):
 
     torch.save({"x": Evil()}, rt.run_dir / "phase2_step4.pt")
     with pytest.raises(UnsafeCheckpointError, match="phase2_step4.pt cannot be loaded safely"):
-        loop.resume(rt, "phase2", {"m": torch.nn.Linear(3, 2)})
+        resume(rt, "phase2", {"m": torch.nn.Linear(3, 2)})
     assert (rt.run_dir / "phase2_step4.pt").is_file() and not (rt.run_dir / "config_phase2.yaml").exists()
 
 
@@ -74,24 +81,24 @@ def test_other_inputs_are_refused_naming_both_and_nothing_is_written(tmp_path):
     assert load_checkpoint(tmp_path / "r" / "phase2_step2.pt")["inputs"] == P1  # the checkpoint remembers
     other = {"phase1": {"path": "/runs/b/phase1_cosmos_final.pt", "sha256": "b" * 64, "step": 10}}
     rt = runtime(tmp_path, other)
-    with pytest.raises(loop.InputMismatchError, match=r"started from phase1 checkpoint /runs/a/phase1_cosmos_final.pt "
+    with pytest.raises(InputMismatchError, match=r"started from phase1 checkpoint /runs/a/phase1_cosmos_final.pt "
                                                       r"\(weights aaaaaaaaaaaa\), but this command gives "
                                                       r"/runs/b/phase1_cosmos_final.pt \(weights bbbbbbbbbbbb\)"):
-        loop.resume(rt, "phase2", {"m": torch.nn.Linear(3, 2)})
+        resume(rt, "phase2", {"m": torch.nn.Linear(3, 2)})
     assert sorted(p.name for p in rt.run_dir.iterdir()) == ["phase2_step2.pt"]
     # the same weights at another path (a copied file) are the same input
     moved = {"phase1": dict(P1["phase1"], path="/elsewhere/copy.pt")}
-    assert loop.resume(runtime(tmp_path, moved), "phase2", {"m": torch.nn.Linear(3, 2)})[0] == 2
+    assert resume(runtime(tmp_path, moved), "phase2", {"m": torch.nn.Linear(3, 2)})[0] == 2
 
 
 def test_inputs_of_an_older_checkpoint_come_from_the_run_folder(tmp_path):
     rt = runtime(tmp_path, P1)
     rt.accept()  # writes inputs_phase2.json
     m = torch.nn.Linear(3, 2)
-    atomic_save(loop.payload(rt.cfg, 2, {"m": m}), rt.run_dir / "phase2_step2.pt")  # no "inputs" in it
+    atomic_save(payload(rt.cfg, 2, {"m": m}), rt.run_dir / "phase2_step2.pt")  # no "inputs" in it
     other = {"phase1": dict(P1["phase1"], sha256="c" * 64)}
-    with pytest.raises(loop.InputMismatchError, match=f"resuming the run folder {rt.run_dir}"):
-        loop.resume(runtime(tmp_path, other), "phase2", {"m": m})
+    with pytest.raises(InputMismatchError, match=f"resuming the run folder {rt.run_dir}"):
+        resume(runtime(tmp_path, other), "phase2", {"m": m})
 
 
 def test_fresh_sets_the_phase_aside_and_starts_over(tmp_path):
@@ -100,7 +107,7 @@ def test_fresh_sets_the_phase_aside_and_starts_over(tmp_path):
     (rt.run_dir / "phase2_final.pt").write_bytes(b"x")
     (rt.run_dir / "phase2_eval.json").write_text("{}")
     (rt.run_dir / "phase1_step2.pt").write_bytes(b"x")  # another phase's: left alone
-    assert loop.resume(rt, "phase2", {"m": torch.nn.Linear(3, 2)}) == (0, None)
+    assert resume(rt, "phase2", {"m": torch.nn.Linear(3, 2)}) == (0, None)
     (aside,) = (rt.run_dir / "superseded").iterdir()
     assert aside.name.startswith("phase2-")
     assert sorted(p.name for p in aside.iterdir()) == ["phase2_eval.json", "phase2_final.pt", "phase2_step2.pt",

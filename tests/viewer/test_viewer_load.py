@@ -8,8 +8,7 @@ import shutil
 import pytest
 import torch
 
-from dreamer.training.checkpoint import atomic_save
-from dreamer.training.loop import CheckpointMismatchError
+from dreamer.training.checkpoint import CheckpointMismatchError, atomic_save
 from dreamer.viewer.load import CheckpointKindError, load_world
 
 

@@ -104,13 +104,22 @@ def test_mp4_and_tensorboard_animation(tmp_path):
 
 def _runtime(run, tmp_path, writer=None):
     return types.SimpleNamespace(is_main=True, cfg=run["cfg"], run_dir=tmp_path, writer=writer,
-                                 device=torch.device("cpu"))
+                                 device=torch.device("cpu"), phase="phase2")
 
 
 def test_phase_hook_writes_video_and_warns_on_failure(crafter_run, world, tmp_path, caplog):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
     payload = load_checkpoint(crafter_run["phase2"])
-    path = phase_video(_runtime(crafter_run, tmp_path), payload, world.tokenizer, world.cache)
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    path = phase_video(_runtime(crafter_run, tmp_path, writer), payload, world.tokenizer, world.cache)
+    writer.close()
     assert path == tmp_path / "phase2_dream.mp4" and path.stat().st_size > 0
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    (tag,) = acc.Tags()["images"]
+    assert tag.startswith("eval/phase2/dream/")  # the TensorBoard scheme: eval/<phase>/…
     broken = {**payload, "models": {"dynamics": {}}}
     with caplog.at_level(logging.WARNING):
         assert phase_video(_runtime(crafter_run, tmp_path), broken, world.tokenizer, world.cache) is None

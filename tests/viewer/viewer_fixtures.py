@@ -18,8 +18,7 @@ from dreamer.data.synthetic import make_episode
 from dreamer.dynamics import DynamicsModel
 from dreamer.minecraft.actions import MINERL_V04
 from dreamer.tokenizer import CosmosTokenizerWrapper
-from dreamer.training import loop
-from dreamer.training.checkpoint import atomic_save
+from dreamer.training.checkpoint import atomic_save, data_info, payload
 
 SETS = {
     "tokenizer": {"preset": "tiny", "resolution": 64, "pool": 2, "window_latents": 2},
@@ -86,10 +85,10 @@ def make_run(tmp: Path, S: int | None = None, minecraft: bool = False) -> dict:
     dynamics = DynamicsModel(cfg.dynamics, tokenizer.num_tokens, tokenizer.channels, cards, s)
     agent = Agent(cfg.agent, tokenizer.num_tokens, tokenizer.channels, cards, s)
     run = cfg.run_dir
-    info = loop.data_info(cache)
-    atomic_save(loop.payload(cfg, 1, {"dynamics": dynamics}, data_info=info, extra={"phase": 1, "eval": PHASE1_EVAL}),
+    info = data_info(cache)
+    atomic_save(payload(cfg, 1, {"dynamics": dynamics}, data_info=info, extra={"phase": 1, "eval": PHASE1_EVAL}),
                 run / "phase1_cosmos_final.pt")
-    atomic_save(loop.payload(cfg, 1, {"dynamics": dynamics, "agent": agent}, data_info=info, extra={"phase": 2}),
+    atomic_save(payload(cfg, 1, {"dynamics": dynamics, "agent": agent}, data_info=info, extra={"phase": 2}),
                 run / "phase2_final.pt")
     return {"tmp": tmp, "cfg": cfg, "S": s, "phase1": run / "phase1_cosmos_final.pt",
             "phase2": run / "phase2_final.pt", "tokenizer_dir": tok_dir, "cache": cache}
