@@ -28,15 +28,29 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from gymnasium import spaces
 
 from dreamer.data.episode import Episode, load_episode, save_episode
 from dreamer.envs.config import CollectConfig, EnvConfig
 from dreamer.envs.crafter_env import CRAFTER_FPS, crafter_names, state_arrays
 from dreamer.envs.evaluation import summarise
 from dreamer.envs.gym_env import action_space_of, action_to_components, make_env
-from dreamer.envs.policies import make_policy
+from dreamer.envs.policies import RandomPolicy
+from dreamer.envs.scripted_crafter import ScriptedCrafterPolicy
+from dreamer.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+def make_policy(env_cfg: EnvConfig, collect_cfg: CollectConfig, action_space: spaces.Space):
+    """The behaviour policy named by ``collect_cfg.policy`` ("scripted" is Crafter only)."""
+    if collect_cfg.policy == "random":
+        return RandomPolicy(action_space, seed=collect_cfg.seed)
+    if collect_cfg.policy == "scripted":
+        if not env_cfg.is_crafter:
+            raise ConfigError(f"collect.policy='scripted' exists for Crafter only, not env_id={env_cfg.env_id!r}")
+        return ScriptedCrafterPolicy(epsilon=collect_cfg.epsilon, seed=collect_cfg.seed)
+    raise ConfigError(f"collect.policy={collect_cfg.policy!r} is not a known policy")
 
 
 def episode_path(out_dir: str | Path, index: int) -> Path:

@@ -8,9 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 from gymnasium import spaces
 
-from dreamer.envs.config import CollectConfig, EnvConfig
-from dreamer.errors import ConfigError
-
 POLICY_STREAM = 0x5EED  # policies seed (seed, POLICY_STREAM): a stream apart from the env's own seed
 
 
@@ -66,16 +63,3 @@ class FrequencyPolicy:
 
     def __call__(self, obs, info=None):
         return to_env_action(np.array([self.rng.choice(len(p), p=p) for p in self.probs]), self.space)
-
-
-def make_policy(env_cfg: EnvConfig, collect_cfg: CollectConfig, action_space: spaces.Space):
-    """The behaviour policy named by ``collect_cfg.policy`` ("scripted" is Crafter only)."""
-    if collect_cfg.policy == "random":
-        return RandomPolicy(action_space, seed=collect_cfg.seed)
-    if collect_cfg.policy == "scripted":
-        if not env_cfg.is_crafter:
-            raise ConfigError(f"collect.policy='scripted' exists for Crafter only, not env_id={env_cfg.env_id!r}")
-        from dreamer.envs.scripted_crafter import ScriptedCrafterPolicy
-
-        return ScriptedCrafterPolicy(epsilon=collect_cfg.epsilon, seed=collect_cfg.seed)
-    raise ConfigError(f"collect.policy={collect_cfg.policy!r} is not a known policy")
