@@ -66,7 +66,7 @@ def heldout_reconstruction(tokenizer: CosmosTokenizerWrapper, cache: LatentCache
     sampler = FrameClipSampler(frames, 1 + tokenizer.S * tokenizer.cfg.window_latents, tokenizer.S, clips, seed)
     batches = [sampler.collate([p], tokenizer.device) for p in sampler.draw(10**6)]
     model = PooledAutoencoder(tokenizer.vae, tokenizer.cfg.resolution, tokenizer.cfg.pool)
-    metrics, _ = evaluate_reconstruction(model, batches, tokenizer.cfg.bf16)
+    metrics, _ = evaluate_reconstruction(model, batches, tokenizer.cfg.bf16, "tokenizer.bf16")
     ref4 = torch.stack([psnr_uint8(pooled_pixels(b["frames"], 4), b["frames"], b["valid"]) for b in batches]).mean()
     return {"psnr_db": round(metrics["psnr"], 2), "colour_4x4_reference_db": round(float(ref4), 2),
             "token_grid_colour_reference_db": round(metrics["psnr_pooled_pixels"], 2),

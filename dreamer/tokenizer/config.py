@@ -23,7 +23,8 @@ class TokenizerConfig:
     # 0 = the preset's own (8; 4 for cv4x8x8). Loaded weights bring their own S; a different value is refused.
     temporal_compression: int = 0
     window_latents: int = 4  # m: episodes are encoded in windows of 1 + S*m frames (stride S*m)
-    # bf16 autocast while encoding/decoding, on CUDA or the CPU (2-3x faster encodes on CPUs with AVX512-BF16;
+    # bf16 autocast while encoding/decoding, on CUDA or the CPU (2-3x faster encodes on CPUs with AVX512-BF16, float32 on
+    # CPUs without bf16 kernels: dreamer/precision.py;
     # part of the tokenizer's identity: a cache encoded one way is refused by a run configured the other way)
     bf16: bool = False
     batch_windows: int = 8  # windows of one episode encoded per forward pass (cache, whole-episode encodes)

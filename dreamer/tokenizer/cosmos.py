@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamer.errors import PathKindError
+from dreamer.precision import autocast
 from dreamer.tokenizer.config import TokenizerConfig
 
 log = logging.getLogger(__name__)
@@ -298,8 +299,8 @@ class CosmosTokenizerWrapper(torch.nn.Module):
         return self._identity
 
     def _autocast(self):
-        dev = self.device.type
-        return torch.autocast(dev, dtype=torch.bfloat16, enabled=self.cfg.bf16 and dev in ("cuda", "cpu"))
+        dev = self.device
+        return autocast(self.cfg.bf16 and dev.type in ("cuda", "cpu"), dev, "tokenizer.bf16")
 
     @torch.no_grad()
     def encode_clip(self, frames_bthwc: torch.Tensor) -> torch.Tensor:

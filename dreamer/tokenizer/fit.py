@@ -24,6 +24,7 @@ from torch import nn
 
 from dreamer.atomic import atomic_dir
 from dreamer.data.loader import UniformClipDraw
+from dreamer.precision import autocast
 from dreamer.tokenizer.cosmos import (
     build_vae,
     latent_steps,
@@ -149,10 +150,12 @@ def pooled_pixels(frames_bthwc: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_reconstruction(model: PooledAutoencoder, clips: list[dict], bf16: bool = False) -> tuple[dict, tuple]:
+def evaluate_reconstruction(model: PooledAutoencoder, clips: list[dict], bf16: bool = False,
+                            key: str = "phase0.bf16") -> tuple[dict, tuple]:
     """Held-out PSNR through the pooled bottleneck at the frames' own resolution (pure inference).
 
-    clips: batches from :meth:`FrameClipSampler.batch`. Metrics: ``psnr`` (dB, mean over clips, padded
+    clips: batches from :meth:`FrameClipSampler.batch`; ``bf16`` (the config key ``key``): bf16 autocast where it
+    pays (:mod:`dreamer.precision`). Metrics: ``psnr`` (dB, mean over clips, padded
     frames excluded), ``psnr_pooled_pixels`` (the training-free reference: every frame averaged to the
     token grid's colours), ``mse`` (in [-1, 1] at the model resolution). Also returns (originals,
     reconstructions) of the first batch, uint8 (B, T, H, W, 3), for pictures.
@@ -162,7 +165,7 @@ def evaluate_reconstruction(model: PooledAutoencoder, clips: list[dict], bf16: b
     psnrs, refs, mses, first = [], [], [], None
     for batch in clips:
         frames, valid = batch["frames"], batch["valid"]
-        with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(bf16, frames.device, key):
             recon, target, z_btnc = model(frames)
         _, m = reconstruction_loss(recon, target)
         mses.append(m["mse"])

@@ -24,7 +24,9 @@ class PhaseConfig:
     eval_every: int = 250  # held-out figures / real-env evaluation
     ckpt_every: int = 250  # periodic checkpoint <phase>_step<N>.pt (atomic)
     keep_checkpoints: int = 2  # periodic checkpoints kept (the oldest are pruned)
-    bf16: bool = False  # bf16 autocast, fp32 master weights (CUDA, or CPUs with AVX512-BF16; CPU attention stays fp32)
+    # bf16 autocast, fp32 master weights (CUDA, or CPUs with bf16 kernels: elsewhere float32, dreamer/precision.py;
+    # CPU attention stays fp32)
+    bf16: bool = False
     # torch.compile the trained model (phase 3: the trunk and the KV-cached dynamics step), on CUDA or the CPU (a C++
     # compiler on PATH); compiling takes 20-60 s on 2 CPU cores, so it pays on runs of a few hundred steps
     compile: bool = False

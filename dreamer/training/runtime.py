@@ -22,7 +22,6 @@ import re
 import shutil
 import sys
 import tempfile
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from torch import nn
 
 from dreamer.atomic import HOST_TAG, atomic_write_bytes, remove_stale_temps
 from dreamer.errors import RUN_FOLDER, ConfigError, UserError, require_dir
+from dreamer.precision import autocast
 from dreamer.presets import save_config
 from dreamer.training.gradmode import ensure_grad_enabled
 from dreamer.training.lock import RunLock
@@ -72,9 +72,8 @@ class Runtime:
         return self.world > 1
 
     def autocast(self, enabled: bool):
-        if not enabled:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        """The phase's ``bf16`` autocast, where it pays on this device (:mod:`dreamer.precision`)."""
+        return autocast(enabled, self.device, f"{self.phase or 'phase'}.bf16")
 
     def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
         if self.writer is not None:

@@ -73,6 +73,8 @@ __all__ = [
 ]
 
 DEVICE_NAME = os.environ.get("DREAMER_CUDA_TESTS_DEVICE", "cuda")
+if DEVICE_NAME == "cpu":  # the rehearsal exercises the bf16 paths even on a CPU without native bf16 (dreamer/precision.py)
+    os.environ.setdefault("DREAMER_CPU_BF16", "1")
 
 
 def _skip_reason() -> str | None:
