@@ -111,3 +111,31 @@ def test_action_head_shapes_the_latents_and_stays_in_phase_0(tmp_path, episodes)
     tok = CosmosTokenizerWrapper(cfg=load([TEST_CONFIG], args[3::2]).tokenizer)
     assert tok.identity()["weights_sha256"] == m["weights_sha256"]
     assert json.loads((out / "phase0.json").read_text())["eval"]["action_accuracy"] == m["action_accuracy"]
+
+
+def test_state_head_trains_with_the_tokenizer_and_stays_in_phase_0(tmp_path, episodes):
+    """phase0.state_weight > 0: a head predicts each latent's Crafter state (view cells, inventory, facing) from the
+    pooled latent; it is checkpointed for resume, reports held-out accuracies, and is not part of the tokenizer.
+    Episodes without the state extras are refused, naming the file and the key."""
+    with pytest.raises(KeyError, match=r"ep_000\.npz.*local_view.*phase0\.state_weight=0"):
+        phase0.main(_args(tmp_path / "bare", episodes, 2, "phase0.state_weight=0.1"))
+    root = tmp_path / "state_eps"
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        T = 16 + 4 * i
+        extras = {"local_view": rng.integers(0, 19, (T + 1, 9, 7)).astype(np.int16),
+                  "inventory": rng.integers(0, 12, (T + 1, 16)).astype(np.int32),
+                  "facing": np.array([[0, 1]] * (T + 1), np.int8)}
+        ep = Episode(_frames(T + 1, i), np.zeros((T, 1), np.int64), np.zeros(T, np.float32), True, False,
+                     ActionSpace(("action",), (17,)), extras, {"env_id": "test"})
+        save_episode(root / f"ep_{i:03d}.npz", ep)
+    out = tmp_path / "ckpt" / "p0" / "tokenizer"
+    m = phase0.main(_args(tmp_path, root, 4, "phase0.state_weight=0.1"))
+    for k in ("state_view_accuracy", "state_inventory_accuracy", "state_facing_accuracy"):
+        assert 0.0 <= m[k] <= 1.0
+    assert m["state_facing_accuracy"] == 1.0 or m["state_facing_accuracy"] < 1.0  # a number, not NaN
+    ckpt = torch.load(tmp_path / "ckpt" / "p0" / "phase0_step4.pt", weights_only=True)
+    assert set(ckpt["models"]) == {"vae", "state_head"}
+    assert CosmosTokenizerWrapper(cfg=load([TEST_CONFIG], _args(tmp_path, root, 4)[3::2]).tokenizer).identity()[
+        "weights_sha256"] == m["weights_sha256"]
+    assert "state_view_accuracy" in json.loads((out / "phase0.json").read_text())["eval"]

@@ -40,6 +40,7 @@ from dreamer.tokenizer.fit import (
     save_tokenizer,
     side_by_side,
 )
+from dreamer.tokenizer.state_head import StateHead, heldout_state_accuracy, state_loss, state_targets
 from dreamer.training.checkpoint import latest_checkpoint
 from dreamer.training.optim import check_heldout, make_optimizer, make_scheduler
 from dreamer.training.runtime import unwrap, wrap_model
@@ -64,16 +65,18 @@ def init_source(cfg, out: Path) -> str | None:
 
 
 class FitObjective(nn.Module):
-    """The pooled autoencoder and, when phase0.action_weight > 0, the auxiliary action head on its latents:
-    one module, so DDP averages the head's gradients too. forward(frames) → (recon, target, z, the head's PolicyDist | None)."""
+    """The pooled autoencoder and its auxiliary heads on the latents (the action head when phase0.action_weight > 0,
+    the state head when phase0.state_weight > 0): one module, so DDP averages the heads' gradients too.
+    forward(frames) → (recon, target, z, the action head's PolicyDist | None, the state head's logits | None)."""
 
-    def __init__(self, model: PooledAutoencoder, head: ActionHead | None):
+    def __init__(self, model: PooledAutoencoder, head: ActionHead | None, state_head: StateHead | None = None):
         super().__init__()
-        self.model, self.head = model, head
+        self.model, self.head, self.state_head = model, head, state_head
 
     def forward(self, frames):
         recon, target, z = self.model(frames)
-        return recon, target, z, (self.head(z) if self.head is not None else None)
+        return (recon, target, z, self.head(z) if self.head is not None else None,
+                self.state_head(z) if self.state_head is not None else None)
 
 
 @torch.no_grad()
@@ -81,7 +84,7 @@ def heldout_action_accuracy(objective: FitObjective, batches: list[dict]) -> flo
     """The action head's accuracy on the held-out clips' valid action entries."""
     hit, n = 0.0, 0.0
     for b in batches:
-        *_, dist = objective(b["frames"])  # the action head's PolicyDist
+        dist = objective(b["frames"])[3]  # the action head's PolicyDist
         w = b["action_mask"].float().sum() * len(dist.cards)
         hit += float(bc_accuracy(dist, b["actions"], b["action_mask"])) * float(w)
         n += float(w)
@@ -91,7 +94,7 @@ def heldout_action_accuracy(objective: FitObjective, batches: list[dict]) -> flo
 class Phase0(Phase):
     number = 0
     unit = "frames"
-    loss_keys = ("mse", "one_minus_ssim", "action", "total")  # every batch figure of the fit is a loss
+    loss_keys = ("mse", "one_minus_ssim", "action", "state", "total")  # every batch figure of the fit is a loss
 
     def early_result(self) -> dict | None:
         """A tokenizer with nothing to fit (crafter_state): collect the episodes, as phase 0 does, and stop."""
@@ -126,12 +129,16 @@ class Phase0(Phase):
             log.warning("no held-out episodes (data.val_fraction=%s, %d episodes): evaluating on training episodes",
                         cfg.data.val_fraction, len(frames))
             self.val_names = self.train_names
-        acts, head = None, None
+        acts, head, state_head = None, None, None
         if pc.action_weight > 0:  # the auxiliary behaviour head (phase0.action_weight)
             acts = aligned_actions(paths, S)
             cards = list(load_episode(paths[0]).action_space.cards)
             head = ActionHead(model.num_tokens, int(vae.config.latent_channels), cards, S).to(rt.device)
-        self.model, self.objective = model, FitObjective(model, head)
+        if pc.state_weight > 0:  # the auxiliary state head (phase0.state_weight): Crafter's state as a training signal
+            targets = state_targets(paths, S)
+            acts = {n: {**(acts or {}).get(n, {}), **targets[n]} for n in targets}
+            state_head = StateHead(model.num_tokens, int(vae.config.latent_channels)).to(rt.device)
+        self.model, self.objective = model, FitObjective(model, head, state_head)
         self.train = FrameClipSampler({n: frames[n] for n in self.train_names}, pc.clip_frames, S, pc.batch_size,
                                       cfg.seed, rt.rank, acts)
         val = FrameClipSampler({n: frames[n] for n in self.val_names}, pc.clip_frames, S, pc.eval_clips, cfg.seed + 1,
@@ -140,7 +147,8 @@ class Phase0(Phase):
         self.heldout = [val.collate(picks[i : i + pc.batch_size], rt.device) for i in range(0, len(picks), pc.batch_size)]
         self.opt = make_optimizer(self.objective.parameters(), pc)
         self.sched = make_scheduler(self.opt, pc)
-        self.models = {"vae": vae} if head is None else {"vae": vae, "action_head": head}
+        self.models = {"vae": vae, **({"action_head": head} if head else {}),
+                       **({"state_head": state_head} if state_head else {})}
 
     def resumed(self, start_step: int, ckpt) -> None:
         rt, pc, ckpt = self.rt, self.pc, ckpt or {}
@@ -170,12 +178,16 @@ class Phase0(Phase):
     def loss(self, batch: dict, step: int, log_now: bool):
         pc = self.pc
         with self.rt.autocast(pc.bf16):
-            recon, target, _, logits = self.net(batch["frames"])
+            recon, target, _, logits, state_logits = self.net(batch["frames"])
         loss, m = reconstruction_loss(recon, target, pc.perceptual_weight)
         if logits is not None:
             action_loss = bc_loss(logits, batch["actions"], batch["action_mask"])
             loss = loss + pc.action_weight * action_loss
             m.update(action=float(action_loss.detach()), total=float(loss.detach()))
+        if state_logits is not None:
+            s_loss, s_m = state_loss(state_logits, batch)
+            loss = loss + pc.state_weight * s_loss
+            m.update(s_m, total=float(loss.detach()))
         self.train_mse = m["mse"]
         return loss, m
 
@@ -190,6 +202,12 @@ class Phase0(Phase):
         if objective.head is not None:
             objective.eval()
             metrics["action_accuracy"] = heldout_action_accuracy(objective, self.heldout)
+            objective.train()
+        if objective.state_head is not None:
+            objective.eval()
+            with torch.no_grad():
+                metrics.update(heldout_state_accuracy(objective.state_head,
+                                                      [(objective.model(b["frames"])[2], b) for b in self.heldout]))
             objective.train()
         check_heldout("phase 0", metrics, self.heldout, f" (step {step})", ("psnr", "mse", "action_accuracy"))
         if images != "eval/phase0/":
@@ -206,6 +224,9 @@ class Phase0(Phase):
         self.curve.append((done, metrics["psnr"]))
         stop = plateaued(self.curve, pc.patience, pc.min_delta)
         acc = f", held-out action accuracy {metrics['action_accuracy']:.3f}" if "action_accuracy" in metrics else ""
+        if "state_view_accuracy" in metrics:
+            acc += (f", held-out state head: view cells {metrics['state_view_accuracy']:.3f}, inventory "
+                    f"{metrics['state_inventory_accuracy']:.3f}, facing {metrics['state_facing_accuracy']:.3f}")
         log.info("step %d: held-out PSNR %.2f dB (before fitting %.2f, pooled pixels %.2f), train mse %.4f%s%s", done,
                  metrics["psnr"], self.baseline["psnr"], metrics["psnr_pooled_pixels"], self.train_mse, acc,
                  f"; no gain of {pc.min_delta} dB in {pc.patience} evaluations: stopping" if stop else "")

@@ -198,7 +198,9 @@ class FrameClipSampler:
             raise ValueError("FrameClipSampler needs at least one episode")
         self.names = sorted(episodes)
         self.episodes = episodes
-        self.actions = actions  # name -> {"actions" (L, S, D), "action_mask" (L, S)} per latent step, as cached
+        # name -> arrays per latent step (L, ...), as cached: {"actions" (L, S, D), "action_mask" (L, S)} for the
+        # action head, {"view", "inventory", "facing", "state_mask"} for the state head (dreamer/tokenizer/state_head.py)
+        self.actions = actions
         self.clip_frames, self.S, self.batch_size, self.seed, self.rank = clip_frames, S, batch_size, seed, rank
         k = (clip_frames - 1) // S
         starts = np.array([max(1, latent_steps(len(episodes[n]), S) - k) for n in self.names], dtype=np.int64)
@@ -213,8 +215,9 @@ class FrameClipSampler:
 
     def collate(self, picks: list[tuple[str, int]], device: str | torch.device = "cpu") -> dict:
         """frames uint8 (B, clip_frames, H, W, 3), valid bool (B, clip_frames) (False = padding), provenance;
-        with actions, also the clip's latent steps' action chunks (B, 1+k, S, D) and their mask (B, 1+k, S)."""
-        clips, valid, acts, masks = [], [], [], []
+        with per-latent arrays, also each of them over the clip's latent steps (B, 1+k, ...), e.g. the action chunks
+        (B, 1+k, S, D) and their mask (B, 1+k, S); latents past the episode end are zeros (masks False)."""
+        clips, valid, per_latent = [], [], {}
         T_lat = (self.clip_frames - 1) // self.S + 1
         for name, s in picks:
             clip = self.episodes[name][s : s + self.clip_frames]
@@ -223,17 +226,14 @@ class FrameClipSampler:
                 clip = np.concatenate([clip, np.repeat(clip[-1:], self.clip_frames - n, axis=0)])
             clips.append(clip)
             valid.append(np.arange(self.clip_frames) < n)
-            if self.actions is not None:
-                a, m = self.actions[name]["actions"], self.actions[name]["action_mask"]
-                k0 = s // self.S
-                pad = max(0, k0 + T_lat - len(a))  # latents past the episode end: masked
-                acts.append(np.concatenate([a[k0 : k0 + T_lat], np.zeros((pad, *a.shape[1:]), a.dtype)]))
-                masks.append(np.concatenate([m[k0 : k0 + T_lat], np.zeros((pad, *m.shape[1:]), bool)]))
+            k0 = s // self.S
+            for key, a in (self.actions or {}).get(name, {}).items():
+                pad = max(0, k0 + T_lat - len(a))  # latents past the episode end
+                per_latent.setdefault(key, []).append(
+                    np.concatenate([a[k0 : k0 + T_lat], np.zeros((pad, *a.shape[1:]), a.dtype)]))
         out = {"frames": torch.from_numpy(np.stack(clips)).to(device),
                "valid": torch.from_numpy(np.stack(valid)).to(device), "provenance": list(picks)}
-        if self.actions is not None:
-            out["actions"] = torch.from_numpy(np.stack(acts)).to(device)
-            out["action_mask"] = torch.from_numpy(np.stack(masks)).to(device)
+        out.update({k: torch.from_numpy(np.stack(v)).to(device) for k, v in per_latent.items()})
         return out
 
 

@@ -65,6 +65,10 @@ class Phase0Config(PhaseConfig):
     # Weight of the auxiliary behaviour loss: an ActionHead predicts each latent step's action chunk from the
     # pooled latent, so the fitted latents carry what the agent must decide (0 = reconstruction only).
     action_weight: float = 0.0
+    # Weight of the auxiliary state loss (dreamer/tokenizer/state_head.py): a StateHead predicts the Crafter state
+    # of each latent's frame (the 9 x 7 view cells' ids, the inventory counts, the facing) from the pooled latent, so
+    # the fitted latents keep the sprites. Needs episodes with the state extras; 0 = off (MineRL, VPT).
+    state_weight: float = 0.0
     gradient_checkpointing: bool = False  # trade compute for activation memory (large presets on a GPU)
 
     def __post_init__(self):
@@ -74,9 +78,8 @@ class Phase0Config(PhaseConfig):
         if self.fsdp:
             raise ValueError("phase0.fsdp is not supported: the tokenizer (at most ~106M parameters, cv8x8x8) fits one "
                              "device; under torchrun phase 0 uses DDP. Use phase0.gradient_checkpointing to save memory")
-        if self.patience < 0 or self.min_delta < 0 or not self.action_weight >= 0:
-            raise ValueError(f"patience, min_delta and action_weight must be >= 0, got {self.patience}, "
-                             f"{self.min_delta}, {self.action_weight}")
+        for name in ("patience", "min_delta", "action_weight", "state_weight"):
+            _check(getattr(self, name) >= 0, "phase0", name, getattr(self, name), ">= 0")
         if not self.perceptual_weight >= 0 or self.eval_clips < 1:
             raise ValueError(f"perceptual_weight must be >= 0 and eval_clips >= 1, got {self.perceptual_weight}, "
                              f"{self.eval_clips}")

@@ -1,0 +1,65 @@
+"""Phase 0's auxiliary state head: the targets line up with the crafter_state layout, and the head learns."""
+
+import numpy as np
+import pytest
+import torch
+
+from dreamer.tokenizer.crafter_state import FACINGS, PLAYER_TOKEN
+from dreamer.tokenizer.state_head import StateHead, latent_state_targets, state_loss
+
+
+def _extras(T: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"local_view": rng.integers(0, 19, (T, 9, 7)).astype(np.int16),
+            "inventory": rng.integers(0, 15, (T, 16)).astype(np.int32),
+            "facing": np.array([FACINGS[i % 4] for i in range(T)], np.int8)}
+
+
+def test_targets_follow_the_state_tokens_layout_and_the_latent_frames():
+    ex = _extras(11)
+    t = latent_state_targets(ex, num_frames=11, S=4)  # latents end on frames 0, 4, 8, 10 (clipped)
+    assert t["view"].shape == (4, 63) and t["inventory"].shape == (4, 16) and t["state_mask"].all()
+    for k, f in enumerate((0, 4, 8, 10)):
+        assert t["view"][k, PLAYER_TOKEN] == ex["local_view"][f, 4, 3]  # token 9·row + col = local_view[col, row]
+        assert t["view"][k, 9 * 2 + 7] == ex["local_view"][f, 7, 2]
+        assert (t["inventory"][k] == np.clip(ex["inventory"][f], 0, 9)).all()
+        assert FACINGS[t["facing"][k]] == tuple(ex["facing"][f])
+    with pytest.raises(KeyError, match="ep.npz.*inventory"):
+        latent_state_targets({"local_view": ex["local_view"], "facing": ex["facing"]}, 11, 1, "ep.npz")
+
+
+def _walk_extras(T: int, seed: int) -> dict:
+    """A player walking over one fixed random 24 × 20 world: the view is the 9 × 7 window at its position."""
+    rng = np.random.default_rng(seed)
+    world = rng.integers(0, 19, (24, 20))
+    pos = np.stack([np.cumsum(rng.integers(-1, 2, T)) % 15, np.cumsum(rng.integers(-1, 2, T)) % 13], 1)
+    return {"local_view": np.stack([world[x : x + 9, y : y + 7] for x, y in pos]).astype(np.int16),
+            "inventory": np.repeat(pos[:, :1] % 10, 16, axis=1).astype(np.int32),
+            "facing": np.array([FACINGS[i % 4] for i in range(T)], np.int8)}
+
+
+def test_the_head_reads_a_state_that_the_latent_carries():
+    """Latents that hold the state (a token per view cell and per inventory item, its one-hot mixed by a fixed
+    random rotation): a few dozen steps of the head alone read it on held-out steps; from latents that are noise
+    (which it can memorise) it reads nothing held out. The loss can fail."""
+    torch.manual_seed(0)
+    T, n_fit = 1000, 850
+    t = {k: torch.from_numpy(v)[None] for k, v in latent_state_targets(_walk_extras(T, seed=1), T, 1).items()}
+    tokens = torch.cat([torch.nn.functional.one_hot(t["view"], 19),
+                        torch.nn.functional.pad(torch.nn.functional.one_hot(t["inventory"], 10), (0, 9))], 2).float()
+    carried = tokens @ torch.linalg.qr(torch.randn(19, 19))[0]  # (1, T, 79 tokens, 19 channels)
+    fit, held = ({k: v[:, sl] for k, v in t.items()} for sl in (slice(0, n_fit), slice(n_fit, None)))
+    accs = []
+    for z in (carried, torch.randn_like(carried)):
+        head = StateHead(79, 19)
+        opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+        for _ in range(60):
+            loss, train = state_loss(head(z[:, :n_fit]), fit)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            accs.append(state_loss(head(z[:, n_fit:]), held)[1])
+    assert train["state_view_accuracy"] > 0.8  # the noise is memorised...
+    assert accs[0]["state_view_accuracy"] > 0.95 and accs[0]["state_inventory_accuracy"] > 0.95
+    assert accs[1]["state_view_accuracy"] < 0.2 and accs[1]["state_inventory_accuracy"] < 0.3  # ...chance held out
