@@ -56,6 +56,12 @@ def episode_targets(extras: dict, S: int, L: int) -> dict[str, np.ndarray]:
     return {"inventory": inv, "near": near_flags(extras["local_view"][frames], extras["facing"][frames])}
 
 
+def pixel_features(frames_thwc: np.ndarray, grid: int) -> torch.Tensor:
+    """uint8 frames (T, H, W, 3) averaged to grid × grid colours in [0, 1]: (T, grid·grid·3)."""
+    f = torch.from_numpy(np.ascontiguousarray(frames_thwc)).permute(0, 3, 1, 2).float() / 255.0
+    return F.adaptive_avg_pool2d(f, grid).flatten(1)
+
+
 def dataset(cache, names: list[str], pixels: bool = False, pool: int = 1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Inputs (n, features) and targets over every latent step of ``names``.
 
@@ -76,8 +82,7 @@ def dataset(cache, names: list[str], pixels: bool = False, pool: int = 1) -> tup
         t = episode_targets(ep.extras, cache.chunk_len, L)
         if pixels:
             idx = np.minimum(np.arange(L) * cache.chunk_len, len(ep.frames) - 1)
-            f = torch.from_numpy(ep.frames[idx]).permute(0, 3, 1, 2).float() / 255.0
-            xs.append(F.adaptive_avg_pool2d(f, g).flatten(1))
+            xs.append(pixel_features(ep.frames[idx], g))
         else:
             z = torch.from_numpy(cache.standardise(np.asarray(e.latents)))  # (L, N, C)
             if pool > 1:
@@ -164,6 +169,73 @@ def run_probe(cache, pixels: bool = False, epochs: int = 30, seed: int = 0, pool
     out.update(input="pixels" if pixels else "latents", pool=pool, features=int(x_tr.shape[1]), train_samples=len(x_tr),
                S=cache.chunk_len, tokenizer=cache.tokenizer_identity["weights_sha256"][:12],
                tokenizer_kind=cache.tokenizer_identity.get("kind", "cosmos"))
+    return out
+
+
+def _summary(score_: dict) -> dict:
+    """The three figures of a probe's score that the tokenizer is judged by (docs/tokenizer.md)."""
+    near = score_["near"]
+    return {"inventory": score_["inventory_mean"]["accuracy"], "in_front_balanced": score_["near_mean"]["balanced_accuracy"],
+            "creatures_balanced": float(np.mean([near[m]["balanced_accuracy"] for m in ("cow", "zombie")]))}
+
+
+def tokenizer_probe(encode_window, frames: dict[str, np.ndarray], extras: dict[str, dict], train_names: list[str],
+                    val_names: list[str], S: int, m: int, stride: int = 4, epochs: int = 30, seed: int = 0,
+                    batch: int = 64) -> dict:
+    """Phase 0's figure: the held-out state probe on the fitted latents beside its two references, without a cache.
+
+    Every ``stride``-th latent step k >= m of every episode is encoded as the cache encodes it (the window of
+    :func:`dreamer.tokenizer.cosmos.latent_window`, its last latent; ``encode_window`` maps uint8 windows
+    (B, T, H, W, 3) of one length to latents (B, T_lat, N, C)); the same probe is fitted on the training episodes'
+    steps and scored on the held-out ones for three inputs: ``latents`` (the fitted tokenizer's), ``pixels`` (the
+    frame averaged to the token grid's colours, the training-free reference) and ``state`` (the privileged
+    crafter_state encoding of the same frame, the ceiling). Returns {input: score (:func:`score`) with its
+    ``summary``: inventory accuracy, in-front balanced accuracy, creatures (cow, zombie) balanced accuracy}."""
+    from dreamer.envs.crafter_env import crafter_names
+    from dreamer.tokenizer.cosmos import latent_steps, latent_window
+    from dreamer.tokenizer.crafter_state import EXTRAS, encode_state
+
+    have_state = all(k in next(iter(extras.values())) for k in EXTRAS)
+    sets = {}
+    for split, names in (("train", train_names), ("val", val_names)):
+        xs, ys = {"latents": [], "pixels": [], "state": []}, {"inventory": [], "near": []}
+        for name in names:
+            f, ex = frames[name], extras[name]
+            L = latent_steps(len(f), S)
+            ks = np.arange(m, L, stride)
+            t = episode_targets(ex, S, L)
+            for key, rows in ys.items():
+                rows.append(torch.from_numpy(t[key][ks]))
+            by_len: dict[int, list[int]] = {}
+            for i, k in enumerate(ks):
+                a, b = latent_window(int(k), S, m)
+                by_len.setdefault(b - a, []).append(i)
+            z = [None] * len(ks)
+            for idx in by_len.values():
+                for j in range(0, len(idx), batch):
+                    part = idx[j : j + batch]
+                    win = np.stack([f[slice(*latent_window(int(ks[i]), S, m))] for i in part])
+                    with torch.no_grad():  # only the encode: the probes below need gradients
+                        out = encode_window(torch.from_numpy(win))[:, -1].float().cpu()  # (B, N, C)
+                    for i, row in zip(part, out):
+                        z[i] = row
+            z = torch.stack(z)
+            xs["latents"].append(z.flatten(1))
+            fr = np.minimum(ks * S, len(f) - 1)
+            xs["pixels"].append(pixel_features(f[fr], math.isqrt(z.shape[1])))
+            if have_state:
+                xs["state"].append(torch.from_numpy(encode_state(*(np.asarray(ex[k])[fr] for k in EXTRAS))).flatten(1))
+        sets[split] = (xs, {k: torch.cat(v) for k, v in ys.items()})
+    out = {}
+    names = crafter_names()["inventory"]
+    (x_tr, y_tr), (x_va, y_va) = sets["train"], sets["val"]
+    for key in ("latents", "pixels", "state"):
+        if key == "state" and not have_state:
+            continue
+        tr, va = torch.cat(x_tr[key]).float(), torch.cat(x_va[key]).float()
+        probe = fit_probe(tr, y_tr, epochs=epochs, seed=seed)
+        out[key] = score(probe, va, y_va, y_tr, names)
+        out[key].update(summary=_summary(out[key]), train_samples=len(tr), stride=stride, features=int(tr.shape[1]))
     return out
 
 

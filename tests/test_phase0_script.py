@@ -125,7 +125,8 @@ def test_state_head_trains_with_the_tokenizer_and_stays_in_phase_0(tmp_path, epi
         T = 16 + 4 * i
         extras = {"local_view": rng.integers(0, 19, (T + 1, 9, 7)).astype(np.int16),
                   "inventory": rng.integers(0, 12, (T + 1, 16)).astype(np.int32),
-                  "facing": np.array([[0, 1]] * (T + 1), np.int8)}
+                  "facing": np.array([[0, 1]] * (T + 1), np.int8), "daylight": np.ones(T + 1, np.float32),
+                  "sleeping": np.zeros(T + 1, bool)}
         ep = Episode(_frames(T + 1, i), np.zeros((T, 1), np.int64), np.zeros(T, np.float32), True, False,
                      ActionSpace(("action",), (17,)), extras, {"env_id": "test"})
         save_episode(root / f"ep_{i:03d}.npz", ep)
@@ -138,4 +139,11 @@ def test_state_head_trains_with_the_tokenizer_and_stays_in_phase_0(tmp_path, epi
     assert set(ckpt["models"]) == {"vae", "state_head"}
     assert CosmosTokenizerWrapper(cfg=load([TEST_CONFIG], _args(tmp_path, root, 4)[3::2]).tokenizer).identity()[
         "weights_sha256"] == m["weights_sha256"]
-    assert "state_view_accuracy" in json.loads((out / "phase0.json").read_text())["eval"]
+    info = json.loads((out / "phase0.json").read_text())
+    assert "state_view_accuracy" in info["eval"]
+    # the state probe at the end: the fitted latents beside the token-grid colours and the state encoder
+    assert set(m["probe"]) == set(info["probe"]) == {"latents", "pixels", "state"}
+    for fig in m["probe"].values():
+        assert set(fig) == {"inventory", "in_front_balanced", "creatures_balanced"}
+        assert all(0.0 <= v <= 1.0 for v in fig.values())
+    assert info["probe"]["latents"]["train_samples"] > 0

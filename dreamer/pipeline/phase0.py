@@ -27,6 +27,7 @@ from dreamer.pipeline.data import episode_paths
 from dreamer.pipeline.runner import Phase
 from dreamer.presets import to_dict
 from dreamer.tokenizer import CosmosTokenizerWrapper
+from dreamer.tokenizer.cosmos import preprocess
 from dreamer.tokenizer.fit import (
     ActionHead,
     FrameClipSampler,
@@ -120,10 +121,10 @@ class Phase0(Phase):
                                                            cfg.tokenizer.temporal_compression)
         if pc.gradient_checkpointing:
             vae.enable_gradient_checkpointing()
-        model = PooledAutoencoder(vae, cfg.tokenizer.resolution, cfg.tokenizer.pool).to(rt.device)
+        model = PooledAutoencoder(vae, cfg.tokenizer.resolution, cfg.tokenizer.pool, cfg.tokenizer.crop).to(rt.device)
         S = model.S
-        paths = episode_paths(rt)
-        frames = load_frames(paths)
+        self.paths = paths = episode_paths(rt)
+        self.frames = frames = load_frames(paths)
         self.train_names, self.val_names = split_names(sorted(frames), cfg.data.val_fraction, cfg.data.split_seed)
         if not self.val_names:  # the cache's split, so phase 0 holds out what phases 1-3 hold out
             log.warning("no held-out episodes (data.val_fraction=%s, %d episodes): evaluating on training episodes",
@@ -137,7 +138,10 @@ class Phase0(Phase):
         if pc.state_weight > 0:  # the auxiliary state head (phase0.state_weight): Crafter's state as a training signal
             targets = state_targets(paths, S)
             acts = {n: {**(acts or {}).get(n, {}), **targets[n]} for n in targets}
-            state_head = StateHead(model.num_tokens, int(vae.config.latent_channels)).to(rt.device)
+            cell_tokens = bool(cfg.tokenizer.crop) and model.num_tokens == 81  # a 9 x 9 grid: one token per cell
+            state_head = StateHead(model.num_tokens, int(vae.config.latent_channels), cell_tokens).to(rt.device)
+            log.info("state head (phase0.state_weight=%g): view cells read %s", pc.state_weight,
+                     "from their own tokens (grid-aligned)" if cell_tokens else "from all tokens")
         self.model, self.objective = model, FitObjective(model, head, state_head)
         self.train = FrameClipSampler({n: frames[n] for n in self.train_names}, pc.clip_frames, S, pc.batch_size,
                                       cfg.seed, rt.rank, acts)
@@ -252,6 +256,9 @@ class Phase0(Phase):
                 "temporal_compression": self.model.S, "resolution": cfg.tokenizer.resolution, "pool": cfg.tokenizer.pool,
                 "eval": metrics, "before_fitting": self.baseline, "curve": self.curve,
                 "episodes": {"train": self.train_names, "val": self.val_names}, "phase0": to_dict(self.pc)}
+        probe = self.probe()
+        if probe:
+            info["probe"] = probe
         save_tokenizer(unwrap(self.vae), out, info)
         # The handoff: the wrapper loads the folder frozen and sees exactly these weights.
         ident = CosmosTokenizerWrapper(cfg=dataclasses.replace(cfg.tokenizer, pretrained=str(out))).identity()
@@ -259,4 +266,34 @@ class Phase0(Phase):
                  ident["weights_sha256"][:12], metrics["psnr"], self.baseline["psnr"])
         if not cfg.tokenizer.pretrained or Path(cfg.tokenizer.pretrained).resolve() != out.resolve():
             log.info("phases 1-3 use it with --set tokenizer.pretrained=%s (and a fresh data.cache_dir)", out)
-        return dict(metrics, before_fitting=self.baseline, weights_sha256=ident["weights_sha256"])
+        return dict(metrics, before_fitting=self.baseline, weights_sha256=ident["weights_sha256"],
+                    **({"probe": {k: v["summary"] for k, v in probe.items()}} if probe else {}))
+
+    def probe(self) -> dict | None:
+        """The held-out state probe on the fitted latents next to the frame's token-grid colours and the state
+        encoder (diagnostics.probe.tokenizer_probe), when the episodes record Crafter's state and phase0.probe_stride
+        > 0; logged as one line per figure and kept in phase0.json."""
+        from diagnostics.probe import tokenizer_probe
+
+        cfg, stride = self.cfg, self.pc.probe_stride
+        extras = {Path(p).stem: load_episode(p).extras for p in self.paths} if stride > 0 else {}
+        if not extras or any(k not in e for e in extras.values() for k in ("local_view", "inventory", "facing")):
+            if stride > 0:
+                log.info("no state probe: the episodes do not record Crafter's state (local_view, inventory, facing)")
+            return None
+        model, res, device = self.model, cfg.tokenizer.resolution, self.rt.device
+        model.eval()
+
+        def encode(windows_bthwc):
+            with self.rt.autocast(self.pc.bf16):
+                return model.encode(preprocess(windows_bthwc.to(device), res, cfg.tokenizer.crop))
+
+        out = tokenizer_probe(encode, self.frames, extras, self.train_names, self.val_names, model.S,
+                              cfg.tokenizer.window_latents, stride, seed=cfg.seed)
+        model.train()
+        names = {"latents": "the fitted latents", "pixels": "the frame's token-grid colours", "state": "the state encoder"}
+        for fig, what in (("inventory", "inventory accuracy"), ("in_front_balanced", "in front of the player, balanced"),
+                          ("creatures_balanced", "cow and zombie in front, balanced")):
+            log.info("state probe (held out, every %d-th latent), %s: %s", stride, what,
+                     ", ".join(f"{v['summary'][fig]:.3f} {names[k]}" for k, v in out.items()))
+        return out

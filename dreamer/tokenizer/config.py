@@ -17,6 +17,11 @@ class TokenizerConfig:
     preset: str = "tiny"  # "tiny" | "small" | "cv8x8x8" | "cv4x8x8" (see dreamer.tokenizer.cosmos.PRESETS)
     pretrained: str | None = None  # hub id or local directory (save_pretrained layout, optional vae/ subfolder)
     resolution: int = 256  # frames are bicubic-resized to resolution x resolution before encoding
+    # > 0: encode the frame's top-left crop x crop pixels, resized to resolution by NEAREST neighbour, so that a game
+    # drawn in cells meets the tokenizer's 8-pixel patches one to one: Crafter draws its 64 x 64 frame as 9 x 9 cells
+    # of 7 pixels (63 x 63, the last row and column black), so crop 63 at resolution 72 makes every 8 x 8 patch one
+    # cell (docs/tokenizer.md). Decoded frames are resized back and padded black. 0 = the whole frame, bicubic.
+    crop: int = 0
     pool: int = 8  # average-pool kernel on the latent grid: (resolution/8/pool)^2 tokens per step (every preset
     #                compresses space by 8; the wrapper measures the grid it really gets)
     # S of a tokenizer built from a preset (random weights, or fitted from scratch by phase 0): 1, 2, 4 or 8;
@@ -37,6 +42,8 @@ class TokenizerConfig:
                              "'crafter_state' encodes one latent per frame (S = 1); set it to 0 or 1")
         if self.resolution < 8 or self.resolution % 8:
             raise ValueError(f"tokenizer.resolution must be a positive multiple of 8, got {self.resolution}")
+        if not isinstance(self.crop, int) or self.crop < 0:
+            raise ValueError(f"tokenizer.crop must be an int >= 0 (0 = the whole frame), got {self.crop!r}")
         if not isinstance(self.pool, int) or self.pool < 1:
             raise ValueError(f"tokenizer.pool must be an int >= 1, got {self.pool!r}")  # divides the grid: checked on build
         if self.temporal_compression not in (0, 1, 2, 4, 8):

@@ -101,16 +101,42 @@ def pad_frames(frames_bthwc: torch.Tensor, stop: int) -> torch.Tensor:
     return torch.cat([frames_bthwc, tail], dim=1)
 
 
-def preprocess(frames_bthwc: torch.Tensor, resolution: int) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) → float in [-1, 1], (B, 3, T, R, R), bicubic resize, clamped."""
+def preprocess(frames_bthwc: torch.Tensor, resolution: int, crop: int = 0) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) → float in [-1, 1], (B, 3, T, R, R), bicubic resize, clamped.
+
+    ``crop`` > 0 (``tokenizer.crop``): the top-left crop × crop pixels, resized by nearest neighbour instead (a
+    game's cells land on whole patches)."""
     if frames_bthwc.dtype != torch.uint8 or frames_bthwc.ndim != 5 or frames_bthwc.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (B, T, H, W, 3), got {tuple(frames_bthwc.shape)} {frames_bthwc.dtype}")
     B, T, H, W, _ = frames_bthwc.shape
+    if crop and crop > min(H, W):
+        raise ValueError(f"tokenizer.crop={crop} is larger than the {H}x{W} frames")
     x = frames_bthwc.permute(0, 1, 4, 2, 3).reshape(B * T, 3, H, W).float() / 127.5 - 1.0
-    if (H, W) != (resolution, resolution):
+    if crop:
+        x = x[..., :crop, :crop]
+        if crop != resolution:
+            x = F.interpolate(x, size=(resolution, resolution), mode="nearest-exact")
+    elif (H, W) != (resolution, resolution):
         x = F.interpolate(x, size=(resolution, resolution), mode="bicubic", align_corners=False)
     x = x.clamp(-1.0, 1.0)
     return x.reshape(B, T, 3, resolution, resolution).permute(0, 2, 1, 3, 4)
+
+
+def postprocess(x_bcthw: torch.Tensor, size: int | None = None, crop: int = 0) -> torch.Tensor:
+    """Decoded frames (B, 3, T, R, R) in [-1, 1] → uint8 (B, T, size, size, 3) (size None: R), the inverse of
+    :func:`preprocess`: a bicubic resize, or with ``crop`` > 0 a nearest-neighbour resize to crop × crop padded
+    black (-1) to size on the right and bottom (size None: crop)."""
+    B, C, T, R, _ = x_bcthw.shape
+    x = x_bcthw.float().permute(0, 2, 1, 3, 4).reshape(B * T, C, R, R)
+    size = size or crop or R
+    if crop:
+        if crop != R:
+            x = F.interpolate(x, size=(crop, crop), mode="nearest-exact")
+        x = F.pad(x, (0, max(0, size - crop), 0, max(0, size - crop)), value=-1.0)[..., :size, :size]
+    elif size != R:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.reshape(B, T, C, size, size).permute(0, 1, 3, 4, 2)
 
 
 def pool_latents(raw_bcthw: torch.Tensor, pool: int) -> torch.Tensor:
@@ -291,6 +317,7 @@ class CosmosTokenizerWrapper(torch.nn.Module):
                 "vae_config": json.loads(json.dumps(config, default=list)),
                 "weights_sha256": weights_hash(self.vae),
                 "resolution": self.cfg.resolution,
+                **({"crop": self.cfg.crop} if self.cfg.crop else {}),  # absent when 0: older caches stay valid
                 "pool": self.cfg.pool,
                 "window_latents": self.cfg.window_latents,
                 "temporal_compression": self.S,
@@ -305,7 +332,7 @@ class CosmosTokenizerWrapper(torch.nn.Module):
     @torch.no_grad()
     def encode_clip(self, frames_bthwc: torch.Tensor) -> torch.Tensor:
         """Encode one clip of 1 + S·k frames (no windowing) → pooled latents (B, 1+k, N, C) float32."""
-        x = preprocess(frames_bthwc.to(self.device), self.cfg.resolution)
+        x = preprocess(frames_bthwc.to(self.device), self.cfg.resolution, self.cfg.crop)
         with self._autocast():
             raw = self.vae.encode(x).latent_dist.mode()
         return pool_latents(raw.float(), self.cfg.pool)
@@ -362,10 +389,5 @@ class CosmosTokenizerWrapper(torch.nn.Module):
             z = z * torch.as_tensor(std, device=z.device, dtype=z.dtype) + torch.as_tensor(mean, device=z.device, dtype=z.dtype)
         with self._autocast():
             x = self.vae.decode(unpool_latents(z, self.cfg.pool)).sample.float()
-        B, _, T, R, _ = x.shape
-        x = x.permute(0, 2, 1, 3, 4).reshape(B * T, 3, R, R)
-        if size and size != R:
-            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
-        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return x.reshape(B, T, 3, x.shape[-2], x.shape[-1]).permute(0, 1, 3, 4, 2)
+        return postprocess(x, size, self.cfg.crop)
 

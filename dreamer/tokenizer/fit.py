@@ -29,6 +29,7 @@ from dreamer.tokenizer.cosmos import (
     build_vae,
     latent_steps,
     pool_latents,
+    postprocess,
     preprocess,
     preset_config,
     probe_layout,
@@ -70,9 +71,9 @@ class PooledAutoencoder(nn.Module):
     target (B, 3, T, R, R) in [-1, 1], pooled latents (B, 1+k, N, C)).
     """
 
-    def __init__(self, vae: nn.Module, resolution: int, pool: int):
+    def __init__(self, vae: nn.Module, resolution: int, pool: int, crop: int = 0):
         super().__init__()
-        self.vae, self.resolution, self.pool = vae, resolution, pool
+        self.vae, self.resolution, self.pool, self.crop = vae, resolution, pool, crop  # crop: tokenizer.crop
         self.S, grid = probe_layout(vae, resolution)  # as the frozen wrapper measures them
         if grid % pool:
             raise ValueError(f"tokenizer.pool={pool} must divide the latent grid {grid} (resolution {resolution})")
@@ -90,7 +91,7 @@ class PooledAutoencoder(nn.Module):
         T = frames_bthwc.shape[1]
         if (T - 1) % self.S:
             raise ValueError(f"a training clip needs 1 + S·k frames (S={self.S}), got {T}")
-        target = preprocess(frames_bthwc, self.resolution)
+        target = preprocess(frames_bthwc, self.resolution, self.crop)
         z = self.encode(target)
         return self.decode(z), target, z
 
@@ -131,16 +132,6 @@ def psnr_uint8(a: torch.Tensor, b: torch.Tensor, valid_bt: torch.Tensor | None =
     return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
 
 
-def to_uint8_frames(x_bcthw: torch.Tensor, size: int) -> torch.Tensor:
-    """Decoded frames (B, 3, T, R, R) in [-1, 1] → uint8 (B, T, size, size, 3), as the wrapper's decode."""
-    B, C, T, R, _ = x_bcthw.shape
-    x = x_bcthw.float().permute(0, 2, 1, 3, 4).reshape(B * T, C, R, R)
-    if size != R:
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.reshape(B, T, C, size, size).permute(0, 1, 3, 4, 2)
-
-
 def pooled_pixels(frames_bthwc: torch.Tensor, grid: int) -> torch.Tensor:
     """Training-free reference: each frame averaged to grid×grid colours and upsampled back (uint8)."""
     B, T, H, W, _ = frames_bthwc.shape
@@ -169,7 +160,7 @@ def evaluate_reconstruction(model: PooledAutoencoder, clips: list[dict], bf16: b
             recon, target, z_btnc = model(frames)
         _, m = reconstruction_loss(recon, target)
         mses.append(m["mse"])
-        out = to_uint8_frames(recon, frames.shape[2])
+        out = postprocess(recon, frames.shape[2], model.crop)  # as the wrapper's decode
         psnrs.append(psnr_uint8(out, frames, valid))
         refs.append(psnr_uint8(pooled_pixels(frames, math.isqrt(z_btnc.shape[2])), frames, valid))
         if first is None:

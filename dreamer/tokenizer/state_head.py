@@ -61,21 +61,38 @@ def state_targets(paths: list[Path], S: int) -> dict[str, dict[str, np.ndarray]]
 
 
 class StateHead(nn.Module):
-    """The state of latent step k from the pooled latent z_k: a LINEAR read-out of the flattened, layer-normalised
-    N·C numbers. Linear on purpose: a hidden layer of width h can carry at most h of the 63 × 18 independent
-    directions the view's cells need (a 256-wide one read 0.41 of the cells of a latent that held them all), and
-    what a linear map reads, every later reader (the dynamics, the agent, the probe) can read too.
+    """The state of latent step k from the pooled latent z_k, read LINEARLY: what a linear map reads, every later
+    reader (the dynamics, the agent, the probe) can read too. A hidden layer of width h would carry at most h of the
+    63 × 18 independent directions the view's cells need (a 256-wide one read 0.41 of the cells of a latent that
+    held them all).
+
+    ``cell_tokens`` False: everything from the flattened, layer-normalised N·C numbers (any token grid).
+    ``cell_tokens`` True (a grid-aligned tokenizer, ``tokenizer.crop``: a 9-wide token grid whose first 63 tokens are
+    the 9 × 7 view cells, row-major as the crafter_state tokens): each view cell's id from its own token alone, one
+    linear map shared by all cells plus a bias per cell, so each token must hold its cell (63 labels per latent for
+    16 × 19 weights, where the flattened read-out has 1,024 × 1,197); inventory and facing as above.
     forward → logits view (B, T, 63, 19), inventory (B, T, 16, 10), facing (B, T, 4)."""
 
-    def __init__(self, num_tokens: int, channels: int):
+    def __init__(self, num_tokens: int, channels: int, cell_tokens: bool = False):
         super().__init__()
-        self.sizes = (VIEW_TOKENS * len(SEMANTIC_NAMES), len(INVENTORY_NAMES) * COUNTS, len(FACINGS))
+        if cell_tokens and num_tokens < VIEW_TOKENS:
+            raise ValueError(f"a state head on cell tokens needs >= {VIEW_TOKENS} tokens, got {num_tokens}")
+        self.cell_tokens = cell_tokens
+        ids = len(SEMANTIC_NAMES)
+        self.sizes = (0 if cell_tokens else VIEW_TOKENS * ids, len(INVENTORY_NAMES) * COUNTS, len(FACINGS))
         self.norm = nn.LayerNorm(num_tokens * channels)
         self.out = nn.Linear(num_tokens * channels, sum(self.sizes))
+        if cell_tokens:
+            self.cell_norm = nn.LayerNorm(channels)
+            self.cell = nn.Linear(channels, ids)
+            self.cell_bias = nn.Parameter(torch.zeros(VIEW_TOKENS, ids))
 
     def forward(self, z_btnc: torch.Tensor) -> dict[str, torch.Tensor]:
         B, T = z_btnc.shape[:2]
-        view, inv, facing = self.out(self.norm(z_btnc.flatten(2).float())).split(self.sizes, dim=-1)
+        z = z_btnc.float()
+        view, inv, facing = self.out(self.norm(z.flatten(2))).split(self.sizes, dim=-1)
+        if self.cell_tokens:
+            view = self.cell(self.cell_norm(z[:, :, :VIEW_TOKENS])) + self.cell_bias
         return {"view": view.reshape(B, T, VIEW_TOKENS, len(SEMANTIC_NAMES)),
                 "inventory": inv.reshape(B, T, len(INVENTORY_NAMES), COUNTS), "facing": facing}
 

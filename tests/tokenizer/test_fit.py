@@ -167,3 +167,42 @@ def test_plateau_rule():
     flat = rising + [(300, 15.05), (350, 14.9)]
     assert plateaued(flat, 2, 0.1) and not plateaued(flat, 3, 0.1) and not plateaued(flat, 0, 0.1)
     assert not plateaued(flat[:2], 2, 0.1)  # too few evaluations to judge
+
+
+def test_the_grid_aligned_crop_puts_one_cell_on_one_patch_and_decodes_back():
+    """tokenizer.crop 63 at resolution 72: every 7-pixel Crafter cell becomes exactly one 8 x 8 patch, and the
+    inverse (postprocess) gives the 64 x 64 frame back exactly (black last row and column)."""
+    from dreamer.tokenizer.cosmos import postprocess, preprocess
+
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, 256, (2, 9, 9, 3), dtype=np.uint8)
+    frame = np.zeros((2, 64, 64, 3), np.uint8)
+    frame[:, :63, :63] = cells.repeat(7, axis=1).repeat(7, axis=2)  # 9 x 9 cells of 7 pixels, as Crafter draws
+    x = preprocess(torch.from_numpy(frame)[:, None], 72, crop=63)  # (2, 3, 1, 72, 72)
+    patches = x[:, :, 0].unfold(2, 8, 8).unfold(3, 8, 8)  # (2, 3, 9, 9, 8, 8)
+    assert (patches.amax((-1, -2)) == patches.amin((-1, -2))).all()  # one colour per patch: one cell per patch
+    assert torch.allclose(patches[..., 0, 0].permute(0, 2, 3, 1), torch.from_numpy(cells).float() / 127.5 - 1)
+    back = postprocess(x, 64, crop=63)[:, 0]
+    assert back.shape == (2, 64, 64, 3) and (back.numpy() == frame).all()
+    with pytest.raises(ValueError, match="tokenizer.crop=65"):
+        preprocess(torch.from_numpy(frame)[:, None], 72, crop=65)
+
+
+def test_the_wrapper_encodes_a_cropped_frame_as_phase_0_fits_it(tmp_path):
+    """tokenizer.crop travels with the weights' use: the frozen wrapper's latents equal the fitting path's, its
+    identity names the crop (so a cache of uncropped latents is refused), and it decodes to the frame's size."""
+    from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
+
+    model = make_model(S=1)
+    model.vae.save_pretrained(tmp_path / "tok")
+    cropped = PooledAutoencoder(model.vae, resolution=72, pool=1, crop=63).eval()
+    frames = torch.from_numpy(moving_squares(2)[None])  # (1, 2, 64, 64, 3)
+    with torch.no_grad():
+        _, _, z_fit = cropped(frames)
+    tok = CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=str(tmp_path / "tok"), resolution=72, pool=1, crop=63,
+                                                     window_latents=1))
+    plain = CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=str(tmp_path / "tok"), resolution=64, pool=1,
+                                                       window_latents=1))
+    assert tok.num_tokens == 81 and torch.allclose(tok.encode_clip(frames), z_fit, atol=1e-5)
+    assert tok.identity()["crop"] == 63 and "crop" not in plain.identity()
+    assert tok.decode(z_fit, size=64).shape == (1, 2, 64, 64, 3)

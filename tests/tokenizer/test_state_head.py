@@ -63,3 +63,19 @@ def test_the_head_reads_a_state_that_the_latent_carries():
     assert train["state_view_accuracy"] > 0.8  # the noise is memorised...
     assert accs[0]["state_view_accuracy"] > 0.95 and accs[0]["state_inventory_accuracy"] > 0.95
     assert accs[1]["state_view_accuracy"] < 0.2 and accs[1]["state_inventory_accuracy"] < 0.3  # ...chance held out
+
+
+def test_on_cell_tokens_each_view_cell_is_read_from_its_own_token():
+    """cell_tokens: a view cell's logits depend on its own token only (a grid-aligned tokenizer must hold the
+    cell there); the inventory still reads every token."""
+    head = StateHead(81, 16, cell_tokens=True)
+    z = torch.randn(1, 1, 81, 16, requires_grad=True)
+    out = head(z)
+    out["view"][0, 0, 40].sum().backward()
+    touched = z.grad[0, 0].abs().sum(-1) > 0
+    assert touched[40] and touched.sum() == 1
+    z.grad = None
+    head(z)["inventory"][0, 0, 3].sum().backward()
+    assert (z.grad[0, 0].abs().sum(-1) > 0).sum() > 1
+    with pytest.raises(ValueError, match="63 tokens"):
+        StateHead(16, 16, cell_tokens=True)
