@@ -253,7 +253,8 @@ class Phase0(Phase):
     def finish(self, final: dict, metrics: dict) -> dict:
         cfg, out, last = self.cfg, self.out, final["step"]
         info = {"step": last, "source": self.desc, "preset": cfg.tokenizer.preset,
-                "temporal_compression": self.model.S, "resolution": cfg.tokenizer.resolution, "pool": cfg.tokenizer.pool,
+                "temporal_compression": self.model.S, "resolution": cfg.tokenizer.resolution,
+                "crop": cfg.tokenizer.crop, "pool": cfg.tokenizer.pool,  # the geometry the wrapper checks on load
                 "eval": metrics, "before_fitting": self.baseline, "curve": self.curve,
                 "episodes": {"train": self.train_names, "val": self.val_names}, "phase0": to_dict(self.pc)}
         probe = self.probe()

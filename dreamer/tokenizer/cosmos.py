@@ -269,6 +269,20 @@ def weights_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def check_fitted_geometry(cfg: TokenizerConfig) -> None:
+    """A tokenizer fitted by phase 0 sees frames as it was fitted: its folder's phase0.json records the resolution
+    and the crop, and a config that asks for others is refused, naming both (the latents would be off silently)."""
+    info_path = Path(cfg.pretrained or "") / "phase0.json"
+    if not cfg.pretrained or not info_path.is_file():
+        return
+    info = json.loads(info_path.read_text())
+    for key in ("resolution", "crop"):
+        fitted, asked = info.get(key, 0 if key == "crop" else None), getattr(cfg, key)
+        if fitted is not None and fitted != asked:
+            raise ValueError(f"tokenizer.{key}={asked} but {info_path} was fitted with {key} {fitted}: set "
+                             f"tokenizer.{key}={fitted} (phase 0's config) or fit again")
+
+
 class CosmosTokenizerWrapper(torch.nn.Module):
     """Frozen Cosmos tokenizer producing pooled latents (B, T_lat, N, C).
 
@@ -282,6 +296,7 @@ class CosmosTokenizerWrapper(torch.nn.Module):
         super().__init__()
         self.cfg = cfg or TokenizerConfig(preset=preset, pretrained=pretrained, **kw)
         self.vae, self.source = build_vae(self.cfg.preset, self.cfg.pretrained, self.cfg.temporal_compression)
+        check_fitted_geometry(self.cfg)
         self.vae.requires_grad_(False)
         self.vae.eval()
         # S (temporal compression = action-chunk length) and the grid as the blocks really apply them.

@@ -36,3 +36,24 @@ def test_probe_on_real_episodes(tmp_path, tiny_tokenizer):
         for v in [*out["inventory"].values(), *out["near"].values()]:
             assert 0.0 <= v["accuracy"] <= 1.0 and 0.0 <= v["majority"] <= 1.0
     assert run_probe(cache, epochs=1, pool=2)["features"] == 4 * 16  # 2x2 tokens averaged: 4 tokens
+
+
+def test_tokenizer_probe_without_a_cache_on_real_episodes(tmp_path, tiny_tokenizer):
+    """tokenizer_probe (phase 0's end, `--stride`): every k-th latent encoded as the cache encodes it, probed beside
+    the token-grid colours and the state encoder, all on the same held-out latents."""
+    from diagnostics.probe import tokenizer_probe
+    from dreamer.data.episode import load_episode
+
+    env = EnvConfig(env_id="crafter", size=64, max_steps=80, crafter_area=(32, 32))
+    paths = collect_episodes(env, CollectConfig(num_episodes=4, policy="scripted", seed=5), tmp_path / "eps",
+                             progress=False)
+    eps = {p.stem: load_episode(p) for p in paths}
+    names = sorted(eps)
+    S, m = tiny_tokenizer.S, tiny_tokenizer.cfg.window_latents
+    out = tokenizer_probe(tiny_tokenizer.encode_clip, {n: e.frames for n, e in eps.items()},
+                          {n: e.extras for n, e in eps.items()}, names[:3], names[3:], S, m, stride=1, epochs=3)
+    assert set(out) == {"latents", "pixels", "state"}
+    assert out["latents"]["features"] == tiny_tokenizer.num_tokens * tiny_tokenizer.channels
+    assert out["pixels"]["features"] == tiny_tokenizer.num_tokens * 3 and out["state"]["features"] == 72 * 24
+    for v in out.values():
+        assert v["samples"] == out["latents"]["samples"] > 0 and 0.0 <= v["summary"]["inventory"] <= 1.0

@@ -206,3 +206,8 @@ def test_the_wrapper_encodes_a_cropped_frame_as_phase_0_fits_it(tmp_path):
     assert tok.num_tokens == 81 and torch.allclose(tok.encode_clip(frames), z_fit, atol=1e-5)
     assert tok.identity()["crop"] == 63 and "crop" not in plain.identity()
     assert tok.decode(z_fit, size=64).shape == (1, 2, 64, 64, 3)
+    # phase 0's folder records its geometry: loading it to see frames otherwise is refused, naming both
+    (tmp_path / "tok" / "phase0.json").write_text('{"resolution": 72, "crop": 63}')
+    with pytest.raises(ValueError, match=r"tokenizer.crop=0 but .*phase0.json was fitted with crop 63"):
+        CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=str(tmp_path / "tok"), resolution=72, pool=1))
+    assert CosmosTokenizerWrapper(cfg=tok.cfg).num_tokens == 81
