@@ -134,7 +134,6 @@ def test_state_head_trains_with_the_tokenizer_and_stays_in_phase_0(tmp_path, epi
     m = phase0.main(_args(tmp_path, root, 4, "phase0.state_weight=0.1"))
     for k in ("state_view_accuracy", "state_inventory_accuracy", "state_facing_accuracy"):
         assert 0.0 <= m[k] <= 1.0
-    assert m["state_facing_accuracy"] == 1.0 or m["state_facing_accuracy"] < 1.0  # a number, not NaN
     ckpt = torch.load(tmp_path / "ckpt" / "p0" / "phase0_step4.pt", weights_only=True)
     assert set(ckpt["models"]) == {"vae", "state_head"}
     assert CosmosTokenizerWrapper(cfg=load([TEST_CONFIG], _args(tmp_path, root, 4)[3::2]).tokenizer).identity()[

@@ -28,6 +28,7 @@ from dreamer.pipeline.runner import Phase
 from dreamer.presets import to_dict
 from dreamer.tokenizer import CosmosTokenizerWrapper
 from dreamer.tokenizer.cosmos import preprocess
+from dreamer.tokenizer.crafter_state import VIEW
 from dreamer.tokenizer.fit import (
     ActionHead,
     FrameClipSampler,
@@ -138,7 +139,7 @@ class Phase0(Phase):
         if pc.state_weight > 0:  # the auxiliary state head (phase0.state_weight): Crafter's state as a training signal
             targets = state_targets(paths, S)
             acts = {n: {**(acts or {}).get(n, {}), **targets[n]} for n in targets}
-            cell_tokens = bool(cfg.tokenizer.crop) and model.num_tokens == 81  # a 9 x 9 grid: one token per cell
+            cell_tokens = bool(cfg.tokenizer.crop) and model.num_tokens == VIEW[0] ** 2  # 9 x 9: a token per cell
             state_head = StateHead(model.num_tokens, int(vae.config.latent_channels), cell_tokens).to(rt.device)
             log.info("state head (phase0.state_weight=%g): view cells read %s", pc.state_weight,
                      "from their own tokens (grid-aligned)" if cell_tokens else "from all tokens")

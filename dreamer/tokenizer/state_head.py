@@ -27,7 +27,6 @@ from dreamer.tokenizer.crafter_state import FACINGS, INVENTORY_NAMES, SEMANTIC_N
 
 COUNTS = 10  # an inventory count is a class 0-9
 STATE_EXTRAS = ("local_view", "inventory", "facing")
-TARGET_KEYS = ("view", "inventory", "facing", "state_mask")
 
 
 def latent_state_targets(extras: dict, num_frames: int, S: int, source: str = "episode") -> dict[str, np.ndarray]:
