@@ -54,6 +54,8 @@ def check_tokenizer(tok, batch: dict, cache=None, frame_size: int = 64) -> list[
                        "encode() leaves the global grad mode alone",
                        "encode() changed the global grad mode: use `with torch.no_grad():` (a local context), "
                        "never torch.set_grad_enabled(False)"))
+    if not getattr(tok, "reads_info", False) and int(tok.S) == 1:
+        out.append(check_time_alignment(tok, g, frame_size))
     lat = batch.get("latents")
     if torch.is_tensor(lat) and lat.dim() == 4:
         nc = tuple(lat.shape[2:])
@@ -67,6 +69,23 @@ def check_tokenizer(tok, batch: dict, cache=None, frame_size: int = 64) -> list[
                            f"the latent cache {getattr(cache, 'root', '')} was built by another tokenizer (weights, "
                            "pooling, resolution or S differ): rebuild it or point data.cache_dir elsewhere"))
     return out
+
+
+def check_time_alignment(tok, g: torch.Generator, frame_size: int = 64) -> Check:
+    """Change frame S (the last of latent 1's chunk) in 2S+1 random frames: latent 1 must change most. A latent that
+    answers mostly to an EARLIER chunk's frames runs behind the actions (at S = 1, a causal window of 2 frames:
+    docs/tokenizer.md, "One frame per latent"). Run for S = 1 only, where every frame alone makes it exact: at
+    S > 1 which latent a random-weight VAE's Haar patches and strided causal convolutions move most is no verdict."""
+    S = int(tok.S)
+    frames = torch.randint(0, 256, (1, 2 * S + 1, frame_size, frame_size, 3), generator=g, dtype=torch.uint8)
+    changed = frames.clone()
+    changed[:, S] = 255 - changed[:, S]
+    delta = (tok.encode(changed) - tok.encode(frames)).abs().mean((0, 2, 3))  # per latent step
+    ok = int(delta.argmax()) == 1
+    return verdict(ok, "tokenizer/time_alignment", " ".join(f"{float(d):.3g}" for d in delta),
+                   "latent 1 changes most when frame S changes",
+                   f"changing frame {S} moves latent {int(delta.argmax())} most: the latents lag the frames (and the "
+                   "actions). At S = 1 set tokenizer.window_latents=0 (every frame encoded alone)", bad=WARN)
 
 
 def check_batch(batch: dict, S: int | None = None, cards: list[int] | None = None) -> list[Check]:

@@ -63,9 +63,10 @@ def heldout_reconstruction(tokenizer: CosmosTokenizerWrapper, cache: LatentCache
 
     names = cache.val_names or cache.train_names
     frames = {n: load_episode(cache.manifest["sources"][n]["path"]).frames for n in names}
-    sampler = FrameClipSampler(frames, 1 + tokenizer.S * tokenizer.cfg.window_latents, tokenizer.S, clips, seed)
+    sampler = FrameClipSampler(frames, 1 + tokenizer.S * max(1, tokenizer.cfg.window_latents), tokenizer.S, clips, seed)
     batches = [sampler.collate([p], tokenizer.device) for p in sampler.draw(10**6)]
-    model = PooledAutoencoder(tokenizer.vae, tokenizer.cfg.resolution, tokenizer.cfg.pool, tokenizer.cfg.crop)
+    model = PooledAutoencoder(tokenizer.vae, tokenizer.cfg.resolution, tokenizer.cfg.pool, tokenizer.cfg.crop,
+                              framewise=tokenizer.cfg.window_latents == 0).eval()  # the frozen VAE stays in eval
     metrics, _ = evaluate_reconstruction(model, batches, tokenizer.cfg.bf16, "tokenizer.bf16")
     ref4 = torch.stack([psnr_uint8(pooled_pixels(b["frames"], 4), b["frames"], b["valid"]) for b in batches]).mean()
     return {"psnr_db": round(metrics["psnr"], 2), "colour_4x4_reference_db": round(float(ref4), 2),

@@ -24,6 +24,7 @@ def test_summary_reports_heldout_psnr_and_references(tmp_path, episode_factory, 
     build_cache(paths, tiny_tokenizer, tmp_path / "cache", val_fraction=0.5)
     cache = LatentCache(tmp_path / "cache")
     out = heldout_reconstruction(tiny_tokenizer, cache, clips=3)
+    assert not tiny_tokenizer.vae.training  # the frozen tokenizer is left in eval mode
     assert out["episodes"] == "held-out" and out["clips"] == 3
     assert out["token_grid_colour_reference_db"] > 60  # exact up to rounding
     assert out["colour_4x4_reference_db"] == pytest.approx(out["token_grid_colour_reference_db"])  # 16 tokens: 4×4

@@ -40,6 +40,10 @@ class DynamicsConfig:
     # "zero": every map starts at 0 (the routed term is learned from nothing); "identity": a full chunk's maps sum to
     # the identity at init, so every step starts out receiving the previous step's tokens in place (copy-last).
     routing_init: str = "zero"
+    # What the maps move: "shared" = the previous step's token embeddings (the Linear C -> d that also embeds the
+    # current step's noisy input), so the routed content and the current step's noise land in the same C-dim
+    # subspace, summed, and cannot be told apart; "own" = a second Linear C -> d of the previous step, kept apart.
+    routing_input: str = "shared"
     max_time: int = 64  # max latent steps in one sequence (RoPE table size, KV-cache capacity)
     # --- shortcut forcing ----------------------------------------------------------------------
     k_max: int = 64  # Δ_min = 1/k_max; power of two
@@ -92,6 +96,8 @@ class DynamicsConfig:
             raise bad("routing_scale", "must be > 0")
         if self.routing_init not in ("zero", "identity"):
             raise bad("routing_init", "must be 'zero' or 'identity'")
+        if self.routing_input not in ("shared", "own"):
+            raise bad("routing_input", "must be 'shared' or 'own'")
         for f in ("qk_norm", "rms_normalise", "rms_per_term", "action_routing"):
             if not isinstance(getattr(self, f), bool):
                 raise bad(f, "must be a bool")

@@ -79,6 +79,8 @@ class DynamicsModel(nn.Module):
         # action routing: one N x N token map per action value, stored / routing_scale, zero at init
         self.routing = (nn.Parameter(torch.zeros(sum(self.action_cards), num_tokens, num_tokens))
                         if cfg.action_routing else None)
+        # what the maps move: the shared input embedding, or the previous step's own embedding (routing_input)
+        self.route_in = nn.Linear(latent_dim, d) if self.routing is not None and cfg.routing_input == "own" else None
         if self.routing is not None and cfg.routing_init == "identity":  # a full chunk's S*D maps sum to I
             with torch.no_grad():
                 self.routing += torch.eye(num_tokens) / (chunk_len * len(self.action_cards) * cfg.routing_scale)
@@ -168,7 +170,11 @@ class DynamicsModel(nn.Module):
         b, t, n, _ = z_btnc.shape
         act = self.embed_actions(act_in_btsd, mask_in_bts)  # (B,T,d); validates the actions first
         emb = self.latent_in(z_btnc)  # (B,T,N,d)
-        lat = emb if self.routing is None else emb + self._routed(emb, act_in_btsd, mask_in_bts, kv_cache, update_cache)
+        if self.routing is None:
+            lat = emb
+        else:
+            src = emb if self.route_in is None else self.route_in(z_btnc)
+            lat = emb + self._routed(src, act_in_btsd, mask_in_bts, kv_cache, update_cache)
         act = act.to(lat.dtype)
         reg = self.registers.to(lat.dtype).expand(b, t, -1, -1)  # (B,T,R,d)
         sc = self.shortcut_proj(torch.cat([self.tau_emb(tau_idx_bt.long()),
@@ -182,7 +188,8 @@ class DynamicsModel(nn.Module):
 
     def _routed(self, emb_btnd: torch.Tensor, act_in_btsd: torch.Tensor, mask_in_bts: torch.Tensor,
                 kv_cache: KVCache | None, update_cache: bool) -> torch.Tensor:
-        """R(a_into_t) @ emb_{t-1} (B,T,N,d); the step before the first comes from the KV cache (zeros if none)."""
+        """R(a_into_t) @ emb_{t-1} (B,T,N,d) for the routed embeddings ``emb_btnd`` of each step; the step before the
+        first comes from the KV cache (zeros if none)."""
         b, _, n, d = emb_btnd.shape
         first = kv_cache.last_embedding if kv_cache is not None else None
         if first is None:

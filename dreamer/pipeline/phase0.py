@@ -122,7 +122,8 @@ class Phase0(Phase):
                                                            cfg.tokenizer.temporal_compression)
         if pc.gradient_checkpointing:
             vae.enable_gradient_checkpointing()
-        model = PooledAutoencoder(vae, cfg.tokenizer.resolution, cfg.tokenizer.pool, cfg.tokenizer.crop).to(rt.device)
+        model = PooledAutoencoder(vae, cfg.tokenizer.resolution, cfg.tokenizer.pool, cfg.tokenizer.crop,
+                                  framewise=cfg.tokenizer.window_latents == 0).to(rt.device)
         S = model.S
         self.paths = paths = episode_paths(rt)
         self.frames = frames = load_frames(paths)

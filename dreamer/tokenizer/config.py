@@ -27,7 +27,10 @@ class TokenizerConfig:
     # S of a tokenizer built from a preset (random weights, or fitted from scratch by phase 0): 1, 2, 4 or 8;
     # 0 = the preset's own (8; 4 for cv4x8x8). Loaded weights bring their own S; a different value is refused.
     temporal_compression: int = 0
-    window_latents: int = 4  # m: episodes are encoded in windows of 1 + S*m frames (stride S*m)
+    # m: episodes are encoded in windows of 1 + S*m frames (stride S*m). 0 (S = 1 only): every frame is encoded
+    # alone, so latent k is frame k's and nothing else (docs/tokenizer.md, "One frame per latent"); a causal
+    # window of 2 frames at S = 1 gives latents that carry mostly the window's FIRST frame, a step behind.
+    window_latents: int = 4
     # bf16 autocast while encoding/decoding, on CUDA or the CPU (2-3x faster encodes on CPUs with AVX512-BF16, float32 on
     # CPUs without bf16 kernels: dreamer/precision.py;
     # part of the tokenizer's identity: a cache encoded one way is refused by a run configured the other way)
@@ -51,5 +54,9 @@ class TokenizerConfig:
                              f"got {self.temporal_compression!r}")
         if self.batch_windows < 1:
             raise ValueError(f"tokenizer.batch_windows must be >= 1, got {self.batch_windows}")
-        if self.window_latents < 1:
-            raise ValueError(f"tokenizer.window_latents must be >= 1, got {self.window_latents}")
+        if not isinstance(self.window_latents, int) or self.window_latents < 0:
+            raise ValueError(f"tokenizer.window_latents must be an int >= 0 (0: every frame alone, S = 1), "
+                             f"got {self.window_latents!r}")
+        if self.window_latents == 0 and self.temporal_compression not in (0, 1):
+            raise ValueError(f"tokenizer.window_latents=0 encodes every frame alone, which needs S = 1: "
+                             f"tokenizer.temporal_compression={self.temporal_compression}")

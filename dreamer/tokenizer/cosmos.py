@@ -68,11 +68,22 @@ def latent_window(k: int, S: int, m: int) -> tuple[int, int]:
     Window j covers latents mj … m(j+1) and starts at frame S·m·j. Latent k >= 1 lies in window
     j = (k-1) // m; by causality, encoding the window's prefix up to frame S·k gives latent k as its
     last latent, identical to encoding the whole window. Latent 0 is frame 0 alone.
+
+    m = 0 (S = 1 only): every latent k is frame k alone.
     """
+    if m == 0:
+        _framewise(S)
+        return k, k + 1
     if k == 0:
         return 0, 1
     j = (k - 1) // m
     return S * m * j, S * k + 1
+
+
+def _framewise(S: int) -> None:
+    if S != 1:
+        raise ValueError(f"tokenizer.window_latents=0 encodes every frame alone, which needs S = 1 (this tokenizer "
+                         f"has S = {S}): set tokenizer.window_latents >= 1")
 
 
 def window_plan(num_frames: int, S: int, m: int) -> list[tuple[int, int, int]]:
@@ -82,6 +93,9 @@ def window_plan(num_frames: int, S: int, m: int) -> list[tuple[int, int, int]]:
     ``num_frames``: the tail is padded by repeating the last frame (:func:`pad_frames`).
     """
     L = latent_steps(num_frames, S)
+    if m == 0:
+        _framewise(S)
+        return [(k, k + 1, 0) for k in range(L)]
     if L == 1:
         return [(0, 1, 0)]
     plan = []
@@ -304,6 +318,8 @@ class CosmosTokenizerWrapper(torch.nn.Module):
         if self.cfg.temporal_compression and self.cfg.temporal_compression != self.S:
             raise ValueError(f"tokenizer.temporal_compression={self.cfg.temporal_compression} but the tokenizer "
                              f"{self.source or self.cfg.preset} compresses time by {self.S}")
+        if self.cfg.window_latents == 0:
+            _framewise(self.S)
         self.spatial = self.cfg.resolution // grid
         self.channels = int(self.vae.config.latent_channels)
         if grid % self.cfg.pool:
@@ -402,7 +418,12 @@ class CosmosTokenizerWrapper(torch.nn.Module):
         z = latents_btnc.to(self.device).float()
         if mean is not None:
             z = z * torch.as_tensor(std, device=z.device, dtype=z.dtype) + torch.as_tensor(mean, device=z.device, dtype=z.dtype)
+        B, T = z.shape[:2]
+        if self.cfg.window_latents == 0:  # every latent is one frame's alone: decode it alone, as it was encoded
+            z = z.reshape(B * T, 1, *z.shape[2:])
         with self._autocast():
             x = self.vae.decode(unpool_latents(z, self.cfg.pool)).sample.float()
+        if self.cfg.window_latents == 0:  # (B·T, 3, 1, R, R) -> (B, 3, T, R, R)
+            x = x.reshape(B, T, *x.shape[1:]).squeeze(3).transpose(1, 2)
         return postprocess(x, size, self.cfg.crop)
 

@@ -71,20 +71,36 @@ class PooledAutoencoder(nn.Module):
     target (B, 3, T, R, R) in [-1, 1], pooled latents (B, 1+k, N, C)).
     """
 
-    def __init__(self, vae: nn.Module, resolution: int, pool: int, crop: int = 0):
+    def __init__(self, vae: nn.Module, resolution: int, pool: int, crop: int = 0, framewise: bool = False):
         super().__init__()
         self.vae, self.resolution, self.pool, self.crop = vae, resolution, pool, crop  # crop: tokenizer.crop
         self.S, grid = probe_layout(vae, resolution)  # as the frozen wrapper measures them
+        # framewise (tokenizer.window_latents = 0, S = 1): every frame is encoded and decoded alone, as the cache does
+        self.framewise = framewise
+        if framewise and self.S != 1:
+            raise ValueError(f"tokenizer.window_latents=0 encodes every frame alone, which needs S = 1 (this "
+                             f"tokenizer has S = {self.S}): set tokenizer.window_latents >= 1")
         if grid % pool:
             raise ValueError(f"tokenizer.pool={pool} must divide the latent grid {grid} (resolution {resolution})")
         self.num_tokens = (grid // pool) ** 2
 
     def encode(self, x_bcthw: torch.Tensor) -> torch.Tensor:
         """Preprocessed clip (B, 3, T, R, R) → pooled latents (B, T_lat, N, C)."""
+        if self.framewise:  # (B·T, 3, 1, R, R): each frame its own clip
+            B, T = x_bcthw.shape[0], x_bcthw.shape[2]
+            z = self.encode_clip(x_bcthw.transpose(1, 2).reshape(B * T, x_bcthw.shape[1], 1, *x_bcthw.shape[3:]))
+            return z.reshape(B, T, *z.shape[2:])
+        return self.encode_clip(x_bcthw)
+
+    def encode_clip(self, x_bcthw: torch.Tensor) -> torch.Tensor:
         return pool_latents(self.vae.encode(x_bcthw).latent_dist.mode(), self.pool)
 
     def decode(self, z_btnc: torch.Tensor) -> torch.Tensor:
         """Pooled latents (B, T_lat, N, C) → frames (B, 3, 1 + S(T_lat-1), R, R), unclamped."""
+        if self.framewise:
+            B, T = z_btnc.shape[:2]
+            x = self.vae.decode(unpool_latents(z_btnc.reshape(B * T, 1, *z_btnc.shape[2:]), self.pool)).sample
+            return x.reshape(B, T, *x.shape[1:]).squeeze(3).transpose(1, 2)
         return self.vae.decode(unpool_latents(z_btnc, self.pool)).sample
 
     def forward(self, frames_bthwc: torch.Tensor):

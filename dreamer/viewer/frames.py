@@ -21,6 +21,8 @@ LABEL_H = 14  # pixels of the header (panel names) and of the caption line under
 def decode_frames(tokenizer, z_btnc: torch.Tensor, mean, std, size: int) -> np.ndarray:
     """Standardised latents (B, T, N, C) → uint8 frames (B, 1 + S(T-1), size, size, 3)."""
     T, m = z_btnc.shape[1], int(tokenizer.cfg.window_latents)
+    if m == 0:  # every latent one frame's alone (S = 1): the tokenizer decodes each alone
+        return tokenizer.decode(z_btnc.float(), mean=mean, std=std, size=size).cpu().numpy()
     parts = []
     for a in range(0, max(T - 1, 1), m):
         window = z_btnc[:, a : min(a + m, T - 1) + 1].float()

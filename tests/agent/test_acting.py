@@ -17,6 +17,7 @@ from dreamer.envs import runner
 from dreamer.envs.config import EnvConfig
 from dreamer.envs.policies import FrequencyPolicy
 from dreamer.envs.runner import frame_blind_policy, random_policy, run_episodes
+from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
 
 
 class FakeEnv(gym.Env):
@@ -128,8 +129,14 @@ def test_max_steps_truncates_and_multidiscrete_actions(tiny_tokenizer, fake_env)
     assert all(a.shape == (2,) and space.contains(a) for a in made["env"].actions)
 
 
-def test_acting_latents_equal_cached_latents(tiny_tokenizer, tmp_path):
-    """Record an episode with the actor, cache it: the actor's latents are the cached ones."""
+@pytest.mark.parametrize("framewise", [False, True])
+def test_acting_latents_equal_cached_latents(tiny_tokenizer, tmp_path, framewise):
+    """Record an episode with the actor, cache it: the actor's latents are the cached ones (S = 8 in windows of
+    2 latents, and S = 1 with every frame alone, the Crafter presets' window_latents 0)."""
+    if framewise:
+        torch.manual_seed(0)
+        tiny_tokenizer = CosmosTokenizerWrapper(cfg=TokenizerConfig(preset="tiny", resolution=64, pool=2,
+                                                                    temporal_compression=1, window_latents=0))
     S, m = tiny_tokenizer.S, tiny_tokenizer.cfg.window_latents
     end = (2 * m + 1) * S + 2  # spans three tokenizer windows, ends mid-chunk
     agent, env = _agent(S), FakeEnv(end)

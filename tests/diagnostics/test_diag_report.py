@@ -98,3 +98,17 @@ def test_periodic_compact_run_goes_to_tensorboard():
     assert step == 250 and values["train/phase1/diagnostics/count/fail"] == 0.0  # train/<phase>/diagnostics/
     assert "train/phase1/diagnostics/phase1/grad_norm" in values and "train/phase1/diagnostics/grad_audit/loss" in values
     assert not any(c.name.startswith("tokenizer/output") for c in report.checks)  # compact: no encode
+
+
+def test_time_alignment_warns_of_latents_that_lag_their_frames():
+    """S = 1: every frame alone passes; a causal window of 2 frames (latent k answering mostly to frame k-1) warns
+    and says which key fixes it."""
+    from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
+
+    for m, status in ((0, OK), (1, WARN)):
+        torch.manual_seed(0)
+        tok = CosmosTokenizerWrapper(cfg=TokenizerConfig(preset="tiny", resolution=64, pool=2, temporal_compression=1,
+                                                         window_latents=m))
+        check = {c.name: c for c in check_tokenizer(tok, make_batch())}["tokenizer/time_alignment"]
+        assert check.status == status, check
+    assert "tokenizer.window_latents=0" in check.hint

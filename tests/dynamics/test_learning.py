@@ -17,10 +17,12 @@ from dreamer.dynamics import DynamicsConfig, DynamicsModel, ShortcutForcingLoss,
 GRID, C = 4, 8
 
 
-def train(kind: str, steps: int, seed: int = 0, routing: bool = True) -> dict[str, float]:
+def train(kind: str, steps: int, seed: int = 0, routing: str | None = "own") -> dict[str, float]:
+    """``routing``: None (the paper's design), or what the action's maps move (dynamics.routing_input)."""
     torch.manual_seed(seed)
     cfg = DynamicsConfig(d_model=32, num_layers=4, num_heads=2, num_kv_heads=1, num_registers=1, max_time=8,
-                         k_max=16, bootstrap_fraction=0.0, action_routing=routing)
+                         k_max=16, bootstrap_fraction=0.0, action_routing=routing is not None,
+                         routing_input=routing or "shared")
     model = DynamicsModel(cfg, GRID * GRID, C, [5], 1)
     loss_fn = ShortcutForcingLoss(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -50,18 +52,20 @@ def test_learns_what_the_action_does():
         assert m[f"open_loop_mse_h{h}"] < 0.05 * m[f"copy_last_mse_h{h}"], line
 
 
-@pytest.mark.parametrize("routing", [True, False])
+@pytest.mark.parametrize("routing", ["own", "shared", None])
 def test_learns_an_action_that_moves_the_view(routing):
-    """The view scrolls by the action: copy-last is wrong after every move. With action routing (the presets'
-    choice) 300 steps put the one-step error below half of copy-last and every horizon below it. Without it (the
-    paper's design) the model learns no move at all in a CPU budget: 2,000 steps plateau at 0.88x copy-last with a
-    shuffle ratio of 1.22 (docs/design.md §4) -- this side asserts that the fault is still there, so a fix shows."""
+    """The view scrolls by the action: copy-last is wrong after every move. With action routing 300 steps put the
+    one-step error below half of copy-last and every horizon below it; routing the previous step's own embedding
+    (the presets' choice) goes further (h 1 0.26-0.27x against 0.36-0.42x, two seeds each; docs/design.md §4).
+    Without routing (the paper's design) the model learns no move at all in a CPU budget: 2,000 steps plateau at
+    0.88x copy-last with a shuffle ratio of 1.22 -- this side asserts that the fault is still there, so a fix shows."""
     m = train("scroll", 300, routing=routing)
     ok, line = verdict(m, shuffle_min=1.5)
-    if routing:
-        assert ok and m["open_loop_mse_h1"] < 0.5 * m["copy_last_mse_h1"], line
-    else:
+    if routing is None:
         assert not ok and m["open_loop_mse_h1"] > 0.8 * m["copy_last_mse_h1"], line
+    else:
+        bound = 0.35 if routing == "own" else 0.5
+        assert ok and m["open_loop_mse_h1"] < bound * m["copy_last_mse_h1"], line
 
 
 def test_scrolling_latents_answer_is_known():

@@ -63,9 +63,9 @@ def test_masked_substeps_and_no_action(model):
     assert torch.allclose(none[0, 0], model.action_base)
 
 
-@pytest.mark.parametrize("routing", [False, True])
+@pytest.mark.parametrize("routing", [False, "shared", "own"])
 def test_kv_cache_matches_full_forward(routing):
-    model = tiny_model(action_routing=routing)
+    model = tiny_model(action_routing=bool(routing), routing_input=routing or "shared")
     if routing:  # maps are zero at init: give them values so the cached previous-step embeddings matter
         torch.nn.init.normal_(model.routing, std=0.1)
     z, a, m = tiny_batch(t=6)
@@ -118,12 +118,28 @@ def test_identity_routing_init_routes_the_previous_step_in_place():
     assert zero.routing.abs().max() == 0
 
 
+def test_own_routing_input_moves_the_previous_steps_own_embedding():
+    """routing_input=own: the maps move a second embedding of step t-1 (route_in), so the routed content no longer
+    shares the input embedding's subspace with step t's own noisy input; gradients reach both embeddings."""
+    model = tiny_model(action_routing=True, routing_input="own", routing_init="identity")
+    z, acts, mask, *_ = tiny_batch()
+    act_in, mask_in = model.into_actions(acts, mask)
+    full = mask_in.all(-1)[:, 1:]
+    tau, step = _labels(*z.shape[:2])
+    model(z, tau, step, acts, mask).pow(2).mean().backward()
+    assert model.route_in.weight.grad.abs().sum() > 0 and model.latent_in.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        routed = model._routed(model.route_in(z), act_in, mask_in, None, False)
+        torch.testing.assert_close(routed[:, 1:][full], model.route_in(z)[:, :-1][full])
+    assert tiny_model(action_routing=True).route_in is None  # "shared", the default: older checkpoints load
+
+
 @pytest.mark.parametrize("kw,field", [
     ({"k_max": 48}, "k_max"), ({"k_max": 1}, "k_max"), ({"num_kv_heads": 3}, "num_kv_heads"),
     ({"num_heads": 3}, "d_model"), ({"time_every": 1}, "time_every"), ({"num_layers": 1}, "num_layers"),
     ({"sample_steps": 3}, "sample_steps"), ({"sample_steps": 16}, "sample_steps"),
     ({"context_noise": 1.0}, "context_noise"), ({"bootstrap_fraction": 1.5}, "bootstrap_fraction"),
-    ({"routing_init": "eye"}, "routing_init"),
+    ({"routing_init": "eye"}, "routing_init"), ({"routing_input": "prev"}, "routing_input"),
 ])
 def test_bad_config(kw, field):
     with pytest.raises(ValueError, match=f"DynamicsConfig.{field}"):

@@ -147,3 +147,36 @@ def test_batched_windows_equal_one_by_one():
     one = CosmosTokenizerWrapper(cfg=TokenizerConfig(batch_windows=1, **kw)).encode(frames)
     many = CosmosTokenizerWrapper(cfg=TokenizerConfig(batch_windows=3, **kw)).encode(frames)
     assert torch.allclose(one, many, atol=1e-5)
+
+
+def test_every_frame_alone_at_window_zero():
+    """window_latents=0 (S = 1): latent k is frame k's alone, so a step's change shows in that step's latent and
+    nowhere else. A causal window of 2 frames instead gives latents that answer mostly to the window's FIRST
+    frame (the replicated causal padding), one step behind the actions: the regression this guards against."""
+    torch.manual_seed(4)
+    frames = torch.randint(0, 256, (1, 7, 64, 64, 3), dtype=torch.uint8)
+    kw = {"preset": "tiny", "resolution": 64, "pool": 2, "temporal_compression": 1}
+    alone = CosmosTokenizerWrapper(cfg=TokenizerConfig(window_latents=0, **kw))
+    paired = CosmosTokenizerWrapper(cfg=TokenizerConfig(window_latents=1, **kw))
+    paired.vae.load_state_dict(alone.vae.state_dict())
+    changed = frames.clone()
+    changed[:, 3] = 255 - changed[:, 3]
+
+    def change(tok):
+        return (tok.encode(changed) - tok.encode(frames)).abs().mean((0, 2, 3))  # per latent step
+
+    d0, d1 = change(alone), change(paired)
+    assert d0[3] > 0 and torch.count_nonzero(d0) == 1  # only latent 3
+    assert d1[4] > 10 * d1[3]  # windows of 2 frames: latent 4 (frames 3, 4) answers to frame 3, latent 3 hardly
+    z = alone.encode(frames)
+    for k in range(z.shape[1]):  # acting encodes the frame it has, as the cache did
+        assert torch.allclose(alone.encode_latent(frames[:, : k + 1], k), z[:, k], atol=1e-5), k
+        assert torch.allclose(alone.encode(frames[:, k : k + 1])[:, 0], z[:, k], atol=1e-5), k
+    x = alone.decode(z)
+    assert x.shape == (1, 7, 64, 64, 3)
+    assert torch.equal(x[:, 5], alone.decode(z[:, 5:6])[:, 0])  # each latent decoded alone
+    assert window_plan(5, 1, 0) == [(k, k + 1, 0) for k in range(5)] and latent_window(4, 1, 0) == (4, 5)
+    with pytest.raises(ValueError, match="S = 1"):
+        TokenizerConfig(window_latents=0, temporal_compression=8)
+    with pytest.raises(ValueError, match="S = 1"):
+        CosmosTokenizerWrapper(cfg=TokenizerConfig(preset="tiny", resolution=64, pool=2, window_latents=0))

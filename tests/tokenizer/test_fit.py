@@ -211,3 +211,24 @@ def test_the_wrapper_encodes_a_cropped_frame_as_phase_0_fits_it(tmp_path):
     with pytest.raises(ValueError, match=r"tokenizer.crop=0 but .*phase0.json was fitted with crop 63"):
         CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=str(tmp_path / "tok"), resolution=72, pool=1))
     assert CosmosTokenizerWrapper(cfg=tok.cfg).num_tokens == 81
+
+
+def test_framewise_fitting_path_equals_the_wrapper(tmp_path):
+    """window_latents=0: phase 0 encodes and decodes each frame of a clip alone, exactly as the cache and the acting
+    agent encode it, so what is fitted is what the phases read; a layout with S > 1 is refused, naming the key."""
+    from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
+
+    model = make_model(S=1)
+    model.vae.save_pretrained(tmp_path / "tok")
+    fit = PooledAutoencoder(model.vae, resolution=64, pool=2, framewise=True).eval()
+    frames = torch.from_numpy(moving_squares(3)[None])  # (1, 3, 64, 64, 3)
+    with torch.no_grad():
+        recon, target, z_fit = fit(frames)
+    tok = CosmosTokenizerWrapper(cfg=TokenizerConfig(pretrained=str(tmp_path / "tok"), resolution=64, pool=2,
+                                                     window_latents=0))
+    assert z_fit.shape == (1, 3, 16, 16) and recon.shape == target.shape == (1, 3, 3, 64, 64)
+    assert torch.allclose(tok.encode(frames), z_fit, atol=1e-5)
+    with torch.no_grad():  # frame 2's reconstruction is its own latent's, whatever came before
+        assert torch.allclose(fit.decode(z_fit)[:, :, 2], fit.decode(z_fit[:, 2:])[:, :, 0], atol=1e-5)
+    with pytest.raises(ValueError, match="window_latents=0"):
+        PooledAutoencoder(make_model(S=8).vae, resolution=64, pool=2, framewise=True)
