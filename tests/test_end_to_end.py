@@ -25,7 +25,9 @@ def test_every_phase_at_decision_rate(tmp_path, S):
     sets = [
         f"checkpoint_root={tmp_path / 'ck'}", f"data.episodes_dir={tmp_path / 'eps'}", f"data.cache_dir={tmp_path / 'cache'}",
         "data.collect=true", "collect.num_episodes=3", "collect.workers=2", "env.max_steps=40", "eval.max_steps=20",
-        f"tokenizer.temporal_compression={S}", "tokenizer.window_latents=2", "data.clip_len=6" if S == 1 else "data.clip_len=3",
+        # S = 1 as the Crafter presets: every frame encoded alone (window_latents 0); S = 8 in windows of 2 latents
+        f"tokenizer.temporal_compression={S}", f"tokenizer.window_latents={0 if S == 1 else 2}",
+        "data.clip_len=6" if S == 1 else "data.clip_len=3",
         f"tokenizer.pretrained={tmp_path / 'ck' / 't' / 'tokenizer'}", f"phase0.clip_frames={1 + 2 * S}",
         "phase0.steps=2", "phase0.eval_every=2", "phase0.eval_clips=2", "phase0.batch_size=1",
         "phase1.steps=2", "phase1.eval_every=2", "phase1.diagnose=true",

@@ -84,10 +84,11 @@ def test_fit_resume_and_handoff(tmp_path, episodes):
 
 
 def test_stops_on_a_plateau_at_one_latent_per_frame(tmp_path, episodes):
-    """S = 1 (tokenizer.temporal_compression=1, clips of 2 frames); a gain of 100 dB is never reached, so the
-    second evaluation ends the fit: the tokenizer is saved from that step and a rerun does nothing."""
+    """S = 1 (tokenizer.temporal_compression=1, clips of 2 frames, each encoded alone as the Crafter presets do:
+    window_latents 0); a gain of 100 dB is never reached, so the second evaluation ends the fit: the tokenizer is
+    saved from that step and a rerun does nothing."""
     out = tmp_path / "ckpt" / "p0" / "tokenizer"
-    args = _args(tmp_path, episodes, 10, "tokenizer.temporal_compression=1", "tokenizer.window_latents=1",
+    args = _args(tmp_path, episodes, 10, "tokenizer.temporal_compression=1", "tokenizer.window_latents=0",
                  "phase0.clip_frames=2", "phase0.patience=1", "phase0.min_delta=100")
     phase0.main(args)
     info = json.loads((out / "phase0.json").read_text())
