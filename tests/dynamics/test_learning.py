@@ -56,7 +56,8 @@ def test_learns_what_the_action_does():
 def test_learns_an_action_that_moves_the_view(routing):
     """The view scrolls by the action: copy-last is wrong after every move. With action routing 300 steps put the
     one-step error below half of copy-last and every horizon below it; routing the previous step's own embedding
-    (the presets' choice) goes further (h 1 0.26-0.27x against 0.36-0.42x, two seeds each; docs/design.md §4).
+    goes further here (h 1 0.26-0.27x against 0.36-0.42x, two seeds each), though not on real latents, where the
+    presets keep the shared one (docs/design.md §4).
     Without routing (the paper's design) the model learns no move at all in a CPU budget: 2,000 steps plateau at
     0.88x copy-last with a shuffle ratio of 1.22 -- this side asserts that the fault is still there, so a fix shows."""
     m = train("scroll", 300, routing=routing)
