@@ -41,8 +41,8 @@ class DynamicsConfig:
     # the identity at init, so every step starts out receiving the previous step's tokens in place (copy-last).
     routing_init: str = "zero"
     # What the maps move: "shared" = the previous step's token embeddings (the Linear C -> d that also embeds the
-    # current step's noisy input), so the routed content and the current step's noise land in the same C-dim
-    # subspace, summed, and cannot be told apart; "own" = a second Linear C -> d of the previous step, kept apart.
+    # current step's noisy input: both land, summed, in the same C-dim subspace); "own" = a second Linear C -> d of the
+    # previous step. "own" gains on the synthetic scroll task, not on Crafter's latents (docs/design.md §4).
     routing_input: str = "shared"
     max_time: int = 64  # max latent steps in one sequence (RoPE table size, KV-cache capacity)
     # --- shortcut forcing ----------------------------------------------------------------------
