@@ -72,7 +72,7 @@ def latent_window(k: int, S: int, m: int) -> tuple[int, int]:
     m = 0 (S = 1 only): every latent k is frame k alone.
     """
     if m == 0:
-        _framewise(S)
+        check_framewise(S)
         return k, k + 1
     if k == 0:
         return 0, 1
@@ -80,7 +80,8 @@ def latent_window(k: int, S: int, m: int) -> tuple[int, int]:
     return S * m * j, S * k + 1
 
 
-def _framewise(S: int) -> None:
+def check_framewise(S: int) -> None:
+    """Refuse tokenizer.window_latents=0 (every frame encoded alone) for a tokenizer with S != 1."""
     if S != 1:
         raise ValueError(f"tokenizer.window_latents=0 encodes every frame alone, which needs S = 1 (this tokenizer "
                          f"has S = {S}): set tokenizer.window_latents >= 1")
@@ -94,7 +95,7 @@ def window_plan(num_frames: int, S: int, m: int) -> list[tuple[int, int, int]]:
     """
     L = latent_steps(num_frames, S)
     if m == 0:
-        _framewise(S)
+        check_framewise(S)
         return [(k, k + 1, 0) for k in range(L)]
     if L == 1:
         return [(0, 1, 0)]
@@ -319,7 +320,7 @@ class CosmosTokenizerWrapper(torch.nn.Module):
             raise ValueError(f"tokenizer.temporal_compression={self.cfg.temporal_compression} but the tokenizer "
                              f"{self.source or self.cfg.preset} compresses time by {self.S}")
         if self.cfg.window_latents == 0:
-            _framewise(self.S)
+            check_framewise(self.S)
         self.spatial = self.cfg.resolution // grid
         self.channels = int(self.vae.config.latent_channels)
         if grid % self.cfg.pool:

@@ -27,6 +27,7 @@ from dreamer.data.loader import UniformClipDraw
 from dreamer.precision import autocast
 from dreamer.tokenizer.cosmos import (
     build_vae,
+    check_framewise,
     latent_steps,
     pool_latents,
     postprocess,
@@ -77,9 +78,8 @@ class PooledAutoencoder(nn.Module):
         self.S, grid = probe_layout(vae, resolution)  # as the frozen wrapper measures them
         # framewise (tokenizer.window_latents = 0, S = 1): every frame is encoded and decoded alone, as the cache does
         self.framewise = framewise
-        if framewise and self.S != 1:
-            raise ValueError(f"tokenizer.window_latents=0 encodes every frame alone, which needs S = 1 (this "
-                             f"tokenizer has S = {self.S}): set tokenizer.window_latents >= 1")
+        if framewise:
+            check_framewise(self.S)
         if grid % pool:
             raise ValueError(f"tokenizer.pool={pool} must divide the latent grid {grid} (resolution {resolution})")
         self.num_tokens = (grid // pool) ** 2

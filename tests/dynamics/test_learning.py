@@ -17,7 +17,7 @@ from dreamer.dynamics import DynamicsConfig, DynamicsModel, ShortcutForcingLoss,
 GRID, C = 4, 8
 
 
-def train(kind: str, steps: int, seed: int = 0, routing: str | None = "own") -> dict[str, float]:
+def train(kind: str, steps: int, seed: int = 0, routing: str | None = "shared") -> dict[str, float]:
     """``routing``: None (the paper's design), or what the action's maps move (dynamics.routing_input)."""
     torch.manual_seed(seed)
     cfg = DynamicsConfig(d_model=32, num_layers=4, num_heads=2, num_kv_heads=1, num_registers=1, max_time=8,
