@@ -3,7 +3,7 @@
     OMP_WAIT_POLICY=PASSIVE python bench/bench_bc_checkpoints.py --config configs/crafter_small.yaml \
         --run-dir checkpoints/crafter_small_bc_steps6000 [--episodes 30]
 
-For every phase-2 checkpoint of the run folder (``phase2_step*.pt`` and ``phase2_final.pt``): the held-out
+For every phase-2 checkpoint of the run folder (``phase2_step*.pt``, ``phase2_best.pt``, ``phase2_final.pt``): the held-out
 figures of phase 2 (BC accuracy and NLL on the cache's val episodes, next to the majority action) and the
 BC policy in the real env on seeds eval.seed + i (sampled, lockstep), then the correlation of each held-out
 figure with the Crafter score and the return across the checkpoints. A criterion that tracks the score is
@@ -40,9 +40,9 @@ from dreamer.training.checkpoint import load_checkpoint
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     found = [(int(m.group(1)), p) for p in run_dir.glob("phase2_step*.pt") if (m := re.search(r"step(\d+)", p.name))]
-    final = run_dir / "phase2_final.pt"
-    if final.exists():
-        found.append((int(load_checkpoint(final)["step"]), final))
+    for name in ("phase2_best.pt", "phase2_final.pt"):  # the lowest held-out NLL (phase2.keep_best), the last
+        if (run_dir / name).exists():
+            found.append((int(load_checkpoint(run_dir / name)["step"]), run_dir / name))
     return sorted(dict(found).items())
 
 

@@ -42,7 +42,13 @@ from dreamer.tokenizer.fit import (
     save_tokenizer,
     side_by_side,
 )
-from dreamer.tokenizer.state_head import StateHead, heldout_state_accuracy, state_loss, state_targets
+from dreamer.tokenizer.state_head import (
+    StateHead,
+    heldout_state_accuracy,
+    state_loss,
+    state_targets,
+    view_class_weights,
+)
 from dreamer.training.checkpoint import latest_checkpoint
 from dreamer.training.optim import check_heldout, make_optimizer, make_scheduler
 from dreamer.training.runtime import unwrap, wrap_model
@@ -132,7 +138,7 @@ class Phase0(Phase):
             log.warning("no held-out episodes (data.val_fraction=%s, %d episodes): evaluating on training episodes",
                         cfg.data.val_fraction, len(frames))
             self.val_names = self.train_names
-        acts, head, state_head = None, None, None
+        acts, head, state_head, self.view_weight = None, None, None, None
         if pc.action_weight > 0:  # the auxiliary behaviour head (phase0.action_weight)
             acts = aligned_actions(paths, S)
             cards = list(load_episode(paths[0]).action_space.cards)
@@ -142,8 +148,12 @@ class Phase0(Phase):
             acts = {n: {**(acts or {}).get(n, {}), **targets[n]} for n in targets}
             cell_tokens = bool(cfg.tokenizer.crop) and model.num_tokens == VIEW[0] ** 2  # 9 x 9: a token per cell
             state_head = StateHead(model.num_tokens, int(vae.config.latent_channels), cell_tokens).to(rt.device)
-            log.info("state head (phase0.state_weight=%g): view cells read %s", pc.state_weight,
-                     "from their own tokens (grid-aligned)" if cell_tokens else "from all tokens")
+            self.view_weight = view_class_weights(targets, self.train_names, pc.state_class_power)
+            log.info("state head (phase0.state_weight=%g): view cells read %s%s", pc.state_weight,
+                     "from their own tokens (grid-aligned)" if cell_tokens else "from all tokens",
+                     "" if self.view_weight is None else
+                     f", each id weighted by its share^-{pc.state_class_power:g} (weights "
+                     f"{self.view_weight.min():.2f}-{self.view_weight.max():.2f})")
         self.model, self.objective = model, FitObjective(model, head, state_head)
         self.train = FrameClipSampler({n: frames[n] for n in self.train_names}, pc.clip_frames, S, pc.batch_size,
                                       cfg.seed, rt.rank, acts)
@@ -191,7 +201,7 @@ class Phase0(Phase):
             loss = loss + pc.action_weight * action_loss
             m.update(action=float(action_loss.detach()), total=float(loss.detach()))
         if state_logits is not None:
-            s_loss, s_m = state_loss(state_logits, batch)
+            s_loss, s_m = state_loss(state_logits, batch, self.view_weight)
             loss = loss + pc.state_weight * s_loss
             m.update(s_m, total=float(loss.detach()))
         self.train_mse = m["mse"]

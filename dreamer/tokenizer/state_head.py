@@ -96,16 +96,37 @@ class StateHead(nn.Module):
                 "inventory": inv.reshape(B, T, len(INVENTORY_NAMES), COUNTS), "facing": facing}
 
 
-def state_loss(logits: dict[str, torch.Tensor], batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+def view_class_weights(targets: dict[str, dict[str, np.ndarray]], names: list[str], power: float) -> torch.Tensor | None:
+    """(ids,) weights of the view cells' cross-entropy: each semantic id's share of the cells of the episodes
+    ``names`` (``targets`` from :func:`state_targets`) to the power −``power``, normalised so that the weighted mean
+    over those cells is 1. An id never seen there gets the weight of the rarest seen one. None when power is 0."""
+    if power == 0:
+        return None
+    ids = len(SEMANTIC_NAMES)
+    counts = np.zeros(ids)
+    for n in names:
+        counts += np.bincount(targets[n]["view"].reshape(-1), minlength=ids)[:ids]
+    share = counts / max(counts.sum(), 1)
+    seen = share > 0
+    w = np.where(seen, np.maximum(share, 1e-12), share[seen].min() if seen.any() else 1.0) ** -power
+    w = w / (share * w).sum() if seen.any() else np.ones(ids)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def state_loss(logits: dict[str, torch.Tensor], batch: dict,
+               view_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean cross-entropy over the valid latents: view cells + inventory counts + facing (each a mean over its
-    entries, summed). Returns (loss, figures: the loss and the batch's accuracies)."""
+    entries, summed; the view cells weighted per id by ``view_weight`` (:func:`view_class_weights`), a weighted
+    mean). Returns (loss, figures: the loss and the batch's accuracies)."""
     mask = batch["state_mask"].reshape(-1)
     terms, figures = [], {}
     for key in ("view", "inventory", "facing"):
         lg, y = logits[key], batch[key]
         lg = lg.reshape(mask.shape[0], -1, lg.shape[-1])[mask]  # (n, entries, classes)
         y = y.reshape(mask.shape[0], -1)[mask]
-        terms.append(F.cross_entropy(lg.reshape(-1, lg.shape[-1]), y.reshape(-1)) if len(y) else lg.sum() * 0)
+        w = view_weight.to(lg.device) if key == "view" and view_weight is not None else None
+        terms.append(F.cross_entropy(lg.reshape(-1, lg.shape[-1]).float(), y.reshape(-1), weight=w) if len(y)
+                     else lg.sum() * 0)
         figures[f"state_{key}_accuracy"] = float((lg.argmax(-1) == y).float().mean()) if len(y) else float("nan")
     loss = sum(terms)
     figures["state"] = float(loss.detach())

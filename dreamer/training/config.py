@@ -69,6 +69,10 @@ class Phase0Config(PhaseConfig):
     # of each latent's frame (the 9 x 7 view cells' ids, the inventory counts, the facing) from the pooled latent, so
     # the fitted latents keep the sprites. Needs episodes with the state extras; 0 = off (MineRL, VPT).
     state_weight: float = 0.0
+    # The state loss's view cells weight each semantic id by (its share of the training episodes' cells)^-power,
+    # normalised to a weighted mean of 1: 0 = unweighted; 0.5 = inverse square root, so a cow (0.5% of the cells) counts
+    # about 7x grass (docs/tokenizer.md). Only with state_weight > 0.
+    state_class_power: float = 0.0
     # At the end, the held-out state probe (diagnostics.probe.tokenizer_probe) on every probe_stride-th latent of the
     # episodes, when they record Crafter's state: the fitted latents beside the token-grid colours and the state
     # encoder (docs/tokenizer.md). 0 = skip.
@@ -82,7 +86,7 @@ class Phase0Config(PhaseConfig):
         if self.fsdp:
             raise ValueError("phase0.fsdp is not supported: the tokenizer (at most ~106M parameters, cv8x8x8) fits one "
                              "device; under torchrun phase 0 uses DDP. Use phase0.gradient_checkpointing to save memory")
-        for name in ("patience", "min_delta", "action_weight", "state_weight", "probe_stride"):
+        for name in ("patience", "min_delta", "action_weight", "state_weight", "state_class_power", "probe_stride"):
             _check(getattr(self, name) >= 0, "phase0", name, getattr(self, name), ">= 0")
         if not self.perceptual_weight >= 0 or self.eval_clips < 1:
             raise ValueError(f"perceptual_weight must be >= 0 and eval_clips >= 1, got {self.perceptual_weight}, "

@@ -57,3 +57,31 @@ def test_tokenizer_probe_without_a_cache_on_real_episodes(tmp_path, tiny_tokeniz
     assert out["pixels"]["features"] == tiny_tokenizer.num_tokens * 3 and out["state"]["features"] == 72 * 24
     for v in out.values():
         assert v["samples"] == out["latents"]["samples"] > 0 and 0.0 <= v["summary"]["inventory"] <= 1.0
+
+
+def test_probe_reads_what_is_in_front_from_the_exact_state():
+    """The instrument reads the truth from the truth: on the privileged state encoding (which holds every view cell)
+    the held-out balanced accuracy of "material m in front" is near 1, for random views and facings. (A probe of the
+    flattened latent fitted on the faced block alone read 0.79 from crafter_small's state encoding.)"""
+    import torch
+
+    from diagnostics.probe import episode_targets, fit_probe, score
+    from dreamer.tokenizer.crafter_state import EXTRAS, FACINGS, encode_state
+
+    rng = np.random.default_rng(0)
+    ids = semantic_ids()
+    palette = np.array([ids[k] for k in ("grass", "grass", "grass", "sand", "tree", "water", "stone", "cow", "zombie")])
+
+    def split(n):
+        extras = {"local_view": palette[rng.integers(0, len(palette), (n, 9, 7))].astype(np.int16),
+                  "inventory": rng.integers(0, 10, (n, 16)).astype(np.int32),
+                  "facing": np.array(FACINGS, dtype=np.int8)[rng.integers(0, 4, n)],
+                  "daylight": rng.random(n).astype(np.float32), "sleeping": np.zeros(n, dtype=bool)}
+        x = torch.from_numpy(encode_state(*(extras[k] for k in EXTRAS))).float()
+        return x, {k: torch.from_numpy(v) for k, v in episode_targets(extras, 1, n).items()}
+
+    (x_tr, y_tr), (x_va, y_va) = split(6000), split(1000)
+    out = score(fit_probe(x_tr, y_tr, epochs=20), x_va, y_va, y_tr, [f"item{i}" for i in range(16)])
+    for m in MATERIALS:
+        assert out["near"][m]["balanced_accuracy"] > 0.9, (m, out["near"][m])
+    assert out["inventory_mean"]["accuracy"] > 0.6  # uniform counts 0-9: chance 0.1

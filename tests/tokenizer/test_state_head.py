@@ -79,3 +79,28 @@ def test_on_cell_tokens_each_view_cell_is_read_from_its_own_token():
     assert (z.grad[0, 0].abs().sum(-1) > 0).sum() > 1
     with pytest.raises(ValueError, match="63 tokens"):
         StateHead(16, 16, cell_tokens=True)
+
+
+def test_view_class_weights_favour_rare_ids_and_keep_the_loss_scale():
+    """phase0.state_class_power: id weights share^-power, a weighted mean of 1 over the cells; power 0 is the plain
+    loss; a head that misses only the rare cells pays more with the weights than without."""
+    from dreamer.tokenizer.state_head import view_class_weights
+
+    view = np.full((50, 63), 2, np.int64)  # grass everywhere
+    view[:, 0] = 14  # one cow cell per latent: 1 / 63 of the cells
+    targets = {"a": {"view": view}}
+    assert view_class_weights(targets, ["a"], 0.0) is None
+    w = view_class_weights(targets, ["a"], 0.5)
+    share = np.bincount(view.reshape(-1), minlength=19) / view.size
+    assert abs(float((torch.tensor(share, dtype=torch.float32) * w).sum()) - 1) < 1e-5
+    assert w[14] / w[2] == pytest.approx((62 / 1) ** 0.5, rel=1e-4)
+    assert w[0] == pytest.approx(float(w[14]))  # never seen: the rarest seen id's weight
+
+    B, T = 2, 3
+    batch = {"view": torch.from_numpy(view[: B * T]).view(B, T, 63), "inventory": torch.zeros(B, T, 16, dtype=torch.long),
+             "facing": torch.zeros(B, T, dtype=torch.long), "state_mask": torch.ones(B, T, dtype=torch.bool)}
+    logits = {"view": torch.zeros(B, T, 63, 19), "inventory": torch.zeros(B, T, 16, 10), "facing": torch.zeros(B, T, 4)}
+    logits["view"][..., 2] = 5.0  # grass everywhere: right on 62 cells, wrong on the cow
+    plain, _ = state_loss(logits, batch)
+    weighted, _ = state_loss(logits, batch, w)
+    assert weighted > plain
