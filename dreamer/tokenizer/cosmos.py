@@ -231,7 +231,15 @@ def _loading() -> dict:
 
 def build_vae(preset: str, pretrained: str | None = None, temporal_compression: int = 0):
     """An AutoencoderKLCosmos from a local directory / hub id, or a named preset with random weights
-    (laid out for ``temporal_compression``, see :func:`preset_config`)."""
+    (laid out for ``temporal_compression``, see :func:`preset_config`), its convolutions given the one-frame
+    fast path of :mod:`dreamer.tokenizer.framewise`. Returns (vae, source)."""
+    from dreamer.tokenizer.framewise import framewise_convs
+
+    vae, source = _load_vae(preset, pretrained, temporal_compression)
+    return framewise_convs(vae), source
+
+
+def _load_vae(preset: str, pretrained: str | None, temporal_compression: int):
     from diffusers import AutoencoderKLCosmos
 
     if pretrained:

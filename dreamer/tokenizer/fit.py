@@ -58,7 +58,9 @@ def build_trainable_vae(preset: str, init_from: str | None = None, temporal_comp
     else:
         from diffusers import AutoencoderKLCosmos
 
-        vae = AutoencoderKLCosmos(**preset_config(preset, temporal_compression))
+        from dreamer.tokenizer.framewise import framewise_convs
+
+        vae = framewise_convs(AutoencoderKLCosmos(**preset_config(preset, temporal_compression)))
         source = f"preset {preset!r} (S={temporal_compression or 'default'}), random init"
     vae.requires_grad_(True)
     vae.train()

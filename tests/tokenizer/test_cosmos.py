@@ -180,3 +180,33 @@ def test_every_frame_alone_at_window_zero():
         TokenizerConfig(window_latents=0, temporal_compression=8)
     with pytest.raises(ValueError, match="S = 1"):
         CosmosTokenizerWrapper(cfg=TokenizerConfig(preset="tiny", resolution=64, pool=2, window_latents=0))
+
+
+def test_one_frame_fast_path_gives_the_same_numbers_and_gradients():
+    """Every causal convolution takes a 2-D path on one frame (dreamer/tokenizer/framewise.py): encoding,
+    decoding and the gradients of a fit must equal the Conv3d over the padded copies; longer clips are untouched."""
+    import copy
+
+    from diffusers import AutoencoderKLCosmos
+    from diffusers.models.autoencoders.autoencoder_kl_cosmos import CosmosCausalConv3d
+
+    from dreamer.tokenizer.cosmos import preset_config
+    from dreamer.tokenizer.framewise import FramewiseCausalConv3d, framewise_convs
+
+    torch.manual_seed(5)
+    slow = AutoencoderKLCosmos(**preset_config("tiny", 1))
+    fast = framewise_convs(copy.deepcopy(slow))
+    convs = [m for m in fast.modules() if isinstance(m, CosmosCausalConv3d)]
+    assert convs and all(type(m) is FramewiseCausalConv3d for m in convs)
+    assert any(m.kernel_size[0] > 1 for m in convs)  # the temporal kernels are what the fast path folds
+    x = torch.randn(3, 3, 1, 64, 64)
+    z_slow, z_fast = slow.encode(x).latent_dist.mode(), fast.encode(x).latent_dist.mode()
+    assert z_fast.shape == z_slow.shape and torch.allclose(z_fast, z_slow, atol=1e-5)
+    assert torch.allclose(fast.decode(z_slow).sample, slow.decode(z_slow).sample, atol=1e-5)
+    for m in (slow, fast):
+        m.decode(m.encode(x).latent_dist.mode()).sample.square().mean().backward()
+    for (name, p_slow), p_fast in zip(slow.named_parameters(), fast.parameters()):
+        assert p_fast.grad is not None and torch.allclose(p_fast.grad, p_slow.grad, atol=1e-5, rtol=1e-4), name
+    clip = torch.randn(1, 3, 3, 64, 64)  # three frames: the layer's own path, bit for bit
+    with torch.no_grad():
+        assert torch.equal(fast.encode(clip).latent_dist.mode(), slow.encode(clip).latent_dist.mode())
