@@ -149,6 +149,8 @@ class Phase0(Phase):
             cell_tokens = bool(cfg.tokenizer.crop) and model.num_tokens == VIEW[0] ** 2  # 9 x 9: a token per cell
             state_head = StateHead(model.num_tokens, int(vae.config.latent_channels), cell_tokens).to(rt.device)
             self.view_weight = view_class_weights(targets, self.train_names, pc.state_class_power)
+            if self.view_weight is not None:
+                self.view_weight = self.view_weight.to(rt.device)  # once, not every step
             log.info("state head (phase0.state_weight=%g): view cells read %s%s", pc.state_weight,
                      "from their own tokens (grid-aligned)" if cell_tokens else "from all tokens",
                      "" if self.view_weight is None else

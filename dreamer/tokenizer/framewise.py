@@ -6,8 +6,9 @@ convolution of the frame with the kernel summed over time: equal up to float rou
 scale 1). Where every frame is encoded alone and every latent decoded alone (``tokenizer.window_latents: 0`` at
 S = 1, the Crafter presets: the cache, acting, phase 0's fit, the videos), every convolution of the encoder and
 decoder sees one frame; the Conv3d over the padded copies did ``kernel_t`` times the work, plus the copies.
-Measured on the crafter_small tokenizer, 2 CPU threads: encoding 123 -> 286 frames/s, decoding 2.2x, a phase-0
-forward and backward 1.3x (README, "Measured on this machine"). Any other input takes the layer's own path.
+Measured on the crafter_small tokenizer, 2 CPU threads (bench/bench_framewise.py): encoding 1.9-2.2x the frames/s,
+decoding 1.7-2.4x, a phase-0 training step 1.13-1.32x (README, "Performance notes"). Any other input takes the
+layer's own path.
 """
 
 from __future__ import annotations

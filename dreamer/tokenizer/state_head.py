@@ -108,9 +108,10 @@ def view_class_weights(targets: dict[str, dict[str, np.ndarray]], names: list[st
         counts += np.bincount(targets[n]["view"].reshape(-1), minlength=ids)[:ids]
     share = counts / max(counts.sum(), 1)
     seen = share > 0
-    w = np.where(seen, np.maximum(share, 1e-12), share[seen].min() if seen.any() else 1.0) ** -power
-    w = w / (share * w).sum() if seen.any() else np.ones(ids)
-    return torch.tensor(w, dtype=torch.float32)
+    if not seen.any():
+        return torch.ones(ids)
+    w = np.where(seen, share, share[seen].min()) ** -power
+    return torch.tensor(w / (share * w).sum(), dtype=torch.float32)
 
 
 def state_loss(logits: dict[str, torch.Tensor], batch: dict,

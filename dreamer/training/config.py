@@ -70,8 +70,8 @@ class Phase0Config(PhaseConfig):
     # the fitted latents keep the sprites. Needs episodes with the state extras; 0 = off (MineRL, VPT).
     state_weight: float = 0.0
     # The state loss's view cells weight each semantic id by (its share of the training episodes' cells)^-power,
-    # normalised to a weighted mean of 1: 0 = unweighted; 0.5 = inverse square root, so a cow (0.5% of the cells) counts
-    # about 7x grass (docs/tokenizer.md). Only with state_weight > 0.
+    # normalised to a weighted mean of 1: 0 = unweighted; 0.5 = inverse square root, so a cow (0.44% of the cells) counts
+    # about 10x grass (45%) (docs/tokenizer.md). Only with state_weight > 0.
     state_class_power: float = 0.0
     # At the end, the held-out state probe (diagnostics.probe.tokenizer_probe) on every probe_stride-th latent of the
     # episodes, when they record Crafter's state: the fitted latents beside the token-grid colours and the state
