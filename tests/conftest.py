@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny tokenizers and hand-built episodes (no network, no env collection)."""
+"""Shared fixtures: tiny tokenizers, hand-built episodes, and small privileged-state caches of a few scripted Crafter
+steps (no network)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,26 @@ def tiny_tokenizer():
     """The tiny preset at 64x64 input (8x8 latent grid, pool 2 -> 16 tokens): fast on CPU."""
     torch.manual_seed(0)
     return CosmosTokenizerWrapper(cfg=TokenizerConfig(preset="tiny", resolution=64, pool=2, window_latents=2))
+
+
+@pytest.fixture(scope="session")
+def state_cache_factory(tmp_path_factory):
+    """``make(max_steps, seed)`` -> (the crafter_state tokenizer, a LatentCache of 3 scripted episodes on a 24 x 24
+    world, a third held out): latents that name every view cell, for the world-model checks."""
+    from dreamer.data.cache import LatentCache, build_cache
+    from dreamer.envs.collect import collect_episodes
+    from dreamer.envs.config import CollectConfig, EnvConfig
+    from dreamer.tokenizer.crafter_state import CrafterStateTokenizer
+
+    def make(max_steps: int, seed: int):
+        root = tmp_path_factory.mktemp("state_cache")
+        eps = collect_episodes(EnvConfig(max_steps=max_steps, crafter_area=(24, 24)),
+                               CollectConfig(num_episodes=3, policy="scripted", epsilon=0.2, seed=seed), root / "eps",
+                               progress=False)
+        tok = CrafterStateTokenizer(TokenizerConfig(kind="crafter_state"))
+        return tok, LatentCache(build_cache(eps, tok, root / "cache", val_fraction=0.34))
+
+    return make
 
 
 @pytest.fixture

@@ -44,6 +44,12 @@ class DynamicsConfig:
     # current step's noisy input: both land, summed, in the same C-dim subspace); "own" = a second Linear C -> d of the
     # previous step. "own" gains on the synthetic scroll task, not on Crafter's latents (docs/design.md §4).
     routing_input: str = "shared"
+    # A gate on the routed term, one per step: routed = g R(a) e + (1 - g) e, with e the previous step's routed
+    # embeddings and g = sigmoid of a few features of each token of e (an MLP of its embedding and slot) weighed by one
+    # weight per (action value, token, feature). An action does not always take effect (a move into a tree turns the
+    # player but leaves the view in place); the gate reads that where it is decided and keeps the view, instead of the
+    # model blending the two futures token by token (docs/design.md §4). False = no gate (older checkpoints).
+    routing_gate: bool = False
     max_time: int = 64  # max latent steps in one sequence (RoPE table size, KV-cache capacity)
     # --- shortcut forcing ----------------------------------------------------------------------
     k_max: int = 64  # Δ_min = 1/k_max; power of two
@@ -62,6 +68,13 @@ class DynamicsConfig:
     # the bootstrap target.  None = the distribution of docs/design.md §4: every (row, step) draws
     # j ~ U{0, ..., log2 k_max} independently, Δ = 2**-j (so P(Δ = Δ_min) = 1/(log2 k_max + 1)).
     bootstrap_fraction: float | None = 0.25
+    # Fraction of (row, step) positions trained at the sampler's context level instead of their drawn signal level:
+    # tau = the grid level nearest 1 - context_noise, a flow step (Δ_min), as every context latent looks when the model
+    # generates (sampler.py). With independent levels alone a step's predecessor is half noise on average, whereas
+    # at generation time it is nearly clean; this shows the model the contexts it will be given (docs/design.md §4,
+    # "What phase 1 needs"). 0 = the independent levels of diffusion forcing alone. Held-out figures always draw
+    # without it, so they stay comparable across settings.
+    context_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(field: str, msg: str) -> ValueError:
@@ -98,11 +111,15 @@ class DynamicsConfig:
             raise bad("routing_init", "must be 'zero' or 'identity'")
         if self.routing_input not in ("shared", "own"):
             raise bad("routing_input", "must be 'shared' or 'own'")
-        for f in ("qk_norm", "rms_normalise", "rms_per_term", "action_routing"):
+        if self.routing_gate and not self.action_routing:
+            raise bad("routing_gate", "needs action_routing: true (it gates the routed term)")
+        for f in ("qk_norm", "rms_normalise", "rms_per_term", "action_routing", "routing_gate"):
             if not isinstance(getattr(self, f), bool):
                 raise bad(f, "must be a bool")
         if not 0.0 < self.rms_decay < 1.0:
             raise bad("rms_decay", "must be in (0, 1)")
+        if not 0.0 <= self.context_fraction < 1.0:
+            raise bad("context_fraction", "must be in [0, 1)")
         if self.bootstrap_fraction is not None and not 0.0 <= self.bootstrap_fraction <= 1.0:
             raise bad("bootstrap_fraction", "must be None or in [0, 1]")
 

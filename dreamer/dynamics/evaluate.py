@@ -33,7 +33,7 @@ def heldout_metrics(model: DynamicsModel, loss_fn: ShortcutForcingLoss, batch: d
     was_training = loss_fn.training
     loss_fn.eval()  # never update the running-RMS statistics on held-out data
     try:
-        tau_idx, step_idx = sample_tau_step(loss_fn.cfg, b, t, z.device, generator)
+        tau_idx, step_idx = sample_tau_step(loss_fn.cfg, b, t, z.device, generator, context_fraction=0.0)
         gd = generator.device if generator is not None else z.device
         z0 = torch.randn(z.shape, device=gd, generator=generator).to(z.device)
         _, m_true = loss_fn(model, z, acts, mask, tau_idx_bt=tau_idx, step_idx_bt=step_idx, z0_btnc=z0)

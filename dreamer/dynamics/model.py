@@ -10,6 +10,9 @@ Token layout of one latent step t (M = N + R + 2 slots, in this order):
 * With ``cfg.action_routing`` the N latent tokens of step t also receive R(a) @ e_{t-1}: the previous step's token
   embeddings (Linear C->d of its noisy input) mixed over tokens by R(a) (N x N), the sum of one learned map per
   action value of the chunk leading into t (valid sub-steps only; zero for step 0 and for a masked chunk).
+  With ``cfg.routing_gate`` that term is g R(a) @ e_{t-1} + (1 - g) e_{t-1}, g in (0, 1) one per step: a few
+  features of each token of e_{t-1} (an MLP of its embedding and slot), weighed by one weight per (action value,
+  token, feature): whether the action takes effect, read where it matters (a move into a tree does not move).
 
 ACTION ALIGNMENT.  `forward` takes CACHE-ALIGNED actions: actions_btsd[:, k] is the chunk applied from
 latent k towards latent k+1 (docs/design.md §3).  Step t is conditioned on the chunk that led INTO latent t,
@@ -31,6 +34,8 @@ from dreamer.transformer import RMSNorm
 
 from .config import DynamicsConfig
 from .layers import Block, LayerKV, RotaryTime
+
+GATE_FEATURES = 4  # features per previous token that the routing gate reads
 
 
 class KVCache:
@@ -81,6 +86,10 @@ class DynamicsModel(nn.Module):
                         if cfg.action_routing else None)
         # what the maps move: the shared input embedding, or the previous step's own embedding (routing_input)
         self.route_in = nn.Linear(latent_dim, d) if self.routing is not None and cfg.routing_input == "own" else None
+        if cfg.routing_gate:  # whether the action takes effect, read from the previous step's tokens
+            self.gate_feat = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, GATE_FEATURES))  # per token
+            self.gate_w = nn.Parameter(torch.zeros(sum(self.action_cards), num_tokens, GATE_FEATURES))
+            self.gate_b = nn.Parameter(torch.full((sum(self.action_cards),), 2.0))  # g about 0.9: the maps act first
         if self.routing is not None and cfg.routing_init == "identity":  # a full chunk's S*D maps sum to I
             with torch.no_grad():
                 self.routing += torch.eye(num_tokens) / (chunk_len * len(self.action_cards) * cfg.routing_scale)
@@ -189,7 +198,8 @@ class DynamicsModel(nn.Module):
     def _routed(self, emb_btnd: torch.Tensor, act_in_btsd: torch.Tensor, mask_in_bts: torch.Tensor,
                 kv_cache: KVCache | None, update_cache: bool) -> torch.Tensor:
         """R(a_into_t) @ emb_{t-1} (B,T,N,d) for the routed embeddings ``emb_btnd`` of each step; the step before the
-        first comes from the KV cache (zeros if none)."""
+        first comes from the KV cache (zeros if none). With the gate, g R(a) emb_{t-1} + (1 - g) emb_{t-1} (see
+        :meth:`_gate`); a fully masked chunk still routes nothing."""
         b, _, n, d = emb_btnd.shape
         first = kv_cache.last_embedding if kv_cache is not None else None
         if first is None:
@@ -200,7 +210,24 @@ class DynamicsModel(nn.Module):
         mask = mask_in_bts.bool()
         idx = torch.where(mask[..., None], act_in_btsd.long(), 0) + self.card_offsets  # (B,T,S,D)
         maps = (self.routing[idx] * mask[..., None, None, None].to(self.routing.dtype)).sum((2, 3))  # (B,T,N,N)
-        return (maps * self.cfg.routing_scale).to(emb_btnd.dtype) @ prev
+        routed = (maps * self.cfg.routing_scale).to(emb_btnd.dtype) @ prev
+        if not self.cfg.routing_gate:
+            return routed
+        g = self._gate(prev, idx, mask)[..., None, None]  # (B,T,1,1)
+        acted = mask.any(-1)[..., None, None].to(prev.dtype)  # no chunk: nothing routed, gated or not
+        return g * routed + (1 - g) * prev * acted
+
+    def _gate(self, prev_btnd: torch.Tensor, idx_btsd: torch.Tensor, mask_bts: torch.Tensor) -> torch.Tensor:
+        """g (B,T) in (0, 1): a few features of each previous token (an MLP of its embedding and position), read by
+        one weight per (action value, token, feature) and a bias per action value, averaged over the chunk's valid
+        sub-steps and components (``idx_btsd``: offset action indices)."""
+        n = prev_btnd.shape[-2]
+        feat = self.gate_feat(prev_btnd + self.slot_emb[:n].to(prev_btnd.dtype))  # (B,T,N,F)
+        valid = mask_bts[..., None].expand(idx_btsd.shape).to(feat.dtype)  # (B,T,S,D)
+        w = (self.gate_w[idx_btsd] * valid[..., None, None]).sum((2, 3))  # (B,T,N,F)
+        b = (self.gate_b[idx_btsd] * valid).sum((2, 3))
+        logit = ((w.to(feat.dtype) * feat).sum((2, 3)) + b) / valid.sum((2, 3)).clamp_min(1)
+        return torch.sigmoid(logit.float()).to(prev_btnd.dtype)
 
     def forward(self, z_btnc: torch.Tensor, tau_idx_bt: torch.Tensor, step_idx_bt: torch.Tensor,
                 actions_btsd: torch.Tensor, action_mask_bts: torch.Tensor, kv_cache: KVCache | None = None,

@@ -8,6 +8,8 @@ Every (row b, step t) gets its own signal level tau and step size Δ (see `sampl
       b'  = (f(z~, tau, Δ/2) - z~) / (1 - tau);       z' = z~ + b' Δ/2
       b'' = (f(z', tau + Δ/2, Δ/2) - z') / (1 - tau - Δ/2)
       l = (1 - tau)^2 mean_{N,C} ((z1_hat - z~)/(1 - tau) - sg((b' + b'')/2))^2
+With cfg.context_fraction > 0 a share of the (b, t) is set to the sampler's context level, a flow step
+(`sample_tau_step`): the nearly clean contexts the model is given when it generates.
 Reduction: each per-step l is weighted by w(tau) = 0.9 tau + 0.1.  Logged terms: flow = sum_flow w l /
 n_flow, bootstrap = sum_boot w l / n_boot (0 if a kind is absent), total = sum_all w l / (B*T) (the
 plain mean over all steps, i.e. the two terms weighted by their step counts).
@@ -28,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .config import DynamicsConfig
+from .sampler import context_tau_idx
 
 
 def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
@@ -35,12 +38,15 @@ def _gen_device(generator: torch.Generator | None, device: torch.device) -> torc
 
 
 def sample_tau_step(cfg: DynamicsConfig, batch: int, time: int, device: torch.device | str = "cpu",
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator | None = None, context_fraction: float | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw (tau_idx_bt, step_idx_bt) int64: Δ = 2^-step_idx, tau = tau_idx/k_max uniform on {0,Δ,..,1-Δ}.
 
     cfg.bootstrap_fraction=None: step_idx ~ U{0..log2 k_max} per (b,t) (docs/design.md §4).  Otherwise a random
     subset of rows of expected size fraction*B (stochastic rounding) draws step_idx ~ U{0..log2 k_max - 1}
     per step and the other rows use Δ_min everywhere.
+    Then each (b,t) with probability ``context_fraction`` (None: cfg.context_fraction) is set to the sampler's
+    context level (tau_idx of 1 - cfg.context_noise, Δ_min); no random number is drawn when it is 0.
     """
     device = torch.device(device)
     gd = _gen_device(generator, device)
@@ -56,6 +62,11 @@ def sample_tau_step(cfg: DynamicsConfig, batch: int, time: int, device: torch.de
     num_pos = 2 ** j  # 1/d positions on the tau grid
     m = (torch.rand((batch, time), device=gd, generator=generator) * num_pos).long().clamp_max(num_pos - 1)
     tau_idx = m * 2 ** (jmax - j)  # k_max * d * m
+    frac = cfg.context_fraction if context_fraction is None else context_fraction
+    if frac > 0:
+        ctx = torch.rand((batch, time), device=gd, generator=generator) < frac
+        tau_idx = torch.where(ctx, context_tau_idx(cfg.k_max, cfg.context_noise), tau_idx)
+        j = torch.where(ctx, jmax, j)
     return tau_idx.to(device), j.to(device)
 
 

@@ -63,11 +63,14 @@ def test_masked_substeps_and_no_action(model):
     assert torch.allclose(none[0, 0], model.action_base)
 
 
-@pytest.mark.parametrize("routing", [False, "shared", "own"])
+@pytest.mark.parametrize("routing", [False, "shared", "own", "gate"])
 def test_kv_cache_matches_full_forward(routing):
-    model = tiny_model(action_routing=bool(routing), routing_input=routing or "shared")
+    model = tiny_model(action_routing=bool(routing), routing_input="own" if routing == "own" else "shared",
+                       routing_gate=routing == "gate")
     if routing:  # maps are zero at init: give them values so the cached previous-step embeddings matter
         torch.nn.init.normal_(model.routing, std=0.1)
+    if routing == "gate":  # a gate that depends on the previous step's content
+        torch.nn.init.normal_(model.gate_w, std=1.0)
     z, a, m = tiny_batch(t=6)
     tau, step = _labels(2, 6)
     ref = model(z, tau, step, a, m)
@@ -134,11 +137,49 @@ def test_own_routing_input_moves_the_previous_steps_own_embedding():
     assert tiny_model(action_routing=True).route_in is None  # "shared", the default: older checkpoints load
 
 
+def test_routing_gate_mixes_the_moved_and_the_unmoved_previous_step():
+    """routing_gate: step t receives g R(a) e_{t-1} + (1 - g) e_{t-1}; g is read from the previous step's tokens by
+    per-action weights, so it depends on the action and on the content; a masked chunk routes nothing; the gate's
+    parameters train."""
+    model = tiny_model(action_routing=True, routing_gate=True)
+    torch.nn.init.normal_(model.routing, std=0.1)
+    z, acts, mask, *_ = tiny_batch(t=6)
+    mask[0, 2] = False  # a chunk with no action: step 3 of row 0 receives nothing
+    act_in, mask_in = model.into_actions(acts, mask)
+    emb = model.latent_in(z)
+    idx = torch.where(mask_in.bool()[..., None], act_in.long(), 0) + model.card_offsets
+    with torch.no_grad():
+        g = model._gate(torch.cat([torch.zeros_like(emb[:, :1]), emb[:, :-1]], 1), idx, mask_in)
+        routed = model._routed(emb, act_in, mask_in, None, False)
+        bare = tiny_model(action_routing=True)
+        bare.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("gate_")})
+        moved = bare._routed(emb, act_in, mask_in, None, False)
+    acting = mask_in.any(-1)
+    assert torch.all((g > 0) & (g < 1)) and torch.allclose(g[acting], torch.sigmoid(torch.tensor(2.0)))  # the bias
+    acted = acting[:, 1:, None, None].float()
+    want = g[:, 1:, None, None] * moved[:, 1:] + (1 - g[:, 1:, None, None]) * emb[:, :-1] * acted
+    torch.testing.assert_close(routed[:, 1:], want)
+    torch.testing.assert_close(routed[:, 0], torch.zeros_like(routed[:, 0]))
+    torch.testing.assert_close(routed[0, 3], torch.zeros_like(routed[0, 3]))
+    with torch.no_grad():  # content- and action-dependent once the weights are not zero
+        torch.nn.init.normal_(model.gate_w, std=1.0)
+        g2 = model._gate(emb, idx, mask_in)
+        g_other = model._gate(emb.roll(1, 0), idx, mask_in)
+    assert g2.std() > 1e-3 and not torch.allclose(g2, g_other)
+    tau, step = _labels(*z.shape[:2])
+    model(z, tau, step, acts, mask).pow(2).mean().backward()
+    for name in ("gate_w", "gate_b"):
+        assert getattr(model, name).grad.abs().sum() > 0, name
+    assert model.gate_feat[0].weight.grad.abs().sum() > 0
+    assert not hasattr(tiny_model(action_routing=True), "gate_w")  # off by default: older checkpoints load
+
+
 @pytest.mark.parametrize("kw,field", [
     ({"k_max": 48}, "k_max"), ({"k_max": 1}, "k_max"), ({"num_kv_heads": 3}, "num_kv_heads"),
     ({"num_heads": 3}, "d_model"), ({"time_every": 1}, "time_every"), ({"num_layers": 1}, "num_layers"),
     ({"sample_steps": 3}, "sample_steps"), ({"sample_steps": 16}, "sample_steps"),
     ({"context_noise": 1.0}, "context_noise"), ({"bootstrap_fraction": 1.5}, "bootstrap_fraction"),
+    ({"context_fraction": 1.0}, "context_fraction"), ({"routing_gate": True}, "routing_gate"),
     ({"routing_init": "eye"}, "routing_init"), ({"routing_input": "prev"}, "routing_input"),
 ])
 def test_bad_config(kw, field):

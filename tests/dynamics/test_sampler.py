@@ -49,11 +49,14 @@ def test_context_level_on_grid():
     assert context_tau_idx(8, 0.1) == 7
 
 
-@pytest.mark.parametrize("action_free,routing", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("action_free,routing", [(False, False), (True, False), (False, True), (True, True),
+                                                 (False, "gate"), (True, "gate")])
 def test_cached_rollout_equals_uncached(action_free, routing):
-    model = tiny_model(num_kv_heads=1, action_routing=routing)
+    model = tiny_model(num_kv_heads=1, action_routing=bool(routing), routing_gate=routing == "gate")
     if routing:
         torch.nn.init.normal_(model.routing, std=0.1)
+    if routing == "gate":
+        torch.nn.init.normal_(model.gate_w, std=1.0)
     z, a, m = tiny_batch(b=3, t=8, seed=2)
     m[:] = True
     fut = None if action_free else a[:, 3:7]

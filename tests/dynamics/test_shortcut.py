@@ -135,6 +135,21 @@ def test_sample_tau_step_row_fraction():
     assert set(n_rows) <= {1, 2} and sum(n_rows) / 200 == pytest.approx(1.5, abs=0.15)
 
 
+def test_sample_tau_step_context_fraction():
+    """A fraction of positions sits at the sampler's context level (a flow step); 0 draws exactly as before."""
+    cfg = tiny_cfg(bootstrap_fraction=0.25, context_noise=0.25)  # k_max 8: context level 6/8
+    plain = sample_tau_step(cfg, 64, 10, generator=torch.Generator().manual_seed(3))
+    off = sample_tau_step(cfg, 64, 10, generator=torch.Generator().manual_seed(3), context_fraction=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(plain, off))
+    tau_idx, step_idx = sample_tau_step(cfg, 64, 10, generator=torch.Generator().manual_seed(3), context_fraction=0.5)
+    ctx = (tau_idx == 6) & (step_idx == 3)
+    changed = (tau_idx != plain[0]) | (step_idx != plain[1])
+    assert 0.4 < ctx.float().mean() < 0.6 and torch.all(ctx | ~changed)
+    cfg_on = tiny_cfg(bootstrap_fraction=0.25, context_noise=0.25, context_fraction=0.5)
+    assert all(torch.equal(a, b) for a, b in zip(  # the config's value is the default
+        sample_tau_step(cfg_on, 64, 10, generator=torch.Generator().manual_seed(3)), (tau_idx, step_idx)))
+
+
 def test_short_training_run_reduces_loss():
     torch.manual_seed(0)
     model = tiny_model(bootstrap_fraction=0.5)

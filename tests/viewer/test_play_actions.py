@@ -10,12 +10,7 @@ import torch
 
 from diagnostics import play_actions
 from dreamer.config import Config
-from dreamer.data.cache import LatentCache, build_cache
 from dreamer.dynamics import DynamicsConfig, DynamicsModel
-from dreamer.envs.collect import collect_episodes
-from dreamer.envs.config import CollectConfig, EnvConfig
-from dreamer.tokenizer import TokenizerConfig
-from dreamer.tokenizer.crafter_state import CrafterStateTokenizer
 from dreamer.viewer.load import World
 from dreamer.viewer.session import PlaySession
 
@@ -23,13 +18,9 @@ ROWS, COLS = 7, 9  # the view cells are tokens 9 * row + col
 
 
 @pytest.fixture(scope="module")
-def state_world(tmp_path_factory):
+def state_world(state_cache_factory, tmp_path_factory):
     root = tmp_path_factory.mktemp("play_actions")
-    env = EnvConfig(max_steps=20, crafter_area=(24, 24))
-    eps = collect_episodes(env, CollectConfig(num_episodes=3, policy="scripted", epsilon=0.2, seed=3), root / "eps",
-                           progress=False)
-    tok = CrafterStateTokenizer(TokenizerConfig(kind="crafter_state"))
-    cache = LatentCache(build_cache(eps, tok, root / "cache", val_fraction=0.34))
+    tok, cache = state_cache_factory(20, 3)
     cfg = Config(run="p", device="cpu")
     cfg.dynamics = DynamicsConfig(d_model=32, num_layers=2, num_heads=2, num_kv_heads=1, num_registers=1, max_time=16,
                                   sample_steps=2, action_routing=True)
