@@ -47,8 +47,10 @@ def _kind(action: int, scrolled: bool, moves: dict[int, str]) -> str:
 
 
 @torch.no_grad()
-def error_breakdown(world, batches: int = 8, batch_size: int = 16, seed: int = 12345) -> dict:
-    """{figure: mean} over ``batches`` held-out batches of ``batch_size`` clips (see the module docstring)."""
+def error_breakdown(world, batches: int = 8, batch_size: int = 16, seed: int = 12345, sample_steps: int | None = None,
+                    context_noise: float | None = None) -> dict:
+    """{figure: mean} over ``batches`` held-out batches of ``batch_size`` clips (see the module docstring);
+    ``sample_steps`` / ``context_noise`` override the checkpoint's sampler (dynamics.sample_steps / context_noise)."""
     from dreamer.envs.crafter_env import crafter_names
     from dreamer.tokenizer.crafter_state import VIEW, VIEW_TOKENS
 
@@ -73,7 +75,7 @@ def error_breakdown(world, batches: int = 8, batch_size: int = 16, seed: int = 1
         b = val.batch(10**6 + i)
         z, a, mk = b["latents"].float(), b["actions"], b["action_mask"]
         gen_z = rollout(model, z[:, :c], a[:, :c], mk[:, :c], a[:, c - 1:c - 1 + hmax], mk[:, c - 1:c - 1 + hmax],
-                        generator=gen)
+                        generator=gen, sample_steps=sample_steps, context_noise=context_noise)
         last = z[:, c - 1]
         for h in HORIZONS:
             add(f"h{h} model", float((gen_z[:, h - 1] - z[:, c - 1 + h]).pow(2).mean()))
@@ -172,11 +174,16 @@ def main(argv=None) -> dict:
     p.add_argument("--batches", type=int, default=8, help="held-out batches of --batch-size clips")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--sample-steps", type=int, default=None,
+                   help="K sampling steps per latent instead of the checkpoint's dynamics.sample_steps (1 = one jump)")
+    p.add_argument("--context-noise", type=float, default=None,
+                   help="context corruption at sampling instead of the checkpoint's dynamics.context_noise")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         world = load_world(args.checkpoint, args.config, args.set, args.device)
-        figures = error_breakdown(world, args.batches, args.batch_size)
+        figures = error_breakdown(world, args.batches, args.batch_size, sample_steps=args.sample_steps,
+                                  context_noise=args.context_noise)
     except (OSError, ValueError) as e:
         raise SystemExit(f"world_model_errors: {e}") from e
     print(report(figures))

@@ -3,13 +3,18 @@ steps (no network)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from dreamer.data.synthetic import make_episode
 from dreamer.tokenizer import CosmosTokenizerWrapper, TokenizerConfig
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# At most 2 threads, and no more threads in all than cores: `make test` runs TEST_JOBS pytest-xdist workers, and
+# two 2-thread workers on 2 cores wait on each other's threads (each worker sees its count in this variable).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads(), (os.cpu_count() or 1) // _WORKERS)))
 
 
 @pytest.fixture

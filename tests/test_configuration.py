@@ -100,6 +100,7 @@ def test_missing_file():
     ("pmpo.value_warmup=-3", "pmpo.value_warmup must be >= 0"),
     ("phase3.value_lr=0", "phase3.value_lr must be > 0"),
     ("phase3.eval_episodes=-2", "phase3.eval_episodes"),
+    ("phase3.sample_steps=3", r"phase3.sample_steps must be 0 \(the world model's\) or a power of two, got 3"),
     ("eval.max_steps=0", "eval.max_steps must be >= 1"),
     ("eval.seed=-1", "eval.seed must be >= 0"),
     ("tokenizer.resolution=0", "tokenizer.resolution must be a positive multiple of 8"),

@@ -117,14 +117,21 @@ def test_trains_heads_only_and_compares_in_the_real_env(setup, capsys):
     assert (tmp / "ckpt" / "main" / "phase3_dream.mp4").stat().st_size > 0  # the end-of-phase video
 
 
-def test_no_policy_update_on_one_signed_advantages_and_baselines_optional(setup):
+def test_no_policy_update_on_one_signed_advantages_and_baselines_optional(setup, monkeypatch):
     """min_sign_fraction=0.5 asks for an exact 50/50 split of signs, which these batches never have: only the
-    value head learns. With eval_baselines=false the evaluation plays the phase-3 policy alone."""
+    value head learns. With eval_baselines=false the evaluation plays the phase-3 policy alone. phase3.sample_steps=1
+    samples every imagined latent in one pass, and the saved world-model config keeps its own (2)."""
+    from dreamer.dynamics import sampler
+
+    used, orig = set(), sampler.shortcut_sample
+    monkeypatch.setattr(sampler, "shortcut_sample", lambda *a: used.add(a[-1]) or orig(*a))
     tmp, p2_path, p2 = setup
     args = overrides(tmp, "gate", 3, ("pmpo.min_sign_fraction=0.5", "pmpo.center_advantages=false",
                                       "pmpo.value_warmup=0", "phase3.eval_episodes=1",
-                                      "phase3.eval_baselines=false"))
+                                      "phase3.eval_baselines=false", "phase3.sample_steps=1"))
     result = train_phase3.main([*args, "--phase2-checkpoint", str(p2_path)])
+    assert used == {1}
+    assert _final(tmp, "gate")["config"]["dynamics"]["sample_steps"] == 2
     agent = _final(tmp, "gate")["models"]["agent"]
     assert all(torch.equal(agent[k], v) for k, v in p2["models"]["agent"].items() if k.startswith("policy."))
     assert any(not torch.equal(agent[k], v) for k, v in p2["models"]["agent"].items() if k.startswith("value."))

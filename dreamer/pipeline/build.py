@@ -7,6 +7,8 @@ given, are loaded (``torch.compile`` prefixes stripped) before the model moves t
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from dreamer.agent import Agent
@@ -29,6 +31,17 @@ def _load(model: nn.Module, state: dict | None, device) -> nn.Module:
 def build_dynamics(cfg, tokenizer, cache, device, state: dict | None = None) -> DynamicsModel:
     """The phase-1 dynamics model of ``cfg.dynamics`` (with ``state`` loaded when given)."""
     return _load(DynamicsModel(cfg.dynamics, **data_dims(tokenizer, cache)), state, device)
+
+
+def imagining(dynamics: DynamicsModel, sample_steps: int) -> DynamicsModel:
+    """``dynamics`` sampling ``sample_steps`` passes per imagined latent (``phase3.sample_steps``; 0 = its own
+    ``dynamics.sample_steps``). A sampler setting, not a weight: the config saved with the model is not changed."""
+    if sample_steps:
+        if sample_steps > dynamics.cfg.k_max:
+            raise ValueError(f"phase3.sample_steps={sample_steps} must be <= the world model's dynamics.k_max="
+                             f"{dynamics.cfg.k_max}")
+        dynamics.cfg = dataclasses.replace(dynamics.cfg, sample_steps=sample_steps)
+    return dynamics
 
 
 def build_agent(cfg, tokenizer, cache, device, state: dict | None = None) -> Agent:

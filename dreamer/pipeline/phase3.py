@@ -14,7 +14,7 @@ import torch
 
 from dreamer.data.loader import ClipSampler
 from dreamer.imagination import grouped_step, imagine, make_phase3_optimizer, phase3_losses, phase3_terms, policy_gate
-from dreamer.pipeline.build import build_agent, build_dynamics, frozen
+from dreamer.pipeline.build import build_agent, build_dynamics, frozen, imagining
 from dreamer.pipeline.data import prepare_data
 from dreamer.pipeline.evaluate import curve_point, final_comparison
 from dreamer.pipeline.runner import Phase
@@ -41,8 +41,8 @@ class Phase3(Phase):
         rt, cfg, pc, p2 = self.rt, self.cfg, self.pc, self.handoff
         self.tokenizer, self.cache = prepare_data(rt)
         check_compatible(p2, self.cache, self.handoff_path)  # refused when the checkpoint does not fit the cache
-        self.dynamics = frozen(build_dynamics(cfg, self.tokenizer, self.cache, rt.device,
-                                              state=p2["models"]["dynamics"]))
+        self.dynamics = imagining(frozen(build_dynamics(cfg, self.tokenizer, self.cache, rt.device,
+                                                        state=p2["models"]["dynamics"])), pc.sample_steps)
         self.agent = agent = build_agent(cfg, self.tokenizer, self.cache, rt.device, state=p2["models"]["agent"])
         self.bc_state, self.action_counts = p2["models"]["agent"], p2.get("action_counts")
         self.handoff = None

@@ -177,12 +177,15 @@ def phase_video(rt, payload: dict, tokenizer, cache, scale: int = 2) -> Path | N
     """
     if not rt.is_main:
         return None
-    from dreamer.viewer.load import models_from_checkpoint
-
     phase = payload.get("phase", "?")
     try:
+        from dreamer.pipeline.build import imagining
+        from dreamer.viewer.load import models_from_checkpoint
+
         t0 = time.perf_counter()
         dynamics, agent = models_from_checkpoint(payload, rt.cfg, tokenizer, cache, rt.device)
+        if phase == 3:  # phase 3's dreams as it trained on them
+            dynamics = imagining(dynamics, rt.cfg.phase3.sample_steps)
         names = [n for n in cache.val_names + cache.train_names if len(cache.episode(n)) >= 2]
         if not names:
             raise ValueError(f"latent cache {cache.root}: no episode with two latent steps")

@@ -26,7 +26,8 @@ def world(state_cache_factory, tmp_path_factory):
 
 def _fake_rollout(kind: str):
     """A stand-in world model that knows the future (``truth``) or copies the last context latent (``copy``)."""
-    def roll(model, ctx, ctx_a, ctx_m, fut_a, fut_m, generator=None):
+    def roll(model, ctx, ctx_a, ctx_m, fut_a, fut_m, generator=None, sample_steps=None, context_noise=None):
+        roll.sampler = (sample_steps, context_noise)
         h = fut_a.shape[1]
         if kind == "copy":
             return ctx[:, -1:].expand(-1, h, -1, -1).clone()
@@ -57,8 +58,10 @@ def test_a_perfect_model_scores_zero_and_a_copying_one_scores_copy_last(world, m
     assert perfect["h1 [moved] interior wrong cells, shift oracle"] < perfect["h1 [moved] wrong cells, copy-last"]
     assert all(0.0 < v < 1.0 for k, v in perfect.items() if k.startswith("gate ["))  # the gate is read per kind
 
-    monkeypatch.setattr(wme, "rollout", _fake_rollout("copy"))
-    copying = wme.error_breakdown(world, batches=2, batch_size=8)
+    roll = _fake_rollout("copy")
+    monkeypatch.setattr(wme, "rollout", roll)
+    copying = wme.error_breakdown(world, batches=2, batch_size=8, sample_steps=1, context_noise=0.0)
+    assert roll.sampler == (1, 0.0)  # the sampler settings reach the rollout
     for k, v in copying.items():
         twin = k.replace("model", "copy-last")
         if "model" in k and twin in copying:  # every figure that has a copy-last twin equals it
