@@ -78,15 +78,18 @@ def _last_feature(trunk, history_btnc: Tensor, window: int) -> Tensor:
 def imagine(dynamics: DynamicsModel, agent: Agent, context_batch: dict, horizon: int,
             generator: torch.Generator | None = None, sample_steps: int | None = None,
             context_noise: float | None = None, use_kv_cache: bool = True, trunk=None,
-            forward_into=None) -> Imagined:
+            forward_into=None, actions_bhsd: Tensor | None = None) -> Imagined:
     """Dream ``horizon`` latent steps after each context of ``context_batch`` (see the module docstring).
 
     ``generator`` (on the models' device) drives both the policy's samples and the dynamics' noise,
     so a fixed seed reproduces a rollout. ``sample_steps`` / ``context_noise`` default to the
     dynamics config. ``trunk`` may be a compiled copy of ``agent.trunk`` and ``forward_into`` a compiled
-    ``dynamics.forward_into`` (same weights; ``phase3.compile``).
+    ``dynamics.forward_into`` (same weights; ``phase3.compile``). ``actions_bhsd`` (B, H, S, D), when given, are the
+    chunks applied instead of the policy's samples (a replay of known actions in the world model).
     """
     _check_context(dynamics, agent, context_batch, horizon)
+    if actions_bhsd is not None and actions_bhsd.shape[:2] != (context_batch["latents"].shape[0], horizon):
+        raise ValueError(f"imagine: actions_bhsd {tuple(actions_bhsd.shape)} must be (B, H={horizon}, S, D)")
     trunk, window = (trunk if trunk is not None else agent.trunk), agent.trunk.max_time
     ctx = context_batch["latents"].float()  # (B, Tc, N, C)
     b = ctx.shape[0]
@@ -96,8 +99,8 @@ def imagine(dynamics: DynamicsModel, agent: Agent, context_batch: dict, horizon:
     history = ctx
     h = _last_feature(trunk, history, window).float()  # h_0 (B, d)
     feats, acts, zs = [h], [], [ctx[:, -1]]
-    for _ in range(horizon):
-        a = agent.policy(h).sample(generator)  # (B, S, D)
+    for t in range(horizon):
+        a = agent.policy(h).sample(generator) if actions_bhsd is None else actions_bhsd[:, t].long()  # (B, S, D)
         z = ro.step(a, full).float()  # (B, N, C)
         history = torch.cat([history, z[:, None]], 1)
         h = _last_feature(trunk, history, window).float()  # h_{t+1}
@@ -121,8 +124,14 @@ def imagine(dynamics: DynamicsModel, agent: Agent, context_batch: dict, horizon:
 def recompute_features(agent: Agent, imagined: Imagined) -> Tensor:
     """h_0..h_H (B, H+1, d) from the frozen trunk over ``imagined.history``, with the same sliding window
     as :func:`imagine` (one causal pass when the whole history fits in ``agent.trunk.max_time``)."""
-    hist = imagined.history  # (B, Tc+H, N, C)
-    c, w = imagined.context.shape[1], agent.trunk.max_time
+    return features_of(agent, imagined.history, imagined.context.shape[1])
+
+
+@torch.no_grad()
+def features_of(agent: Agent, hist: Tensor, c: int) -> Tensor:
+    """h_{c-1}..h_{T-1} (B, T-c+1, d) of a history (B, T, N, C) whose first ``c`` steps are the context, read through
+    the trunk's sliding window as :func:`imagine` reads them (real latents as well as imagined ones)."""
+    w = agent.trunk.max_time
     if hist.shape[1] <= w:
         return agent.trunk(hist)[:, c - 1:].float()
-    return torch.stack([_last_feature(agent.trunk, hist[:, : c + t], w) for t in range(imagined.horizon + 1)], 1).float()
+    return torch.stack([_last_feature(agent.trunk, hist[:, : c + t], w) for t in range(hist.shape[1] - c + 1)], 1).float()

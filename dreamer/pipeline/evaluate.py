@@ -116,9 +116,12 @@ def exploitation_check(rt, tokenizer, cache, dynamics, agents: dict[str, Agent])
             out[name] = {"starts": 0, "skipped": str(e)}
             log.warning("model exploitation, %s: skipped (%s)", name, e)
             continue
+        f = out[name]
         log.info("model exploitation, %s: over %d decisions from %d real start states, imagined return %.3f against "
-                 "real %.3f (gap %+.3f, correlation %.2f)", name, pc.horizon, out[name]["starts"],
-                 out[name]["imagined_return"], out[name]["real_return"], out[name]["gap"], out[name]["correlation"])
+                 "real %.3f (gap %+.3f, correlation %.2f); the taken chunks replayed in the model %.3f (correlation "
+                 "%.2f); the reward head on the real latents %.3f (correlation %.2f)", name, pc.horizon, f["starts"],
+                 f["imagined_return"], f["real_return"], f["gap"], f["correlation"], f["replayed_return"],
+                 f["replayed_correlation"], f["head_on_real_return"], f["head_on_real_correlation"])
     return out
 
 

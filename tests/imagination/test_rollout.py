@@ -61,6 +61,20 @@ def test_cached_equals_uncached(world):
     assert torch.equal(a.latents, c.latents)  # a seed reproduces a rollout
 
 
+def test_given_chunks_are_replayed_instead_of_the_policy(world):
+    """actions_bhsd: the world model replays known chunks; the latents follow them (a rollout under the policy's own
+    sampled chunks, replayed, dreams the same latents when the noise draws are the same)."""
+    dyn, agent, _ = world
+    batch = context_batch(b=3, t=4)
+    own = imagine(dyn, agent, batch, 4, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(9)
+    taken = torch.stack([torch.randint(0, c, (3, 4, S), generator=g) for c in CARDS], -1)
+    rep = imagine(dyn, agent, batch, 4, generator=torch.Generator().manual_seed(5), actions_bhsd=taken)
+    assert torch.equal(rep.actions, taken) and not torch.equal(rep.actions, own.actions)
+    with pytest.raises(ValueError, match="actions_bhsd"):
+        imagine(dyn, agent, batch, 4, actions_bhsd=taken[:, :2])
+
+
 @pytest.mark.parametrize("window", [16, 3])
 def test_features_match_fresh_trunk_pass(window):
     """Stored h_t equal a fresh pass of the trunk, in one call or through a sliding window."""
