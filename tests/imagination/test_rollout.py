@@ -62,8 +62,8 @@ def test_cached_equals_uncached(world):
 
 
 def test_given_chunks_are_replayed_instead_of_the_policy(world):
-    """actions_bhsd: the world model replays known chunks; the latents follow them (a rollout under the policy's own
-    sampled chunks, replayed, dreams the same latents when the noise draws are the same)."""
+    """actions_bhsd: the world model replays known chunks instead of the policy's, and they reach the dynamics: with
+    the same noise draws, other chunks dream other latents, the same chunks the same ones."""
     dyn, agent, _ = world
     batch = context_batch(b=3, t=4)
     own = imagine(dyn, agent, batch, 4, generator=torch.Generator().manual_seed(5))
@@ -71,6 +71,9 @@ def test_given_chunks_are_replayed_instead_of_the_policy(world):
     taken = torch.stack([torch.randint(0, c, (3, 4, S), generator=g) for c in CARDS], -1)
     rep = imagine(dyn, agent, batch, 4, generator=torch.Generator().manual_seed(5), actions_bhsd=taken)
     assert torch.equal(rep.actions, taken) and not torch.equal(rep.actions, own.actions)
+    again = imagine(dyn, agent, batch, 4, generator=torch.Generator().manual_seed(5), actions_bhsd=taken)
+    other = imagine(dyn, agent, batch, 4, generator=torch.Generator().manual_seed(5), actions_bhsd=own.actions)
+    assert torch.equal(again.latents, rep.latents) and not torch.allclose(other.latents, rep.latents)
     with pytest.raises(ValueError, match="actions_bhsd"):
         imagine(dyn, agent, batch, 4, actions_bhsd=taken[:, :2])
 
