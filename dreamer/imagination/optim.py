@@ -12,7 +12,7 @@ import torch
 
 from dreamer.agent.model import Agent
 from dreamer.training.config import Phase3Config
-from dreamer.training.optim import NonFiniteGuard, optimizer_step
+from dreamer.training.optim import NonFiniteGuard, adamw, optimizer_step
 
 GROUPS = ("policy", "value")
 
@@ -26,7 +26,7 @@ def make_phase3_optimizer(agent: Agent, pc: Phase3Config) -> torch.optim.AdamW:
     for g in groups:
         if not g["params"]:
             raise ValueError(f"phase 3: the {g['name']} head has no trainable parameters")
-    return torch.optim.AdamW(groups, weight_decay=pc.weight_decay, betas=(0.9, 0.99))
+    return adamw(groups, weight_decay=pc.weight_decay, betas=(0.9, 0.99))
 
 
 def grouped_step(opt: torch.optim.Optimizer, sched, loss: torch.Tensor, pc: Phase3Config, guard: NonFiniteGuard,

@@ -23,11 +23,22 @@ class NonFiniteError(UserError, RuntimeError):
     exit_code = DIVERGED
 
 
+def adamw(params, **kwargs) -> torch.optim.AdamW:
+    """AdamW, fused when every parameter is a plain float tensor on the CPU or CUDA (one kernel over all of them:
+    on 2 CPU threads a step of the 1.4 M-parameter tokenizer takes 3 ms against 20-23 ms for the default per-tensor
+    loop; README, "Performance notes"), else the default implementation (e.g. FSDP's DTensors)."""
+    groups = list(params)
+    flat = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = all(type(p) is torch.nn.Parameter and p.device.type in ("cpu", "cuda") and p.is_floating_point()
+                for p in flat)
+    return torch.optim.AdamW(groups, fused=fused or None, **kwargs)
+
+
 def make_optimizer(params, pc: PhaseConfig, lr: float | None = None) -> torch.optim.AdamW:
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters were handed to the optimizer")
-    return torch.optim.AdamW(params, lr=lr or pc.lr, weight_decay=pc.weight_decay, betas=(0.9, 0.99))
+    return adamw(params, lr=lr or pc.lr, weight_decay=pc.weight_decay, betas=(0.9, 0.99))
 
 
 def make_scheduler(opt: torch.optim.Optimizer, pc: PhaseConfig) -> torch.optim.lr_scheduler.LambdaLR:
