@@ -4,8 +4,8 @@
 
 Only for ``tokenizer.kind: crafter_state``, whose latents name each view cell's material (docs/tokenizer.md). From
 held-out clips (context 4, one sampled continuation each, the checkpoint's sampler) it reports what phase 1 logs,
-the squared error of the generated latent against copying the last one at h 1, 2, 4, 8, and at h 1 the same split
-by the transition:
+the squared error of the generated latent against copying the last one at h 1, 2, 4, 8 (``--horizons``: others, e.g.
+up to phase 3's 16, past phase 1's training clips), and at h 1 the same split by the transition:
 
 * ``moved``: a move (left, right, up, down) after which the view scrolled;
 * ``blocked``: a move after which the view stayed (the player walked into a tree, water, stone, a table ...);
@@ -48,9 +48,10 @@ def _kind(action: int, scrolled: bool, moves: dict[int, str]) -> str:
 
 @torch.no_grad()
 def error_breakdown(world, batches: int = 8, batch_size: int = 16, seed: int = 12345, sample_steps: int | None = None,
-                    context_noise: float | None = None) -> dict:
+                    context_noise: float | None = None, horizons: tuple[int, ...] = HORIZONS) -> dict:
     """{figure: mean} over ``batches`` held-out batches of ``batch_size`` clips (see the module docstring);
-    ``sample_steps`` / ``context_noise`` override the checkpoint's sampler (dynamics.sample_steps / context_noise)."""
+    ``sample_steps`` / ``context_noise`` override the checkpoint's sampler (dynamics.sample_steps / context_noise);
+    ``horizons`` are the open-loop horizons reported (clips of 4 + max(horizons) latent steps)."""
     from dreamer.envs.crafter_env import crafter_names
     from dreamer.tokenizer.crafter_state import VIEW, VIEW_TOKENS
 
@@ -59,7 +60,9 @@ def error_breakdown(world, batches: int = 8, batch_size: int = 16, seed: int = 1
     model, cache = world.dynamics.eval(), world.cache
     names = crafter_names()["actions"]
     moves = {names.index(n): n for n in SCROLL}
-    c, hmax = CONTEXT, max(HORIZONS)
+    if not horizons or min(horizons) < 1:
+        raise ValueError(f"world_model_errors: horizons must be >= 1, got {horizons}")
+    c, hmax = CONTEXT, max(horizons)
     val = ClipSampler(cache, cache.val_names or cache.train_names, c + hmax, batch_size, seed, 0, world.device)
     mean = torch.as_tensor(cache.mean, dtype=torch.float32, device=world.device).reshape(-1)
     std = torch.as_tensor(cache.std, dtype=torch.float32, device=world.device).reshape(-1)
@@ -77,7 +80,7 @@ def error_breakdown(world, batches: int = 8, batch_size: int = 16, seed: int = 1
         gen_z = rollout(model, z[:, :c], a[:, :c], mk[:, :c], a[:, c - 1:c - 1 + hmax], mk[:, c - 1:c - 1 + hmax],
                         generator=gen, sample_steps=sample_steps, context_noise=context_noise)
         last = z[:, c - 1]
-        for h in HORIZONS:
+        for h in horizons:
             add(f"h{h} model", float((gen_z[:, h - 1] - z[:, c - 1 + h]).pow(2).mean()))
             add(f"h{h} copy-last", float((last - z[:, c - 1 + h]).pow(2).mean()))
         truth, pred = z[:, c], gen_z[:, 0]
@@ -144,7 +147,8 @@ def _gate_probe(model):
 
 def report(figures: dict) -> str:
     lines = []
-    for h in HORIZONS:
+    horizons = sorted(int(k[1:-6]) for k in figures if k.startswith("h") and k.endswith(" model") and "[" not in k)
+    for h in horizons:
         m, c = figures[f"h{h} model"], figures[f"h{h} copy-last"]
         lines.append(f"h{h}: model {m:.4f}, copy-last {c:.4f} ({m / c:.2f}x)")
     for kind in ("moved", "blocked", "noop", "other"):
@@ -178,12 +182,18 @@ def main(argv=None) -> dict:
                    help="K sampling steps per latent instead of the checkpoint's dynamics.sample_steps (1 = one jump)")
     p.add_argument("--context-noise", type=float, default=None,
                    help="context corruption at sampling instead of the checkpoint's dynamics.context_noise")
+    p.add_argument("--horizons", default=",".join(map(str, HORIZONS)),
+                   help="open-loop horizons, comma-separated (phase 3 dreams 16 past a context of 4)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         world = load_world(args.checkpoint, args.config, args.set, args.device)
+        try:
+            horizons = tuple(int(h) for h in args.horizons.split(","))
+        except ValueError:
+            raise ValueError(f"--horizons {args.horizons!r}: give whole numbers, comma-separated (e.g. 1,2,4,8,16)")
         figures = error_breakdown(world, args.batches, args.batch_size, sample_steps=args.sample_steps,
-                                  context_noise=args.context_noise)
+                                  context_noise=args.context_noise, horizons=horizons)
     except (OSError, ValueError) as e:
         raise SystemExit(f"world_model_errors: {e}") from e
     print(report(figures))

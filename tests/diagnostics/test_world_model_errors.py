@@ -68,6 +68,14 @@ def test_a_perfect_model_scores_zero_and_a_copying_one_scores_copy_last(world, m
             assert v == pytest.approx(copying[twin]), k
     assert "h1: model" in wme.report(copying) and "routing gate:" in wme.report(copying)
 
+    far = wme.error_breakdown(world, batches=1, batch_size=4, horizons=(3, 12))  # past 4 + 8, as phase 3 dreams
+    assert {k for k in far if not k.startswith(("h1 ", "gate"))} == {"h3 model", "h3 copy-last", "h12 model",
+                                                                      "h12 copy-last"}
+    assert far["h12 model"] == pytest.approx(far["h12 copy-last"])
+    assert "h12: model" in wme.report(far) and "h8:" not in wme.report(far)
+    with pytest.raises(ValueError, match="horizons"):
+        wme.error_breakdown(world, horizons=(0, 4))
+
 
 def test_refuses_a_pixel_tokenizer(world):
     class Pixels:
