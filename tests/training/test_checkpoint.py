@@ -189,3 +189,29 @@ def test_heldout_figures_that_are_not_finite_stop_the_phase_naming_the_episodes(
         check_heldout("phase 1", {"x": float("inf")}, [{"latents": torch.zeros(2, 3, 4, 5),
                                                          "provenance": batches[0]["provenance"]}])
     check_heldout("phase 2", {"value_return_corr": float("nan"), "bc_nll": 1.0}, [], keys=("bc_nll",))
+
+
+def test_adamw_is_fused_on_plain_parameters_and_steps_as_the_default_does():
+    from dreamer.training.optim import adamw
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    b.load_state_dict(a.state_dict())
+    fused = adamw(a.parameters(), lr=1e-2, weight_decay=0.01, betas=(0.9, 0.99))
+    plain = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.01, betas=(0.9, 0.99))
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    for _ in range(3):
+        x = torch.randn(5, 4)
+        for m, o in ((a, fused), (b, plain)):
+            o.zero_grad()
+            m(x).pow(2).sum().backward()
+            o.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q)  # the same update, up to float rounding
+    plain.load_state_dict(fused.state_dict())  # checkpoints move between the two
+
+    class Sharded(torch.nn.Parameter):  # a parameter subclass (e.g. FSDP's flat parameters): the default loop
+        pass
+
+    groups = [{"params": [Sharded(torch.zeros(2))]}, {"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 1e-3}]
+    assert not adamw(groups, lr=1e-2).defaults["fused"]
