@@ -1,8 +1,8 @@
 """Collect episodes with a behaviour policy and write one ``ep_XXXXXX.npz`` per episode (docs/design.md §1).
 
 Resumable: files already on disk are skipped (writes are atomic, so an existing file is complete).
-Episode i is reset with seed ``collect_cfg.seed + i``; Crafter episodes are not exactly
-reproducible from that seed (creature despawning), which is why frames are stored.
+Episode i is reset with seed ``collect_cfg.seed + i``; frames are stored, so that reading a dataset needs no game
+(the Crafter adapter replays an episode from its seed and actions, but episodes collected before it did would not).
 
 Crafter extras, aligned with the frames (T+1 rows):
   inventory int32 (T+1, 16), names in meta["inventory_names"];
