@@ -156,6 +156,12 @@ class CrafterEnv(gym.Env):
         self._steps = 0
         self._done = True
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled (an env reset in a worker process and handed back): this process's Crafter gets the ordered
+        sets too, for the worlds it builds on later resets."""
+        _ordered_crafter_sets()
+        self.__dict__.update(state)
+
     # -- game state (for the scripted policy and tests, not for agents) --
     @property
     def world(self):
