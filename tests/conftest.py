@@ -49,6 +49,23 @@ def state_cache_factory(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="module")
+def state_world_parts(state_cache_factory, tmp_path_factory):
+    """``make(max_steps, seed, **dynamics)`` -> (config with a tiny action-routed DynamicsConfig, tokenizer, cache, a
+    checkpoint path that does not exist): what a play-page or diagnostics ``World`` on the state reference needs."""
+    from dreamer.config import Config
+    from dreamer.dynamics import DynamicsConfig
+
+    def make(max_steps: int, seed: int, **dynamics):
+        tok, cache = state_cache_factory(max_steps, seed)
+        cfg = Config(run="w", device="cpu")
+        cfg.dynamics = DynamicsConfig(d_model=32, num_layers=2, num_heads=2, num_kv_heads=1, num_registers=1,
+                                      max_time=16, sample_steps=2, action_routing=True, **dynamics)
+        return cfg, tok, cache, tmp_path_factory.mktemp("world") / "none.pt"
+
+    return make
+
+
 @pytest.fixture
 def full_disk(monkeypatch):
     """Files opened by dreamer.atomic accept ``room`` bytes, then fail with ENOSPC as a full disk does

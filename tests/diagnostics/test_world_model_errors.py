@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from diagnostics import world_model_errors as wme
-from dreamer.config import Config
-from dreamer.dynamics import DynamicsConfig, DynamicsModel
+from dreamer.dynamics import DynamicsModel
 from dreamer.viewer.load import World
 
 
 @pytest.fixture(scope="module")
-def world(state_cache_factory, tmp_path_factory):
-    root = tmp_path_factory.mktemp("wme")
-    tok, cache = state_cache_factory(30, 5)
-    cfg = Config(run="w", device="cpu")
-    cfg.dynamics = DynamicsConfig(d_model=32, num_layers=2, num_heads=2, num_kv_heads=1, num_registers=1, max_time=16,
-                                  sample_steps=2, action_routing=True, routing_gate=True)
+def world(state_world_parts):
+    cfg, tok, cache, path = state_world_parts(30, 5, routing_gate=True)
     model = DynamicsModel(cfg.dynamics, tok.num_tokens, tok.channels, list(cache.action_space.cards), 1)
-    return World(Path(root / "none.pt"), cfg, tok, cache, model.eval(), None, torch.device("cpu"))
+    return World(path, cfg, tok, cache, model.eval(), None, torch.device("cpu"))
 
 
 def _fake_rollout(kind: str):

@@ -3,14 +3,11 @@ that ignores them. The world is the crafter_state reference (its decoder draws t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from diagnostics import play_actions
-from dreamer.config import Config
-from dreamer.dynamics import DynamicsConfig, DynamicsModel
+from dreamer.dynamics import DynamicsModel
 from dreamer.viewer.load import World
 from dreamer.viewer.session import PlaySession
 
@@ -18,13 +15,9 @@ ROWS, COLS = 7, 9  # the view cells are tokens 9 * row + col
 
 
 @pytest.fixture(scope="module")
-def state_world(state_cache_factory, tmp_path_factory):
-    root = tmp_path_factory.mktemp("play_actions")
-    tok, cache = state_cache_factory(20, 3)
-    cfg = Config(run="p", device="cpu")
-    cfg.dynamics = DynamicsConfig(d_model=32, num_layers=2, num_heads=2, num_kv_heads=1, num_registers=1, max_time=16,
-                                  sample_steps=2, action_routing=True)
-    return {"cfg": cfg, "tok": tok, "cache": cache, "path": Path(root / "none.pt")}
+def state_world(state_world_parts):
+    cfg, tok, cache, path = state_world_parts(20, 3)
+    return {"cfg": cfg, "tok": tok, "cache": cache, "path": path}
 
 
 def _world(w, moves: bool) -> World:
