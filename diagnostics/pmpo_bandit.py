@@ -6,10 +6,10 @@
 The agent of a phase-2 (or phase-3) checkpoint reads real held-out and training clips; its policy samples
 a chunk at each of ``phase3.horizon`` steps of a training clip, and a world that knows the answer pays
 r_{t+1} = 1 whenever the chunk's first sub-step takes ``--action`` (component 0), 0 otherwise, with every
-continue 1. Everything else is phase 3's: the λ-returns with the value head, PMPO with the prior's KL
-(``pmpo.*``), the two-group optimizer and schedule (``phase3.*``), batches of ``phase3.batch_size``. The
-features are the real clips' (nothing is dreamed), so what this measures is the update alone: the policy's
-mean probability of the action on held-out clips, every ``--every`` steps. A phase 3 that cannot raise it
+continue 1. Everything else is phase 3's: the λ-returns with the value head, PMPO with the prior's KL, the
+value warm-up and the sign gate (``pmpo.*``), the two-group optimizer and schedule (``phase3.*``), batches
+of ``phase3.batch_size``. The features are the real clips' (nothing is dreamed), so what this measures is
+the update alone: the policy's mean probability of the action on held-out clips, every ``--every`` steps. A phase 3 that cannot raise it
 cannot learn from any dream; how far it rises at ``pmpo.beta`` says how much room the prior leaves.
 """
 
@@ -21,7 +21,7 @@ import logging
 import torch
 
 from dreamer.data.loader import ClipSampler
-from dreamer.imagination import grouped_step, make_phase3_optimizer, phase3_terms
+from dreamer.imagination import grouped_step, make_phase3_optimizer, phase3_terms, policy_gate
 from dreamer.imagination.rollout import Imagined
 from dreamer.training.optim import NonFiniteGuard, make_scheduler
 
@@ -51,7 +51,8 @@ def value_names(world) -> list[str]:
 
 def bandit(world, target: int, steps: int, every: int = 25, seed: int = 0) -> list[dict]:
     """Rows {step, p_action, kl, rewarded}: the policy's held-out probability of ``target`` as phase 3's update
-    trains it on a world that pays 1 for it (see the module docstring). Trains ``world.agent`` in place."""
+    trains it on a world that pays 1 for it (see the module docstring). Trains ``world.agent`` in place (the prior is
+    its policy as given) and sets ``world.cfg.phase3.steps`` to ``steps`` (the schedule's length)."""
     cfg, agent, cache = world.cfg, world.agent, world.cache
     pc, dev = cfg.phase3, world.device
     pc.steps = steps
@@ -82,7 +83,7 @@ def bandit(world, target: int, steps: int, every: int = 25, seed: int = 0) -> li
         im = Imagined(latents=z[:, c - 1:], actions=a, action_mask=torch.ones(a.shape[:3], dtype=torch.bool, device=dev),
                       rewards=rewards, continues=torch.ones(b, H, device=dev), features=h, context=z[:, :c])
         t = phase3_terms(agent, prior, im, cfg.rl, cfg.pmpo)
-        policy_on = step >= cfg.pmpo.value_warmup
+        policy_on = policy_gate(cfg.pmpo, step, t.advantages)  # the value warm-up and the sign gate, as phase 3
         grouped_step(opt, sched, t.value_loss + (t.policy_loss if policy_on else 0.0 * t.policy_loss), pc,
                      guard, step)
         if (step + 1) % every == 0 or step + 1 == steps:
