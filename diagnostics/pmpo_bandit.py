@@ -9,8 +9,9 @@ r_{t+1} = 1 whenever the chunk's first sub-step takes ``--action`` (component 0)
 continue 1. Everything else is phase 3's: the λ-returns with the value head, PMPO with the prior's KL, the
 value warm-up and the sign gate (``pmpo.*``), the two-group optimizer and schedule (``phase3.*``), batches
 of ``phase3.batch_size``. The features are the real clips' (nothing is dreamed), so what this measures is
-the update alone: the policy's mean probability of the action on held-out clips, every ``--every`` steps. A phase 3 that cannot raise it
-cannot learn from any dream; how far it rises at ``pmpo.beta`` says how much room the prior leaves.
+the update alone: the policy's mean probability of the action on held-out clips, every ``--every`` steps.
+A phase 3 that cannot raise it cannot learn from any dream; how far it rises at ``pmpo.beta`` says how much
+room the prior leaves.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def value_names(world) -> list[str]:
 
 
 def bandit(world, target: int, steps: int, every: int = 25, seed: int = 0) -> list[dict]:
-    """Rows {step, p_action, kl, rewarded}: the policy's held-out probability of ``target`` as phase 3's update
+    """Rows {step, p_action, kl}: the policy's held-out probability of ``target`` as phase 3's update
     trains it on a world that pays 1 for it (see the module docstring). Trains ``world.agent`` in place (the prior is
     its policy as given) and sets ``world.cfg.phase3.steps`` to ``steps`` (the schedule's length)."""
     cfg, agent, cache = world.cfg, world.agent, world.cache
@@ -72,23 +73,21 @@ def bandit(world, target: int, steps: int, every: int = 25, seed: int = 0) -> li
         with torch.no_grad():
             return float(torch.softmax(agent.policy(h_val).logits[0].float(), -1)[..., 0, target].mean())
 
-    rows = [{"step": 0, "p_action": p_action(), "kl": 0.0, "rewarded": float("nan")}]
+    rows = [{"step": 0, "p_action": p_action(), "kl": 0.0}]
     for step in range(steps):
         z = train.batch(step)["latents"].float()
         with torch.no_grad():
             h = agent.trunk(z)[:, c - 1:]  # (B, H+1, d): h_0 at the last context step
             a = agent.policy(h[:, :H]).sample(gen)  # (B, H, S, D)
         b = a.shape[0]
-        rewards = (a[..., 0, 0] == target).float()
         im = Imagined(latents=z[:, c - 1:], actions=a, action_mask=torch.ones(a.shape[:3], dtype=torch.bool, device=dev),
-                      rewards=rewards, continues=torch.ones(b, H, device=dev), features=h, context=z[:, :c])
+                      rewards=(a[..., 0, 0] == target).float(), continues=torch.ones(b, H, device=dev), features=h, context=z[:, :c])
         t = phase3_terms(agent, prior, im, cfg.rl, cfg.pmpo)
         policy_on = policy_gate(cfg.pmpo, step, t.advantages)  # the value warm-up and the sign gate, as phase 3
         grouped_step(opt, sched, t.value_loss + (t.policy_loss if policy_on else 0.0 * t.policy_loss), pc,
                      guard, step)
         if (step + 1) % every == 0 or step + 1 == steps:
-            rows.append({"step": step + 1, "p_action": p_action(), "kl": float(t.kl.detach().mean()),
-                         "rewarded": float(rewards.mean())})
+            rows.append({"step": step + 1, "p_action": p_action(), "kl": float(t.kl.detach().mean())})
             log.info("step %d: p(action) %.3f, KL to the prior %.4f", step + 1, rows[-1]["p_action"], rows[-1]["kl"])
     return rows
 
