@@ -197,7 +197,7 @@ class Phase0(Phase):
         pc = self.pc
         with self.rt.autocast(pc.bf16):
             recon, target, _, logits, state_logits = self.net(batch["frames"])
-        loss, m = reconstruction_loss(recon, target, pc.perceptual_weight)
+        loss, m = reconstruction_loss(recon, target, pc.perceptual_weight, pc.l1_weight, pc.peak_weight)
         if logits is not None:
             action_loss = bc_loss(logits, batch["actions"], batch["action_mask"])
             loss = loss + pc.action_weight * action_loss

@@ -126,8 +126,13 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7, data_range: float = 
     return s.mean()
 
 
-def reconstruction_loss(recon_bcthw: torch.Tensor, target_bcthw: torch.Tensor, perceptual_weight: float = 0.0):
-    """MSE in [-1, 1] space, plus ``perceptual_weight`` · (1 − SSIM) when asked. Returns (loss, metrics)."""
+def reconstruction_loss(recon_bcthw: torch.Tensor, target_bcthw: torch.Tensor, perceptual_weight: float = 0.0,
+                        l1_weight: float = 0.0, peak_weight: float = 0.0):
+    """MSE in [-1, 1] space, plus when asked: ``perceptual_weight`` · (1 − SSIM), ``l1_weight`` · the mean absolute
+    error, and ``peak_weight`` · each frame's worst pixel (its squared error averaged over the colour channels, the
+    largest of the frame's pixels, averaged over frames). The last two keep small sprites from drowning in large flat
+    areas: L1 weighs a small error more than the square does, and the worst pixel is usually on a sprite the MSE has
+    painted over (docs/tokenizer.md). Returns (loss, metrics)."""
     recon, target = recon_bcthw.float(), target_bcthw.float()
     mse = F.mse_loss(recon, target)
     metrics = {"mse": float(mse.detach())}
@@ -138,6 +143,15 @@ def reconstruction_loss(recon_bcthw: torch.Tensor, target_bcthw: torch.Tensor, p
         structural = 1.0 - ssim(flat[0].clamp(-1, 1), flat[1])
         loss = loss + perceptual_weight * structural
         metrics["one_minus_ssim"] = float(structural.detach())
+    if l1_weight > 0:
+        l1 = (recon - target).abs().mean()
+        loss = loss + l1_weight * l1
+        metrics["l1"] = float(l1.detach())
+    if peak_weight > 0:
+        per_pixel_bthw = (recon - target).pow(2).mean(1)  # (B, T, H, W): channels averaged
+        peak = per_pixel_bthw.flatten(2).amax(-1).mean()  # each frame's worst pixel, averaged over frames
+        loss = loss + peak_weight * peak
+        metrics["peak"] = float(peak.detach())
     metrics["total"] = float(loss.detach())
     return loss, metrics
 

@@ -57,6 +57,10 @@ class Phase0Config(PhaseConfig):
     # not this phase's own output (out_dir), else a fresh tokenizer.preset with random weights.
     init_from: str = ""
     perceptual_weight: float = 0.0  # weight of the structural term (1 - SSIM) added to the MSE
+    # Terms that keep small sprites (docs/tokenizer.md): l1_weight x the mean absolute error, and peak_weight x each
+    # frame's worst pixel's squared error (averaged over frames), both added to the MSE; 0 = off
+    l1_weight: float = 0.0
+    peak_weight: float = 0.0
     eval_clips: int = 16  # held-out clips for the reconstruction PSNR
     # Stop once `patience` held-out evaluations in a row gained less than `min_delta` dB over the best before
     # them (0 = always run all `steps`); the tokenizer is then saved from the step it stopped at.
@@ -86,7 +90,8 @@ class Phase0Config(PhaseConfig):
         if self.fsdp:
             raise ValueError("phase0.fsdp is not supported: the tokenizer (at most ~106M parameters, cv8x8x8) fits one "
                              "device; under torchrun phase 0 uses DDP. Use phase0.gradient_checkpointing to save memory")
-        for name in ("patience", "min_delta", "action_weight", "state_weight", "state_class_power", "probe_stride"):
+        for name in ("patience", "min_delta", "action_weight", "state_weight", "state_class_power", "probe_stride",
+                     "l1_weight", "peak_weight"):
             _check(getattr(self, name) >= 0, "phase0", name, getattr(self, name), ">= 0")
         if not self.perceptual_weight >= 0 or self.eval_clips < 1:
             raise ValueError(f"perceptual_weight must be >= 0 and eval_clips >= 1, got {self.perceptual_weight}, "

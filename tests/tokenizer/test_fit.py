@@ -40,6 +40,23 @@ def make_model(seed: int = 0, S: int = 0) -> PooledAutoencoder:
     return PooledAutoencoder(vae, resolution=64, pool=2)
 
 
+def test_sprite_terms_weigh_a_small_error_that_the_mse_hardly_sees():
+    """l1_weight and peak_weight: a 2 x 2 sprite painted over costs the MSE almost nothing on a 64 x 64 frame; the
+    worst-pixel term pays it in full, and its gradient lands on the sprite alone."""
+    target = torch.zeros(2, 3, 1, 64, 64)
+    target[:, :, :, 10:12, 20:22] = 1.0  # a sprite in each frame
+    recon = torch.zeros_like(target, requires_grad=True)  # the flat area right, the sprite painted over
+    plain, m0 = reconstruction_loss(recon, target)
+    both, m = reconstruction_loss(recon, target, l1_weight=0.1, peak_weight=0.01)
+    assert m0.keys() == {"mse", "total"} and {"mse", "l1", "peak", "total"} <= m.keys()
+    assert math.isclose(m["peak"], 1.0) and math.isclose(m["l1"], 4 / 4096, rel_tol=1e-5)
+    assert math.isclose(both.item(), plain.item() + 0.1 * m["l1"] + 0.01 * 1.0, rel_tol=1e-5)
+    assert both.item() > 10 * plain.item()  # the worst pixel outweighs the MSE of a lost sprite
+    (g,) = torch.autograd.grad(both - plain, recon)
+    assert g[:, :, :, 10:12, 20:22].abs().sum() > 0 and g[:, :, :, 30:, :].abs().sum() == 0  # flat area: L1's
+    # subgradient is 0 where the error is 0, and the worst pixel is on the sprite
+
+
 def test_loss_falls_and_gradients_reach_the_encoder():
     model = make_model()
     frames = torch.from_numpy(moving_squares(9)[None])  # (1, 9, 64, 64, 3), fixed
