@@ -57,10 +57,10 @@ class Phase0Config(PhaseConfig):
     # not this phase's own output (out_dir), else a fresh tokenizer.preset with random weights.
     init_from: str = ""
     perceptual_weight: float = 0.0  # weight of the structural term (1 - SSIM) added to the MSE
-    # Terms that keep small sprites (docs/tokenizer.md): l1_weight x the mean absolute error, and peak_weight x each
-    # frame's worst pixel's squared error (averaged over frames), both added to the MSE; 0 = off
+    # Two terms that keep small sprites, added to the MSE (docs/tokenizer.md; measured: no difference, so 0 = off).
+    # This one weighs the mean absolute error.
     l1_weight: float = 0.0
-    peak_weight: float = 0.0
+    peak_weight: float = 0.0  # weight of each frame's worst pixel's squared error (colours averaged), frames averaged
     eval_clips: int = 16  # held-out clips for the reconstruction PSNR
     # Stop once `patience` held-out evaluations in a row gained less than `min_delta` dB over the best before
     # them (0 = always run all `steps`); the tokenizer is then saved from the step it stopped at.
