@@ -174,7 +174,12 @@ def test_every_frame_alone_at_window_zero():
         assert torch.allclose(alone.encode(frames[:, k : k + 1])[:, 0], z[:, k], atol=1e-5), k
     x = alone.decode(z)
     assert x.shape == (1, 7, 64, 64, 3)
-    assert torch.equal(x[:, 5], alone.decode(z[:, 5:6])[:, 0])  # each latent decoded alone
+    # each latent decoded alone: frame 5 ignores the other latents, up to the uint8 rounding of a float that kernels
+    # for another batch size add up in another order (1 of 12,288 values differed by 1 on one thread of an AVX2 CPU)
+    others = z.clone()
+    others[:, [0, 1, 2, 3, 4, 6]] = torch.randn_like(others[:, [0, 1, 2, 3, 4, 6]])
+    for y in (alone.decode(z[:, 5:6])[:, 0], alone.decode(others)[:, 5]):
+        assert (x[:, 5].int() - y.int()).abs().max() <= 1
     assert window_plan(5, 1, 0) == [(k, k + 1, 0) for k in range(5)] and latent_window(4, 1, 0) == (4, 5)
     with pytest.raises(ValueError, match="S = 1"):
         TokenizerConfig(window_latents=0, temporal_compression=8)
