@@ -28,7 +28,7 @@ from dreamer.envs.policies import to_env_action
 from dreamer.envs.runner import BatchPolicy
 from dreamer.tokenizer.cosmos import latent_window
 
-from .model import Agent
+from .model import Agent, eval_modes, restore_modes
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +148,11 @@ class ChunkActor:
         for hist, z in zip(self.history, latents):
             hist.append(z)
         z_btnc = torch.stack([torch.stack(list(h)) for h in self.history])  # (E, T, N, C)
-        was_training = self.agent.training
-        self.agent.eval()
+        modes = eval_modes(self.agent)
         try:
             chunk = self.agent.act(z_btnc, greedy=self.greedy, generator=self.generators)  # (E, S, D)
         finally:
-            self.agent.train(was_training)
+            restore_modes(modes)
         self.chunks_decided += 1
         return chunk.cpu().numpy().astype(np.int64)
 
@@ -190,12 +189,11 @@ class AgentBatchPolicy(BatchPolicy):
                  name: str = "agent"):
         self.actor = ChunkActor(tokenizer, agent, mean, std, greedy, context)
         self.agent, self.name, self.cards = agent, name, list(agent.action_cards)
-        self._modes: dict | None = None
+        self._modes: dict | None = None  # each module's mode before begin(), for end()
 
     def begin(self, space: spaces.Space) -> None:
         super().begin(space)
-        self._modes = {m: m.training for m in self.agent.modules()}
-        self.agent.eval()
+        self._modes = eval_modes(self.agent)
 
     def start(self, seeds: list[int]) -> None:
         self.actor.reset([None] * len(seeds), [torch.Generator(device=self.actor.device).manual_seed(s) for s in seeds])
@@ -207,6 +205,5 @@ class AgentBatchPolicy(BatchPolicy):
         self.actor.keep(rows)
 
     def end(self) -> None:
-        for m, mode in (self._modes or {}).items():  # one by one: agent.train() would wake its frozen parts
-            m.training = mode
+        restore_modes(self._modes or {})
         self._modes = None

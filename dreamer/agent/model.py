@@ -191,3 +191,18 @@ class Agent(nn.Module):
     def phase3_parameters(self) -> list[nn.Parameter]:
         """Parameters trained in phase 3: policy head then value head."""
         return list(self.policy.parameters()) + list(self.value.parameters())
+
+
+def eval_modes(module: nn.Module) -> dict[nn.Module, bool]:
+    """Put every submodule of ``module`` in eval mode (dropout off, as when an agent acts or is judged); returns each
+    one's mode before, for :func:`restore_modes`."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    return modes
+
+
+def restore_modes(modes: dict[nn.Module, bool]) -> None:
+    """Give each module of :func:`eval_modes` its own mode back, one by one: ``module.train()`` would wake a phase-3
+    agent's frozen trunk and heads, which phase 3 keeps in eval mode."""
+    for m, mode in modes.items():
+        m.training = mode

@@ -300,3 +300,10 @@ def test_the_agent_plays_in_eval_mode_and_each_module_gets_its_mode_back(tiny_to
     play_agent(EnvConfig(env_id="fake"), [1], tiny_tokenizer, agent, *_stats())
     assert seen and not any(any(s) for s in seen)
     assert agent.training and agent.policy.training and not agent.trunk.training
+    seen.clear()  # the one-env policy too: each decision in eval mode, the modes given back one by one
+    env = FakeEnv(3)
+    policy = AgentPolicy(tiny_tokenizer, agent, *_stats(), env.action_space)
+    policy.reset(1)
+    policy(env.reset(seed=1)[0])
+    assert seen and not any(any(s) for s in seen)
+    assert agent.training and agent.policy.training and not agent.trunk.training
